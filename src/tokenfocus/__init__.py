@@ -1,0 +1,3 @@
+"""tokenfocus: token-level signals in transformer language models."""
+
+__version__ = "0.1.0"

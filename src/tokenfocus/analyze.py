@@ -1,0 +1,122 @@
+"""`tokenfocus analyze`: generate responses, compute per-token signals, save them, render a token page.
+
+Run directory:
+    analysis.json          what was asked (model, signals, generation settings)
+    manifest.json          git commit, package versions, seeds, device
+    signals.safetensors    input_ids, attention_mask, response_mask and one (B, T) tensor per signal
+    tokens.jsonl           per response: prompt, completion, token pieces, char offsets, ids, signal values
+    tokens.html            the self-contained page (rendered from tokens.jsonl alone)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from .io import manifest, write_json, write_jsonl
+from .report.token_page import render_token_page
+from .rollout import PromptError, generate_rollout, token_pieces
+from .signals import compute_signals, parse_signal_specs
+
+DEFAULT_SIGNALS = ("attention_entropy", "predictive_entropy", "logprobs", "position")
+
+
+@dataclass
+class AnalyzeConfig:
+    model: str = "smollm2-135m-instruct"
+    prompts: list[str] = field(default_factory=list)
+    signals: list = field(default_factory=lambda: list(DEFAULT_SIGNALS))
+    color_by: str | None = None
+    ratio: float = 0.2
+    max_new_tokens: int = 48
+    temperature: float = 0.0
+    seed: int = 0
+    batch_size: int = 8
+    out: str = "runs/analyze"
+
+
+def load_prompt_file(path: Path) -> list[str]:
+    """One prompt per non-empty line of a text file, or the 'prompt' / 'question' field of each JSONL row."""
+    path = Path(path)
+    if not path.is_file():
+        raise PromptError(f"Prompt file not found: {path}")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if path.suffix == ".jsonl":
+        prompts = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise PromptError(f"{path}:{number}: not valid JSON ({error.msg})") from error
+            text = row.get("prompt", row.get("question")) if isinstance(row, dict) else None
+            if not isinstance(text, str):
+                raise PromptError(f"{path}:{number}: a row needs a string 'prompt' (or 'question') field")
+            prompts.append(text)
+    else:
+        prompts = [line for line in lines if line.strip()]
+    if not prompts:
+        raise PromptError(f"Prompt file {path} holds no prompts (one per line, or JSONL with a 'prompt' field)")
+    return prompts
+
+
+def run_analyze(config: AnalyzeConfig, progress: bool = True, log=print) -> Path:
+    """Run the whole analysis; return the path of the HTML page."""
+    specs = parse_signal_specs(config.signals)  # fails before any model loads
+    labels = [s.label for s in specs]
+    if config.color_by is not None and config.color_by not in labels:
+        raise ValueError(f"--color-by {config.color_by!r} is not among the requested signals {labels}")
+    if not 0 <= config.ratio <= 0.5:
+        raise ValueError(f"ratio must be in [0, 0.5], got {config.ratio}")
+    if not config.prompts:
+        raise PromptError("No prompts: pass --prompt, --prompts-file or --arithmetic N")
+    from .models import load_model
+
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    started = time.perf_counter()
+    model, tokenizer = load_model(config.model)
+    log(f"loaded {config.model} in {time.perf_counter() - started:.1f}s")
+    rollout = generate_rollout(
+        model, tokenizer, config.prompts, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+        seed=config.seed, batch_size=config.batch_size, progress=progress,
+    )
+    values = compute_signals(model, rollout.batch, specs, batch_size=config.batch_size, progress=progress)
+    batch = rollout.batch
+    tensors = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "response_mask": batch.response_mask}
+    tensors.update({f"signal.{name}": v.contiguous() for name, v in values.items()})
+    save_file(tensors, str(out / "signals.safetensors"))
+    write_jsonl(out / "tokens.jsonl", _token_rows(rollout, values, tokenizer))
+    write_json(out / "analysis.json", {**asdict(config), "signals": [vars(s) for s in specs]})
+    write_json(out / "manifest.json", manifest(seeds={"seed": config.seed}, elapsed_s=time.perf_counter() - started))
+    page = render_token_page(out, color_by=config.color_by or labels[0], ratio=config.ratio)
+    return page
+
+
+def _token_rows(rollout, values: dict[str, torch.Tensor], tokenizer) -> list[dict]:
+    rows = []
+    batch = rollout.batch
+    for r in range(batch.shape[0]):
+        positions = batch.response_mask[r].nonzero().squeeze(-1)
+        ids = batch.input_ids[r, positions].tolist()
+        pieces, offsets = token_pieces(tokenizer, ids)
+        rows.append(
+            {
+                "index": r,
+                "prompt": rollout.prompts[r],
+                "completion": rollout.completions[r],
+                "positions": positions.tolist(),
+                "token_ids": ids,
+                "tokens": pieces,
+                "offsets": offsets,
+                "signals": {name: [round(float(x), 6) for x in v[r, positions]] for name, v in values.items()},
+            }
+        )
+    return rows

@@ -1,0 +1,309 @@
+"""Per-query attention entropy recorded inside the model's own attention call, without a T x T matrix.
+
+For query i with scores s_ij = scale * q_i . k_j and p = softmax(s) over the allowed keys:
+
+    H_i = LSE_i - sum_j p_ij s_ij = LSE_i - scale * q_i . Attn(q, K, V=K)_i        (nats)
+
+so one fused attention call with the keys as values, plus the log-sum-exp the kernel returns, gives the
+exact entropy in O(T) extra memory (``backend="lse"``). Where the identity does not hold -- logit
+soft-capping, additive position biases (ALiBi, T5), learned sink logits -- or no kernel returns the LSE,
+the recorder switches to ``backend="chunked"``: the exact scores of a block of queries at a time, with the
+same mask, biases, soft-cap and sinks the model uses. It never returns a silently wrong value.
+
+How it hooks in: the model's attention implementation is switched (inside the context only) to a
+registered wrapper that calls the original implementation for the layer output -- so logits are bitwise
+unchanged -- and, for recorded layers, computes entropy from the same post-RoPE query/key tensors and mask.
+
+Complexity per recorded layer: one extra attention call (2*B*H*T^2*D FLOPs causal-halved) and O(B*H*T)
+memory; the chunked path holds B*H*chunk*T floats at a time.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections import defaultdict
+from contextlib import contextmanager
+from typing import Iterable, Iterator
+
+import torch
+from torch import nn
+
+from ..types import AttentionRecord
+from .hooks import find_decoder_layers
+
+BACKENDS = ("lse", "chunked")
+_WRAPPED_NAME = "tokenfocus_entropy_{}"
+
+
+def _repeat_kv(key: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """(B, H_kv, S, D) -> (B, H_kv * n_rep, S, D), each KV head shared by n_rep consecutive query heads."""
+    if n_rep == 1:
+        return key
+    b, h_kv, s, d = key.shape
+    return key[:, :, None].expand(b, h_kv, n_rep, s, d).reshape(b, h_kv * n_rep, s, d)
+
+
+def _allowed_keys(mask: torch.Tensor | None, batch: int, q_len: int, kv_len: int, device) -> torch.Tensor | None:
+    """Bool (B, 1|H, Q, K) of allowed keys, or None for the pure causal case (mask None)."""
+    if mask is None:
+        return None
+    if mask.dtype == torch.bool:
+        allowed = mask
+    else:  # additive float mask: 0 (or a bias) where allowed, a very negative number where not
+        allowed = mask > torch.finfo(mask.dtype).min / 2
+    return allowed[..., :q_len, :kv_len].expand(batch, -1, -1, -1)
+
+
+def _has_additive_bias(mask: torch.Tensor | None) -> bool:
+    """True when a float mask carries values other than 0 and the 'masked' minimum (ALiBi, relative bias)."""
+    if mask is None or mask.dtype == torch.bool:
+        return False
+    allowed = mask > torch.finfo(mask.dtype).min / 2
+    return bool((mask[allowed] != 0).any())
+
+
+def _key_counts(allowed: torch.Tensor | None, batch: int, q_len: int, device) -> torch.Tensor:
+    """(B, Q) float number of keys each query may attend to."""
+    if allowed is None:
+        return torch.arange(1, q_len + 1, device=device, dtype=torch.float32).expand(batch, q_len)
+    return allowed[:, 0].sum(-1).float()
+
+
+def _first_keys(allowed: torch.Tensor | None, batch: int, q_len: int, device) -> torch.Tensor:
+    """(B, Q) index of the first allowed key of each query row (the BOS / sink column)."""
+    if allowed is None:
+        return torch.zeros(batch, q_len, dtype=torch.long, device=device)
+    return allowed[:, 0].to(torch.uint8).argmax(-1)
+
+
+def entropy_lse(
+    query: torch.Tensor, key: torch.Tensor, allowed: torch.Tensor | None, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact per-query entropy through one fused attention call with V = K.
+
+    query (B, H, S, D), key (B, H, S, D) (already repeated for GQA), both fp32; allowed: bool (B, 1, S, S)
+    or None for pure causal. Returns (entropy (B, H, S), lse (B, H, S)). Rows with no allowed key give
+    garbage that the caller zeroes with the key count.
+    """
+    if query.device.type == "cpu":
+        bias = None
+        if allowed is not None:
+            bias = torch.zeros(allowed.shape, dtype=query.dtype, device=query.device)
+            bias.masked_fill_(~allowed, float("-inf"))
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            query, key, key, 0.0, allowed is None, attn_mask=bias, scale=scale
+        )
+    elif query.device.type == "cuda":
+        bias = None
+        if allowed is not None:
+            bias = torch.zeros(allowed.shape, dtype=query.dtype, device=query.device)
+            bias.masked_fill_(~allowed, float("-inf"))
+            bias = bias.expand(-1, query.shape[1], -1, -1)
+        out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(
+            query, key, key, bias, True, 0.0, allowed is None, scale=scale
+        )[:2]
+        lse = lse[..., : query.shape[2]]  # the kernel may pad the query dimension
+    else:
+        raise ValueError(f"no LSE kernel on {query.device.type}; use backend='chunked'")
+    expected = (query * out).sum(-1) * scale  # (B, H, S)  E_p[s]
+    return lse - expected, lse
+
+
+def entropy_chunked(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float,
+    *,
+    softcap: float | None = None,
+    sinks: torch.Tensor | None = None,
+    position_bias: torch.Tensor | None = None,
+    chunk_size: int = 128,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact per-query entropy from explicit scores, ``chunk_size`` query rows at a time.
+
+    Uses the model's exact score function: scale*q.k, optional soft-cap c*tanh(s/c), the additive mask or
+    position bias, and learned sink logits (one per head; the sink joins the distribution as an extra
+    column, as in gpt-oss). Returns (entropy (B, H, S), lse (B, H, S)) in the dtype of ``query``.
+    """
+    b, h, s, _ = query.shape
+    kv = key.shape[2]
+    entropies, lses = [], []
+    key_t = key.transpose(-1, -2)
+    for start in range(0, s, chunk_size):
+        stop = min(start + chunk_size, s)
+        scores = (query[:, :, start:stop] @ key_t) * scale  # (B, H, c, K)
+        if softcap is not None:
+            scores = softcap * torch.tanh(scores / softcap)
+        if position_bias is not None:
+            scores = scores + position_bias[..., start:stop, :kv].to(scores.dtype)
+        if mask is None:
+            causal = torch.arange(start, stop, device=query.device)[:, None] >= torch.arange(kv, device=query.device)
+            scores = scores.masked_fill(~causal, float("-inf"))
+        elif mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask[..., start:stop, :kv], float("-inf"))
+        else:
+            scores = scores + mask[..., start:stop, :kv].to(scores.dtype)
+        if sinks is not None:
+            sink_col = sinks.to(scores.dtype).view(1, h, 1, 1).expand(b, h, stop - start, 1)
+            scores = torch.cat([scores, sink_col], dim=-1)
+        logp = torch.log_softmax(scores, dim=-1)
+        p = logp.exp()
+        entropies.append(-torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(-1))
+        lses.append(torch.logsumexp(scores, dim=-1))
+    return torch.cat(entropies, dim=-1), torch.cat(lses, dim=-1)
+
+
+class AttentionEntropyRecorder:
+    """Collects an AttentionRecord per recorded layer and per forward call (appended in call order)."""
+
+    def __init__(self, layers: Iterable[int], backend: str = "lse", record_sink: bool = False, chunk_size: int = 128):
+        if backend not in BACKENDS:
+            raise ValueError(f"Unknown attention-entropy backend {backend!r}; choose one of {BACKENDS}")
+        self.layers = frozenset(layers)
+        self.backend = backend
+        self.record_sink = record_sink
+        self.chunk_size = chunk_size
+        self.calls: dict[int, list[AttentionRecord]] = defaultdict(list)
+        self.fallbacks: dict[int, str] = {}  # layer -> why the chunked path was used
+
+    def record(self, module: nn.Module, query, key, attention_mask, scaling, kwargs) -> None:
+        # Gradient-checkpoint recompute runs the attention again inside the backward pass: that forward
+        # was already recorded, so skip it (current_graph_task_id is -1 outside autograd's engine).
+        if torch._C._current_graph_task_id() != -1:
+            return
+        layer = module.layer_idx
+        b, h, q_len, d = query.shape
+        kv_len = key.shape[2]
+        if q_len != kv_len:
+            raise RuntimeError(
+                f"attention-entropy recorder active during KV-cached decoding (layer {layer}: {q_len} queries, "
+                f"{kv_len} keys). Generate first, then score the full sequences with one forward."
+            )
+        scale = scaling if scaling is not None else 1.0 / math.sqrt(d)
+        with torch.no_grad():
+            q = query.detach().float()
+            k = _repeat_kv(key.detach().float(), h // key.shape[1])
+            allowed = _allowed_keys(attention_mask, b, q_len, kv_len, q.device)
+            softcap, sinks = kwargs.get("softcap"), kwargs.get("s_aux")
+            position_bias = kwargs.get("position_bias")
+            reason = self._chunked_reason(q, attention_mask, softcap, sinks, position_bias)
+            if reason is None:
+                entropy, lse = entropy_lse(q, k, allowed, scale)
+            else:
+                self.fallbacks.setdefault(layer, reason)
+                entropy, lse = entropy_chunked(
+                    q, k, attention_mask, scale, softcap=softcap, sinks=sinks,
+                    position_bias=position_bias, chunk_size=self.chunk_size,
+                )
+            n_keys = _key_counts(allowed, b, q_len, q.device)
+            valid = (n_keys > 0)[:, None, :]
+            entropy = torch.where(valid, entropy, torch.zeros_like(entropy))
+            sink_prob = None
+            if self.record_sink:
+                first = _first_keys(allowed, b, q_len, q.device)  # (B, S)
+                k_first = torch.gather(k, 2, first[:, None, :, None].expand(b, h, q_len, d))
+                sink_prob = torch.exp((q * k_first).sum(-1) * scale - lse)
+                sink_prob = torch.where(valid, sink_prob, torch.zeros_like(sink_prob))
+        self.calls[layer].append(AttentionRecord(entropy.float(), n_keys, sink_prob))
+
+    def _chunked_reason(self, q, mask, softcap, sinks, position_bias) -> str | None:
+        if self.backend == "chunked":
+            return "backend='chunked' requested"
+        if softcap is not None:
+            return "logit soft-capping breaks the LSE identity"
+        if sinks is not None:
+            return "learned sink logits"
+        if position_bias is not None or _has_additive_bias(mask):
+            return "additive position bias in the scores"
+        if q.device.type not in ("cpu", "cuda"):
+            return f"no LSE kernel on {q.device.type}"
+        return None
+
+    def result(self) -> dict[int, AttentionRecord]:
+        """Per layer, the calls concatenated along the batch dimension (row chunks in call order)."""
+        out = {}
+        for layer, calls in sorted(self.calls.items()):
+            sinks = [c.sink_prob for c in calls]
+            out[layer] = AttentionRecord(
+                torch.cat([c.entropy for c in calls]),
+                torch.cat([c.n_keys for c in calls]),
+                torch.cat(sinks) if all(s is not None for s in sinks) else None,
+            )
+        return out
+
+
+def _register_wrapper(base: str) -> str:
+    """Register (once) an attention implementation that runs ``base`` and then the layer's recorder."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+    name = _WRAPPED_NAME.format(base)
+    if name in AttentionInterface._global_mapping:
+        return name
+
+    def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+        if base == "eager":  # eager lives in each model's own file, not in the global registry
+            forward = sys.modules[type(module).__module__].eager_attention_forward
+        else:
+            forward = AttentionInterface._global_mapping[base]
+        output = forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        recorder = getattr(module, "_tokenfocus_recorder", None)
+        if recorder is not None:
+            recorder.record(module, query, key, attention_mask, scaling, kwargs)
+        return output
+
+    AttentionInterface.register(name, attention)
+    # The wrapper needs exactly the mask format its base implementation expects.
+    ALL_MASK_ATTENTION_FUNCTIONS.register(name, ALL_MASK_ATTENTION_FUNCTIONS._global_mapping[base])
+    return name
+
+
+def resolve_layers(layers: str | int | Iterable[int], num_layers: int) -> list[int]:
+    """'middle' -> [L // 2]; 'all' -> 0..L-1; an int or list of ints (negative counts from the end)."""
+    if layers == "middle":
+        return [num_layers // 2]
+    if layers == "all":
+        return list(range(num_layers))
+    items = [layers] if isinstance(layers, int) else list(layers)
+    resolved = []
+    for item in items:
+        if not isinstance(item, int) or not -num_layers <= item < num_layers:
+            raise ValueError(f"layer {item!r} is out of range for a {num_layers}-layer model; use 'middle', 'all' or ints")
+        resolved.append(item % num_layers)
+    if not resolved:
+        raise ValueError("layers is empty; use 'middle', 'all' or a non-empty list of ints")
+    return sorted(set(resolved))
+
+
+@contextmanager
+def record_attention_entropy(
+    model: nn.Module,
+    layers: str | int | Iterable[int] = "middle",
+    *,
+    backend: str = "lse",
+    record_sink: bool = False,
+    chunk_size: int = 128,
+) -> Iterator[AttentionEntropyRecorder]:
+    """Record per-query attention entropy of ``layers`` for every full-sequence forward inside the block.
+
+    The model's attention implementation and its attention modules are restored on exit, also on errors.
+    """
+    decoder_layers = find_decoder_layers(model)
+    chosen = resolve_layers(layers, len(decoder_layers))
+    recorder = AttentionEntropyRecorder(chosen, backend, record_sink, chunk_size)
+    original = model.config._attn_implementation
+    base = original if original in ("sdpa", "eager") else "sdpa"  # flash/flex: sdpa gives the same output
+    tagged = []
+    try:
+        model.set_attn_implementation(_register_wrapper(base))
+        for index in chosen:
+            attn = decoder_layers[index].self_attn
+            attn._tokenfocus_recorder = recorder
+            tagged.append(attn)
+        yield recorder
+    finally:
+        for attn in tagged:
+            del attn._tokenfocus_recorder
+        model.set_attn_implementation(original)

@@ -1,0 +1,103 @@
+"""Scoped forward hooks on the real Hugging Face module tree, under canonical names.
+
+Canonical names (decoder-only models):
+    embed                   output of the input embedding              (B, T, d)
+    layers.{i}.attn         output of layer i's attention block        (B, T, d)   (before the residual add)
+    layers.{i}.mlp          output of layer i's MLP block              (B, T, d)
+    layers.{i}.resid_post   output of decoder layer i (residual stream) (B, T, d)
+    final_norm              the final norm, i.e. what the LM head reads (B, T, d)
+
+Each captured point takes a reducer ``fn(tensor) -> tensor`` that runs inside the hook, so only the reduced
+value is kept (pass ``None`` to keep the tensor itself, detached). Values are appended per call: a forward run
+in several row chunks yields a list in call order. Hooks are always removed on exit, also on exceptions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+Reducer = Callable[[torch.Tensor], torch.Tensor]
+
+_LAYER_POINT = re.compile(r"layers\.(\d+)\.(attn|mlp|resid_post)")
+
+
+def find_decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The ModuleList of decoder layers (the first whose blocks carry a ``self_attn``)."""
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) and hasattr(module[0], "self_attn"):
+            return module
+    raise ValueError(
+        f"Could not find decoder layers with a `self_attn` block in {type(model).__name__}; tokenfocus captures "
+        "support Hugging Face decoder-only models (llama, qwen2/3, mistral, gemma, phi3, ...)"
+    )
+
+
+def _final_norm(model: nn.Module) -> nn.Module:
+    base = model.get_decoder() if hasattr(model, "get_decoder") else model
+    norm = getattr(base, "norm", None) or getattr(base, "final_layernorm", None)
+    if norm is None:
+        raise ValueError(f"{type(base).__name__} has no `norm` / `final_layernorm` module to hook")
+    return norm
+
+
+def resolve_point(model: nn.Module, name: str) -> nn.Module:
+    """Map a canonical point name to the module whose output it is."""
+    if name == "embed":
+        return model.get_input_embeddings()
+    if name == "final_norm":
+        return _final_norm(model)
+    match = _LAYER_POINT.fullmatch(name)
+    if match is None:
+        raise ValueError(
+            f"Unknown capture point {name!r}. Valid: embed, final_norm, layers.{{i}}.attn, layers.{{i}}.mlp, "
+            "layers.{i}.resid_post"
+        )
+    layers = find_decoder_layers(model)
+    index, part = int(match.group(1)), match.group(2)
+    if index >= len(layers):
+        raise ValueError(f"Capture point {name!r}: the model has {len(layers)} layers (0..{len(layers) - 1})")
+    layer = layers[index]
+    return {"attn": layer.self_attn, "mlp": layer.mlp, "resid_post": layer}[part]
+
+
+class Capture:
+    """Values captured by ``capture(...)``: ``cap[name]`` is the list of per-call reduced tensors."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[torch.Tensor]] = defaultdict(list)
+
+    def __getitem__(self, name: str) -> list[torch.Tensor]:
+        return self.values[name]
+
+    def cat(self, name: str, dim: int = 0) -> torch.Tensor:
+        return torch.cat(self.values[name], dim=dim)
+
+
+@contextmanager
+def capture(model: nn.Module, points: dict[str, Reducer | None]) -> Iterator[Capture]:
+    """Record the outputs of the named points for every forward inside the block."""
+    result = Capture()
+    handles = []
+
+    def make_hook(name: str, reducer: Reducer | None):
+        def hook(_module, _inputs, output):
+            tensor = output[0] if isinstance(output, (tuple, list)) else output
+            with torch.no_grad():
+                value = tensor.detach() if reducer is None else reducer(tensor.detach())
+            result.values[name].append(value)
+
+        return hook
+
+    try:
+        for name, reducer in points.items():
+            handles.append(resolve_point(model, name).register_forward_hook(make_hook(name, reducer)))
+        yield result
+    finally:
+        for handle in handles:
+            handle.remove()

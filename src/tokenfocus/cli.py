@@ -1,0 +1,92 @@
+"""The `tokenfocus` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="tokenfocus: which tokens carry the learning signal? Compute per-token signals and act on them.",
+)
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+def _parse_signal_option(text: str):
+    """'attention_entropy' or a JSON object '{"name": "attention_entropy", "layers": "all"}'."""
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as error:
+            _fail(f"--signal {text!r} is not valid JSON: {error.msg}")
+    return text
+
+
+@app.command()
+def analyze(
+    model: str = typer.Option("smollm2-135m-instruct", help="Model spec: packaged default, hub id, dir, .gguf, tiny-llama."),
+    prompt: list[str] = typer.Option([], "--prompt", "-p", help="A prompt (repeatable)."),
+    prompts_file: Optional[Path] = typer.Option(None, help="Text file (one prompt per line) or JSONL with 'prompt'."),
+    arithmetic: int = typer.Option(0, help="Add N generated arithmetic prompts (tiers D1-D3)."),
+    signal: list[str] = typer.Option(
+        [], "--signal", "-s",
+        help="Signal name or JSON spec (repeatable). Default: attention_entropy, predictive_entropy, logprobs, position.",
+    ),
+    color_by: Optional[str] = typer.Option(None, help="Signal label that colours the page (default: the first)."),
+    ratio: float = typer.Option(0.2, help="Mark the bottom/top ratio of tokens as anchors/explorers."),
+    max_new_tokens: int = typer.Option(48, min=1),
+    temperature: float = typer.Option(0.0, min=0.0, help="0 = greedy."),
+    seed: int = typer.Option(0),
+    batch_size: int = typer.Option(8, min=1),
+    out: Path = typer.Option(Path("runs/analyze"), help="Run directory to write."),
+):
+    """Generate responses, compute per-token signals, save them and write an HTML page."""
+    from .analyze import DEFAULT_SIGNALS, AnalyzeConfig, load_prompt_file, run_analyze
+    from .models import ModelSpecError
+    from .rollout import PromptError
+    from .tasks import generate_problems
+
+    try:
+        prompts = list(prompt)
+        if prompts_file is not None:
+            prompts += load_prompt_file(prompts_file)
+        if arithmetic:
+            prompts += [p.prompt for p in generate_problems(arithmetic, split="train", seed=seed)]
+        config = AnalyzeConfig(
+            model=model, prompts=prompts,
+            signals=[_parse_signal_option(s) for s in signal] or list(DEFAULT_SIGNALS),
+            color_by=color_by, ratio=ratio, max_new_tokens=max_new_tokens, temperature=temperature,
+            seed=seed, batch_size=batch_size, out=str(out),
+        )
+        page = run_analyze(config, progress=sys.stderr.isatty(), log=lambda m: typer.echo(m, err=True))
+    except (PromptError, ModelSpecError, ValueError) as error:
+        _fail(str(error))
+    typer.echo(f"signals: {out / 'signals.safetensors'}")
+    typer.echo(f"tokens:  {out / 'tokens.jsonl'}")
+    typer.secho(f"page:    {page.resolve()}", fg=typer.colors.GREEN)
+
+
+@app.command()
+def signals():
+    """List the registered signals, what they need and what they cost."""
+    from .signals import SIGNALS
+
+    for info in SIGNALS.values():
+        options = ", ".join(f"{k}={v!r}" for k, v in info.options().items()) or "-"
+        typer.echo(f"{info.name:20s} cost={info.cost:18s} requires={sorted(info.requires) or '-'}")
+        typer.echo(f"{'':20s} {info.description}")
+        typer.echo(f"{'':20s} options: {options}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Rendering run directories to self-contained HTML. Imports nothing from training."""

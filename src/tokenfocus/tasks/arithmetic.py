@@ -1,0 +1,81 @@
+"""Generated arithmetic problems with difficulty tiers (the shared 135M testbed, RL_TOKEN_CREDIT.md §0.4).
+
+Tiers:  D1 1-digit +/-;  D2 2-digit +/-;  D3 a*b+c with 1-digit factors;
+        H1 3-digit +/- and H2 3-operand +/- (held-out "hard" tiers).
+Splits are disjoint by construction: a problem belongs to "test" when a hash of its text falls in the
+test bucket (20 %), to "train" otherwise; "hard-test" draws from the H tiers only. Same seed, same problems.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import asdict, dataclass
+
+TIERS = ("D1", "D2", "D3", "H1", "H2")
+TRAIN_TIERS = ("D1", "D2", "D3")
+HARD_TIERS = ("H1", "H2")
+SPLITS = ("train", "test", "hard-test")
+PROMPT_TEMPLATE = 'Compute {expression}. Answer in the form "Answer: N".'
+
+
+@dataclass(frozen=True)
+class Problem:
+    expression: str
+    answer: int
+    tier: str
+    prompt: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _draw(tier: str, rng: random.Random) -> str:
+    if tier == "D1":
+        return f"{rng.randint(0, 9)}{rng.choice('+-')}{rng.randint(0, 9)}"
+    if tier == "D2":
+        return f"{rng.randint(10, 99)}{rng.choice('+-')}{rng.randint(10, 99)}"
+    if tier == "D3":
+        return f"{rng.randint(2, 9)}*{rng.randint(2, 9)}+{rng.randint(1, 9)}"
+    if tier == "H1":
+        return f"{rng.randint(100, 999)}{rng.choice('+-')}{rng.randint(100, 999)}"
+    if tier == "H2":
+        a, b, c = (rng.randint(10, 99) for _ in range(3))
+        return f"{a}{rng.choice('+-')}{b}{rng.choice('+-')}{c}"
+    raise ValueError(f"Unknown arithmetic tier {tier!r}; valid tiers: {TIERS}")
+
+
+def _evaluate(expression: str) -> int:
+    # The expressions use only digits and + - *; Python's precedence is the intended one.
+    return int(eval(expression, {"__builtins__": {}}, {}))  # noqa: S307
+
+
+def _in_test_bucket(expression: str) -> bool:
+    return int(hashlib.sha1(expression.encode()).hexdigest(), 16) % 5 == 0
+
+
+def generate_problems(n: int, *, split: str = "train", tiers=None, seed: int = 0) -> list[Problem]:
+    """``n`` distinct problems of ``split``, cycling through ``tiers`` (defaults: D1-D3, or H1-H2 for hard-test)."""
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}; valid splits: {SPLITS}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    tiers = tuple(tiers or (HARD_TIERS if split == "hard-test" else TRAIN_TIERS))
+    unknown = [t for t in tiers if t not in TIERS]
+    if unknown:
+        raise ValueError(f"Unknown arithmetic tier(s) {unknown}; valid tiers: {TIERS}")
+    rng = random.Random(f"{seed}-{split}")
+    want_test = split != "train"
+    problems, seen = [], set()
+    attempts = 0
+    while len(problems) < n:
+        attempts += 1
+        if attempts > 200 * n + 10_000:
+            raise ValueError(f"Could not draw {n} distinct {split} problems from tiers {tiers}; ask for fewer")
+        tier = tiers[len(problems) % len(tiers)]
+        expression = _draw(tier, rng)
+        if expression in seen or _in_test_bucket(expression) != want_test:
+            continue
+        seen.add(expression)
+        problems.append(Problem(expression, _evaluate(expression), tier, PROMPT_TEMPLATE.format(expression=expression)))
+    return problems
