@@ -1,0 +1,5 @@
+"""`python -m tokenfocus`."""
+
+from .cli import app
+
+app()

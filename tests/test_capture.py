@@ -1,0 +1,145 @@
+"""The recorder inside a real HF model: equality with eager attentions, hook hygiene, recompute, chunking."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tokenfocus.capture import capture, find_decoder_layers, record_attention_entropy
+
+from helpers import padded_batch, tiny
+
+
+def eager_entropies(model, ids, mask):
+    """Per-layer (B, H, T) entropy from output_attentions=True on the eager implementation (the reference)."""
+    original = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            out = model(input_ids=ids, attention_mask=mask.long(), output_attentions=True)
+    finally:
+        model.set_attn_implementation(original)
+    result = []
+    for attn in out.attentions:
+        p = attn.double()
+        result.append(-torch.where(p > 0, p * p.log(), torch.zeros_like(p)).sum(-1))
+    return result
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("backend", ["lse", "chunked"])
+@pytest.mark.parametrize("base", ["sdpa", "eager"])
+def test_recorder_equals_eager_output_attentions_with_gqa_and_padding(side, backend, base):
+    model, _ = tiny(attn=base, layers=3, hidden=48, heads=6, kv_heads=2)
+    ids, mask = padded_batch([12, 7, 3, 12], 12, side=side)
+    reference = eager_entropies(model, ids, mask)
+    with torch.no_grad(), record_attention_entropy(model, "all", backend=backend) as recorder:
+        model(input_ids=ids, attention_mask=mask.long())
+    records = recorder.result()
+    assert sorted(records) == [0, 1, 2]
+    for layer, ref in enumerate(reference):
+        got = records[layer].entropy
+        assert got.shape == (4, 6, 12)  # one value per *query* head, not per KV head
+        err = ((got.double() - ref).abs() * mask[:, None, :]).max().item()
+        assert err <= 1e-4, (layer, err)
+        n_keys = records[layer].n_keys
+        expected_n = mask.long().cumsum(-1).float() if side == "left" else torch.arange(1, 13).float().expand(4, 12).minimum(mask.sum(-1, keepdim=True).float())
+        assert torch.equal(n_keys * mask, expected_n * mask)
+
+
+def test_logits_unchanged_and_implementation_restored():
+    model, _ = tiny()
+    ids, mask = padded_batch([10, 6], 10)
+    with torch.no_grad():
+        before = model(input_ids=ids, attention_mask=mask.long()).logits
+        with record_attention_entropy(model, "all"):
+            during = model(input_ids=ids, attention_mask=mask.long()).logits
+        after = model(input_ids=ids, attention_mask=mask.long()).logits
+    assert torch.equal(before, during)
+    assert torch.equal(before, after)
+    assert model.config._attn_implementation == "sdpa"
+    assert not any(hasattr(layer.self_attn, "_tokenfocus_recorder") for layer in find_decoder_layers(model))
+
+
+def test_recorder_removed_after_exception():
+    model, _ = tiny()
+    with pytest.raises(RuntimeError, match="boom"):
+        with record_attention_entropy(model, "all"):
+            raise RuntimeError("boom")
+    assert model.config._attn_implementation == "sdpa"
+    assert not any(hasattr(layer.self_attn, "_tokenfocus_recorder") for layer in find_decoder_layers(model))
+
+
+def test_capture_hooks_removed_on_exit_and_exception():
+    model, _ = tiny()
+    points = ["embed", "layers.0.attn", "layers.1.mlp", "layers.1.resid_post", "final_norm"]
+    ids, mask = padded_batch([5], 5)
+
+    def hook_count():
+        return sum(len(m._forward_hooks) for m in model.modules())
+
+    with torch.no_grad():  # transformers installs its own output-recording hooks on first use; count after that
+        model(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True)
+    baseline = hook_count()
+    with torch.no_grad(), capture(model, {p: None for p in points} | {"layers.0.resid_post": lambda x: x.norm(dim=-1)}) as cap:
+        assert hook_count() == baseline + 6
+        out = model(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True)
+    assert hook_count() == baseline
+    # hidden_states = (embeddings, output of layer 0, final norm of layer 1's output); the reducer ran in the hook.
+    torch.testing.assert_close(cap["embed"][0], out.hidden_states[0])
+    torch.testing.assert_close(cap["final_norm"][0], out.hidden_states[2])
+    torch.testing.assert_close(model.model.norm(cap["layers.1.resid_post"][0]), out.hidden_states[2])
+    torch.testing.assert_close(cap["layers.0.resid_post"][0], out.hidden_states[1].norm(dim=-1))
+    with pytest.raises(ValueError, match="boom"):
+        with capture(model, {"embed": None}):
+            assert hook_count() == baseline + 1
+            raise ValueError("boom")
+    assert hook_count() == baseline
+    with pytest.raises(ValueError, match="Valid"):
+        with capture(model, {"layers.0.banana": None}):
+            pass
+    with pytest.raises(ValueError, match="2 layers"):
+        with capture(model, {"layers.5.attn": None}):
+            pass
+
+
+def test_gradient_checkpoint_recompute_records_once():
+    model, _ = tiny()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    ids, mask = padded_batch([8, 8], 8)
+    with record_attention_entropy(model, "all") as recorder:
+        loss = model(input_ids=ids, attention_mask=mask.long()).logits.sum()
+        loss.backward()
+    assert all(len(calls) == 1 for calls in recorder.calls.values())
+    assert sorted(recorder.calls) == [0, 1]
+
+
+def test_row_chunks_concatenate_in_call_order():
+    model, _ = tiny()
+    ids, mask = padded_batch([9, 4, 7, 2, 9], 9)
+    with torch.no_grad(), record_attention_entropy(model, [1]) as whole:
+        model(input_ids=ids, attention_mask=mask.long())
+    with torch.no_grad(), record_attention_entropy(model, [1]) as chunked:
+        for start in range(0, 5, 2):
+            model(input_ids=ids[start : start + 2], attention_mask=mask[start : start + 2].long())
+    a, b = whole.result()[1], chunked.result()[1]
+    assert (a.entropy - b.entropy).mul(mask[:, None]).abs().max() < 1e-6
+    assert torch.equal(a.n_keys * mask, b.n_keys * mask)
+
+
+def test_kv_cached_decoding_is_refused():
+    model, tok = tiny()
+    ids, mask = padded_batch([4], 4)
+    with record_attention_entropy(model, "all"), pytest.raises(RuntimeError, match="KV-cached"):
+        model.generate(input_ids=ids, attention_mask=mask.long(), max_new_tokens=2, do_sample=False, pad_token_id=2)
+
+
+def test_bad_layers_and_backend_are_rejected():
+    model, _ = tiny()
+    with pytest.raises(ValueError, match="out of range"):
+        with record_attention_entropy(model, [7]):
+            pass
+    with pytest.raises(ValueError, match="backend"):
+        with record_attention_entropy(model, "all", backend="magic"):
+            pass

@@ -1,0 +1,39 @@
+"""The recorder on a few layers of the real SmolLM2-135M for one short input (slow, still run in CI)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from test_capture import eager_entropies
+from tokenfocus.capture import record_attention_entropy
+from tokenfocus.models import load_model
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smollm():
+    return load_model("default")
+
+
+def test_smollm2_recorder_matches_eager_and_keeps_logits(smollm):
+    model, tok = smollm
+    text = tok.apply_chat_template([{"role": "user", "content": "Compute 47+38."}], tokenize=False,
+                                   add_generation_prompt=True) + "47+38 = 85. Answer: 85"
+    ids = tok(text, return_tensors="pt").input_ids
+    ids = torch.cat([torch.full((1, 3), tok.pad_token_id), ids], 1)  # left padding too
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    mask[:, :3] = False
+    layers = [0, 15, 29]
+    reference = eager_entropies(model, ids, mask)
+    with torch.no_grad():
+        plain = model(input_ids=ids, attention_mask=mask.long()).logits
+        with record_attention_entropy(model, layers) as recorder:
+            recorded = model(input_ids=ids, attention_mask=mask.long()).logits
+    assert torch.equal(plain, recorded)
+    for layer in layers:
+        got = recorder.result()[layer].entropy
+        assert got.shape[1] == 9  # per query head under GQA (3 KV heads)
+        err = ((got.double() - reference[layer]).abs() * mask[:, None]).max().item()
+        assert err <= 2e-5, (layer, err)
