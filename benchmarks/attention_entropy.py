@@ -54,8 +54,9 @@ def _forward(model, ids, variant: str):
         if variant == "plain":
             model.model(input_ids=ids, use_cache=False)
             return None
-        if variant == "lse":
-            with record_attention_entropy(model, "all") as recorder:
+        if variant in ("lse", "lse_model"):  # lse_model: entropy kernel in the model's dtype (GPU bf16)
+            precision = "model" if variant == "lse_model" else "fp32"
+            with record_attention_entropy(model, "all", precision=precision) as recorder:
                 model.model(input_ids=ids, use_cache=False)
             return recorder.result()
         model.set_attn_implementation("eager")

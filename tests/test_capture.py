@@ -143,3 +143,52 @@ def test_bad_layers_and_backend_are_rejected():
     with pytest.raises(ValueError, match="backend"):
         with record_attention_entropy(model, "all", backend="magic"):
             pass
+
+
+class _FakeAttention(torch.nn.Module):
+    layer_idx = 0
+
+
+def test_recorder_switches_to_exact_path_where_the_identity_breaks():
+    """Soft-capping, learned sinks and additive biases are recorded exactly (chunked), and the reason is kept."""
+    from test_entropy_identity import reference_entropy
+
+    from tokenfocus.capture.entropy_attention import AttentionEntropyRecorder
+
+    g = torch.Generator().manual_seed(5)
+    b, h, s, d = 2, 4, 10, 8
+    q, k = torch.randn(b, h, s, d, generator=g) * 2, torch.randn(b, 2, s, d, generator=g)
+    k_rep = k.repeat_interleave(2, dim=1)
+    allowed = torch.ones(s, s, dtype=torch.bool).tril()[None, None].expand(b, 1, s, s)
+    sinks = torch.randn(h, generator=g)
+    bias = torch.zeros(b, 1, s, s).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    bias = bias + torch.where(allowed, -0.3 * torch.arange(s).float().flip(0)[None, None, None, :], 0.0)
+    cases = {
+        "soft-capping": ({"softcap": 4.0}, allowed, dict(softcap=4.0)),
+        "sink": ({"s_aux": sinks}, allowed, dict(sinks=sinks)),
+        "additive position bias": ({}, bias, dict(bias=bias.clamp_min(-1e4))),
+    }
+    for reason, (kwargs, mask, ref_kwargs) in cases.items():
+        recorder = AttentionEntropyRecorder([0])
+        recorder.record(_FakeAttention(), q, k, mask, None, kwargs)
+        got = recorder.result()[0].entropy
+        ref = reference_entropy(q, k_rep, allowed, d**-0.5, **ref_kwargs)
+        assert (got.double() - ref).abs().max() < 1e-5, reason
+        assert reason in recorder.fallbacks[0]
+
+
+def test_model_precision_on_a_bf16_model_is_close_to_fp32():
+    model, _ = tiny()
+    model.to(torch.bfloat16)
+    ids, mask = padded_batch([12, 8], 12)
+    with torch.no_grad():
+        with record_attention_entropy(model, "all") as exact:
+            model(input_ids=ids, attention_mask=mask.long())
+        with record_attention_entropy(model, "all", precision="model") as fast:
+            model(input_ids=ids, attention_mask=mask.long())
+    for layer in (0, 1):
+        diff = (exact.result()[layer].entropy - fast.result()[layer].entropy).abs() * mask[:, None]
+        assert diff.max() < 5e-2, diff.max()
+    with pytest.raises(ValueError, match="precision"):
+        with record_attention_entropy(model, "all", precision="fp8"):
+            pass

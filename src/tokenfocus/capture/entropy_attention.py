@@ -33,6 +33,9 @@ from ..types import AttentionRecord
 from .hooks import find_decoder_layers
 
 BACKENDS = ("lse", "chunked")
+# "fp32": recorded layers' q and k are cast to fp32 (exact to ~1e-6 nats; default).
+# "model": the model's own dtype (bf16 on GPU): the fast flash kernel, ~1e-2 nats error (see the benchmark).
+PRECISIONS = ("fp32", "model")
 _WRAPPED_NAME = "tokenfocus_entropy_{}"
 
 
@@ -80,33 +83,45 @@ def _first_keys(allowed: torch.Tensor | None, batch: int, q_len: int, device) ->
 def entropy_lse(
     query: torch.Tensor, key: torch.Tensor, allowed: torch.Tensor | None, scale: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact per-query entropy through one fused attention call with V = K.
+    """Per-query entropy through one fused attention call with V = K; exact up to the kernel's rounding.
 
-    query (B, H, S, D), key (B, H, S, D) (already repeated for GQA), both fp32; allowed: bool (B, 1, S, S)
-    or None for pure causal. Returns (entropy (B, H, S), lse (B, H, S)). Rows with no allowed key give
+    query (B, H, S, D), key (B, H, S, D) (already repeated for GQA), same dtype; allowed: bool (B, 1, S, S)
+    or None for pure causal. Returns fp32 (entropy (B, H, S), lse (B, H, S)). Rows with no allowed key give
     garbage that the caller zeroes with the key count.
+
+    In fp32 the error is ~1e-6 nats. In bf16/fp16 the kernel's output O = E_p[k] is rounded to 8-11 bits
+    and LSE - scale*q.O cancels; the values are therefore centred first (V = K - mean K; E_p[k] = O + mean K
+    since the probabilities sum to one), which shrinks O and its absolute rounding error.
     """
+    shift = None
+    values = key
+    if query.dtype != torch.float32:
+        shift = key.float().mean(dim=2, keepdim=True)  # (B, H, 1, D)
+        values = (key.float() - shift).to(key.dtype)
+    bias = None
+    if allowed is not None:
+        # CUDA's memory-efficient kernel wants the bias rows 16-aligned: allocate padded, view the real width.
+        width = allowed.shape[-1]
+        padded = -(-width // 16) * 16 if query.device.type == "cuda" else width
+        bias = torch.zeros((*allowed.shape[:-1], padded), dtype=query.dtype, device=query.device)[..., :width]
+        bias.masked_fill_(~allowed, float("-inf"))
     if query.device.type == "cpu":
-        bias = None
-        if allowed is not None:
-            bias = torch.zeros(allowed.shape, dtype=query.dtype, device=query.device)
-            bias.masked_fill_(~allowed, float("-inf"))
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            query, key, key, 0.0, allowed is None, attn_mask=bias, scale=scale
+            query, key, values, 0.0, allowed is None, attn_mask=bias, scale=scale
         )
+    elif query.device.type == "cuda" and bias is None and query.dtype != torch.float32:
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention(query, key, values, 0.0, True, False, scale=scale)[:2]
     elif query.device.type == "cuda":
-        bias = None
-        if allowed is not None:
-            bias = torch.zeros(allowed.shape, dtype=query.dtype, device=query.device)
-            bias.masked_fill_(~allowed, float("-inf"))
+        if bias is not None:
             bias = bias.expand(-1, query.shape[1], -1, -1)
         out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(
-            query, key, key, bias, True, 0.0, allowed is None, scale=scale
+            query, key, values, bias, True, 0.0, allowed is None, scale=scale
         )[:2]
-        lse = lse[..., : query.shape[2]]  # the kernel may pad the query dimension
     else:
         raise ValueError(f"no LSE kernel on {query.device.type}; use backend='chunked'")
-    expected = (query * out).sum(-1) * scale  # (B, H, S)  E_p[s]
+    lse = lse[..., : query.shape[2]].float()  # CUDA kernels may pad the query dimension
+    out = out.float() if shift is None else out.float() + shift
+    expected = (query.float() * out).sum(-1) * scale  # (B, H, S)  E_p[s]
     return lse - expected, lse
 
 
@@ -158,9 +173,19 @@ def entropy_chunked(
 class AttentionEntropyRecorder:
     """Collects an AttentionRecord per recorded layer and per forward call (appended in call order)."""
 
-    def __init__(self, layers: Iterable[int], backend: str = "lse", record_sink: bool = False, chunk_size: int = 128):
+    def __init__(
+        self,
+        layers: Iterable[int],
+        backend: str = "lse",
+        record_sink: bool = False,
+        chunk_size: int = 128,
+        precision: str = "fp32",
+    ):
         if backend not in BACKENDS:
             raise ValueError(f"Unknown attention-entropy backend {backend!r}; choose one of {BACKENDS}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"Unknown attention-entropy precision {precision!r}; choose one of {PRECISIONS}")
+        self.precision = precision
         self.layers = frozenset(layers)
         self.backend = backend
         self.record_sink = record_sink
@@ -183,18 +208,24 @@ class AttentionEntropyRecorder:
             )
         scale = scaling if scaling is not None else 1.0 / math.sqrt(d)
         with torch.no_grad():
-            q = query.detach().float()
-            k = _repeat_kv(key.detach().float(), h // key.shape[1])
+            dtype = torch.float32 if self.precision == "fp32" else query.dtype
+            q = query.detach().to(dtype)
+            k = _repeat_kv(key.detach().to(dtype), h // key.shape[1])
             allowed = _allowed_keys(attention_mask, b, q_len, kv_len, q.device)
             softcap, sinks = kwargs.get("softcap"), kwargs.get("s_aux")
             position_bias = kwargs.get("position_bias")
             reason = self._chunked_reason(q, attention_mask, softcap, sinks, position_bias)
             if reason is None:
-                entropy, lse = entropy_lse(q, k, allowed, scale)
-            else:
+                try:
+                    entropy, lse = entropy_lse(q, k, allowed, scale)
+                except RuntimeError as error:  # a CUDA kernel refusing a shape/alignment: stay exact
+                    if q.device.type != "cuda":
+                        raise
+                    reason = f"the CUDA LSE kernel refused these inputs ({str(error)[:120]})"
+            if reason is not None:
                 self.fallbacks.setdefault(layer, reason)
                 entropy, lse = entropy_chunked(
-                    q, k, attention_mask, scale, softcap=softcap, sinks=sinks,
+                    q.float(), k.float(), attention_mask, scale, softcap=softcap, sinks=sinks,
                     position_bias=position_bias, chunk_size=self.chunk_size,
                 )
             n_keys = _key_counts(allowed, b, q_len, q.device)
@@ -204,7 +235,7 @@ class AttentionEntropyRecorder:
             if self.record_sink:
                 first = _first_keys(allowed, b, q_len, q.device)  # (B, S)
                 k_first = torch.gather(k, 2, first[:, None, :, None].expand(b, h, q_len, d))
-                sink_prob = torch.exp((q * k_first).sum(-1) * scale - lse)
+                sink_prob = torch.exp((q.float() * k_first.float()).sum(-1) * scale - lse)
                 sink_prob = torch.where(valid, sink_prob, torch.zeros_like(sink_prob))
         self.calls[layer].append(AttentionRecord(entropy.float(), n_keys, sink_prob))
 
@@ -285,6 +316,7 @@ def record_attention_entropy(
     backend: str = "lse",
     record_sink: bool = False,
     chunk_size: int = 128,
+    precision: str = "fp32",
 ) -> Iterator[AttentionEntropyRecorder]:
     """Record per-query attention entropy of ``layers`` for every full-sequence forward inside the block.
 
@@ -292,7 +324,7 @@ def record_attention_entropy(
     """
     decoder_layers = find_decoder_layers(model)
     chosen = resolve_layers(layers, len(decoder_layers))
-    recorder = AttentionEntropyRecorder(chosen, backend, record_sink, chunk_size)
+    recorder = AttentionEntropyRecorder(chosen, backend, record_sink, chunk_size, precision)
     original = model.config._attn_implementation
     base = original if original in ("sdpa", "eager") else "sdpa"  # flash/flex: sdpa gives the same output
     tagged = []

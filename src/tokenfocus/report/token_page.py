@@ -22,9 +22,9 @@ td,th{border:1px solid #ddd;padding:.25rem .6rem;font-size:.85rem;text-align:rig
 .prompt{color:#777;font-size:.85rem;white-space:pre-wrap;margin-bottom:.4rem}
 .resp{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.95rem;line-height:2.1;white-space:pre-wrap}
 .tok{padding:1px 0;border-radius:2px;cursor:default}
-.tok.anchor{text-decoration:underline 3px #1f5fd6;text-underline-offset:4px}
+.tok.anchor{box-shadow:0 4px 0 0 #1f8fff}
 .tok.explorer{outline:2px solid #d62f1f;outline-offset:-1px}
-.legend span{display:inline-block;margin-right:1rem;font-size:.85rem}
+.legend>span{display:inline-block;margin-right:1rem;font-size:.85rem}
 #bar{height:12px;width:16rem;display:inline-block;vertical-align:middle;border:1px solid #ccc}
 """
 
@@ -121,8 +121,8 @@ def render_token_page(run_dir: Path, color_by: str | None = None, ratio: float =
 <div class="controls">colour by <select id="signal">{options}</select>
  · mark bottom/top ratio <input id="ratio" type="number" min="0" max="0.5" step="0.05" value="{ratio}" style="width:4rem">
  <span id="counts"></span>
- <div class="legend"><span>low <span id="bar"></span> high (<span id="range"></span>, 1st–99th pct)</span>
- <span><u style="text-decoration:underline 3px #1f5fd6">anchor</u> = bottom ratio</span>
+ <div class="legend"><span>low <span id="bar"></span> high (1st–99th pct: <span id="range"></span>)</span>
+ <span><span style="box-shadow:0 4px 0 0 #1f8fff">anchor</span> = bottom ratio</span>
  <span style="outline:2px solid #d62f1f">explorer</span> = top ratio · hover a token for its values</div></div>
 <div id="seqs"></div>
 <script type="application/json" id="tf-data">{data}</script>

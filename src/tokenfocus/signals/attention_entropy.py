@@ -84,6 +84,7 @@ def attention_entropy(
     normalize: str = "log_context",
     sink: str = "include",
     backend: str = "lse",
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """Shannon entropy of the attention row that scores each response token (nats, or [0, 1] normalized)."""
     _check("head_reduce", head_reduce, HEAD_REDUCTIONS)

@@ -20,9 +20,10 @@ from ._vocab import chunked_logprobs_entropy
 from .registry import SignalSpec, parse_signal_specs
 
 
-def _attention_plan(specs: list[SignalSpec], num_layers: int) -> tuple[list[int], bool, str]:
+def _attention_plan(specs: list[SignalSpec], num_layers: int) -> tuple[list[int], bool, str, str]:
+    """Union of the layers to record; sink probabilities, the exact backend or fp32 if any spec asks."""
     layers: set[int] = set()
-    record_sink, backend = False, "lse"
+    record_sink, backend, precision = False, "lse", "model"
     for spec in specs:
         if "attention" not in spec.info.requires:
             continue
@@ -32,7 +33,9 @@ def _attention_plan(specs: list[SignalSpec], num_layers: int) -> tuple[list[int]
         record_sink |= options.get("sink") == "exclude"
         if options.get("backend") == "chunked":
             backend = "chunked"
-    return sorted(layers), record_sink, backend
+        if options.get("precision") == "fp32":
+            precision = "fp32"
+    return sorted(layers), record_sink, backend, precision
 
 
 @torch.no_grad()
@@ -43,6 +46,7 @@ def forward_capture(
     attention_layers: list[int] | None = None,
     record_sink: bool = False,
     backend: str = "lse",
+    precision: str = "fp32",
     logits: bool = False,
     temperature: float = 1.0,
     batch_size: int = 8,
@@ -59,7 +63,9 @@ def forward_capture(
     softcap = getattr(model.config, "final_logit_softcapping", None)
     logprob_parts, entropy_parts = [], []
     recording = (
-        record_attention_entropy(model, attention_layers, backend=backend, record_sink=record_sink)
+        record_attention_entropy(
+            model, attention_layers, backend=backend, record_sink=record_sink, precision=precision
+        )
         if attention_layers
         else nullcontext(None)
     )
@@ -117,10 +123,10 @@ def compute_signals(
     """
     parsed = parse_signal_specs(specs)
     num_layers = len(find_decoder_layers(model))
-    layers, record_sink, backend = _attention_plan(parsed, num_layers)
+    layers, record_sink, backend, precision = _attention_plan(parsed, num_layers)
     needs_logits = any("logits" in spec.info.requires for spec in parsed)
     capture = forward_capture(
         model, batch.to("cpu"), attention_layers=layers, record_sink=record_sink, backend=backend,
-        logits=needs_logits, temperature=temperature, batch_size=batch_size, progress=progress,
+        precision=precision, logits=needs_logits, temperature=temperature, batch_size=batch_size, progress=progress,
     )
     return {spec.label: spec(capture) for spec in parsed}
