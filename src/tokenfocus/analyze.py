@@ -94,7 +94,8 @@ def run_analyze(config: AnalyzeConfig, progress: bool = True, log=print) -> Path
     tensors.update({f"signal.{name}": v.contiguous() for name, v in values.items()})
     save_file(tensors, str(out / "signals.safetensors"))
     write_jsonl(out / "tokens.jsonl", _token_rows(rollout, values, tokenizer))
-    write_json(out / "analysis.json", {**asdict(config), "signals": [vars(s) for s in specs]})
+    signals = [{"name": s.name, "label": s.label, **s.options} for s in specs]
+    write_json(out / "analysis.json", {**asdict(config), "signals": signals})
     write_json(out / "manifest.json", manifest(seeds={"seed": config.seed}, elapsed_s=time.perf_counter() - started))
     page = render_token_page(out, color_by=config.color_by or labels[0], ratio=config.ratio)
     return page

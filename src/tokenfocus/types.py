@@ -92,3 +92,58 @@ class ForwardCapture:
     attention: dict[int, AttentionRecord] = field(default_factory=dict)
     logprobs: torch.Tensor | None = None
     predictive_entropy: torch.Tensor | None = None
+
+
+SCOPES = ("sequence", "group", "batch", "global")
+
+
+@dataclass
+class PolicyInputs:
+    """What a token policy may read. Tensors only; no trainer, no config object.
+
+    mask:       (B, T) bool, the valid (response) tokens: the universe a policy selects from.
+    signals:    label -> (B, T) float, zero where mask is False (e.g. from ``signals.compute_signals``).
+    group_ids:  (B,) long, rows with equal ids are the completions of one prompt (needed by scope="group").
+    advantages: (B,) or (B, T) float, when a policy uses them (D3S).
+    progress:   training progress p in [0, 1] (optimizer step / max steps, taken at generation time).
+    step:       generation-batch index; random policies seed with (seed, step), so they resample per batch.
+    """
+
+    mask: torch.Tensor
+    signals: dict[str, torch.Tensor] = field(default_factory=dict)
+    group_ids: torch.Tensor | None = None
+    advantages: torch.Tensor | None = None
+    progress: float = 0.0
+    step: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mask.dtype != torch.bool or self.mask.dim() != 2:
+            raise ValueError(f"mask must be a (B, T) bool tensor, got {self.mask.dtype} {tuple(self.mask.shape)}")
+        for name, value in self.signals.items():
+            if value.shape != self.mask.shape:
+                raise ValueError(f"signal {name!r} has shape {tuple(value.shape)}, mask {tuple(self.mask.shape)}")
+        if self.group_ids is not None and self.group_ids.shape != self.mask.shape[:1]:
+            raise ValueError(f"group_ids must be (B,) = {self.mask.shape[:1]}, got {tuple(self.group_ids.shape)}")
+        if not 0.0 <= float(self.progress) <= 1.0:
+            raise ValueError(f"progress must be in [0, 1], got {self.progress}")
+
+    def signal(self, name: str) -> torch.Tensor:
+        if name not in self.signals:
+            raise ValueError(f"this policy needs signal {name!r}; available: {sorted(self.signals) or 'none'}")
+        return self.signals[name]
+
+
+@dataclass
+class PolicyOutput:
+    """weights: (B, T) float >= 0, detached, exactly 0 where the mask is False. stats: namespaced floats."""
+
+    weights: torch.Tensor
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class LossTerms:
+    """Per-token loss terms (B, T) (or (B, 1) broadcastable) before aggregation, and detached metrics."""
+
+    per_token: torch.Tensor
+    metrics: dict[str, float] = field(default_factory=dict)

@@ -17,7 +17,7 @@ from ..capture.entropy_attention import record_attention_entropy, resolve_layers
 from ..capture.hooks import find_decoder_layers
 from ..types import AttentionRecord, ForwardCapture, TokenBatch
 from ._vocab import chunked_logprobs_entropy
-from .registry import SignalSpec, parse_signal_specs
+from .registry import SignalSpec, evaluate, parse_signal_specs
 
 
 def _attention_plan(specs: list[SignalSpec], num_layers: int) -> tuple[list[int], bool, str, str]:
@@ -25,9 +25,9 @@ def _attention_plan(specs: list[SignalSpec], num_layers: int) -> tuple[list[int]
     layers: set[int] = set()
     record_sink, backend, precision = False, "lse", "model"
     for spec in specs:
-        if "attention" not in spec.info.requires:
+        if "attention" not in spec.entry.requires:
             continue
-        defaults = spec.info.options()
+        defaults = spec.entry.options()
         options = {**defaults, **spec.options}
         layers.update(resolve_layers(options["layers"], num_layers))
         record_sink |= options.get("sink") == "exclude"
@@ -124,9 +124,9 @@ def compute_signals(
     parsed = parse_signal_specs(specs)
     num_layers = len(find_decoder_layers(model))
     layers, record_sink, backend, precision = _attention_plan(parsed, num_layers)
-    needs_logits = any("logits" in spec.info.requires for spec in parsed)
+    needs_logits = any("logits" in spec.entry.requires for spec in parsed)
     capture = forward_capture(
         model, batch.to("cpu"), attention_layers=layers, record_sink=record_sink, backend=backend,
         precision=precision, logits=needs_logits, temperature=temperature, batch_size=batch_size, progress=progress,
     )
-    return {spec.label: spec(capture) for spec in parsed}
+    return {spec.label: evaluate(spec, capture) for spec in parsed}

@@ -1,4 +1,4 @@
-"""The signal registry: a plain dict of name -> SignalInfo, and spec parsing/validation.
+"""The signal registry: name -> SignalInfo, and spec parsing/validation.
 
 A spec is a registered name (``"attention_entropy"``) or a dict with ``name``, the signal's options and an
 optional ``label`` (the key its values are stored under; defaults to the name):
@@ -7,12 +7,12 @@ optional ``label`` (the key its values are stored under; defaults to the name):
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
+from ..registry import Registry, Spec, function_options
 from ..types import ForwardCapture
 
 SignalFn = Callable[..., torch.Tensor]
@@ -37,12 +37,11 @@ class SignalInfo:
     description: str
 
     def options(self) -> dict[str, Any]:
-        """Option name -> default, read from the function signature (the single source of truth)."""
-        params = list(inspect.signature(self.fn).parameters.values())[1:]
-        return {p.name: p.default for p in params}
+        """Option name -> default, read from the function signature."""
+        return function_options(self.fn)
 
 
-SIGNALS: dict[str, SignalInfo] = {}
+SIGNALS: Registry[SignalInfo] = Registry("signal")
 
 
 def register_signal(name: str, *, requires: tuple[str, ...] = (), cost: str = "free", description: str = ""):
@@ -51,47 +50,22 @@ def register_signal(name: str, *, requires: tuple[str, ...] = (), cost: str = "f
         raise ValueError(f"signal {name}: requires must be within {REQUIREMENTS}, cost one of {COSTS}")
 
     def decorate(fn: SignalFn) -> SignalFn:
-        SIGNALS[name] = SignalInfo(name, fn, frozenset(requires), cost, description or (fn.__doc__ or "").strip())
+        SIGNALS.add(name, SignalInfo(name, fn, frozenset(requires), cost, description or (fn.__doc__ or "").strip()))
         return fn
 
     return decorate
 
 
-@dataclass(frozen=True)
-class SignalSpec:
-    name: str
-    label: str
-    options: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def info(self) -> SignalInfo:
-        return SIGNALS[self.name]
-
-    def __call__(self, capture: ForwardCapture) -> torch.Tensor:
-        return self.info.fn(capture, **self.options)
+SignalSpec = Spec[SignalInfo]
 
 
-def parse_signal_spec(spec: str | dict | SignalSpec) -> SignalSpec:
+def parse_signal_spec(spec) -> SignalSpec:
     """Validate a spec: unknown names and unknown options fail, naming the valid choices."""
-    if isinstance(spec, SignalSpec):
-        return spec
-    if isinstance(spec, str):
-        spec = {"name": spec}
-    if not isinstance(spec, dict) or "name" not in spec:
-        raise ValueError(f"A signal spec is a name or a dict with a 'name' key; got {spec!r}")
-    options = dict(spec)
-    name = options.pop("name")
-    label = options.pop("label", name)
-    if name not in SIGNALS:
-        raise ValueError(f"Unknown signal {name!r}. Registered signals: {', '.join(sorted(SIGNALS))}")
-    valid = SIGNALS[name].options()
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ValueError(
-            f"Unknown option(s) {unknown} for signal {name!r}. Valid options: "
-            + ", ".join(f"{k} (default {v!r})" for k, v in valid.items())
-        )
-    return SignalSpec(name, label, options)
+    return SIGNALS.parse(spec, SignalInfo.options)
+
+
+def evaluate(spec: SignalSpec, capture: ForwardCapture) -> torch.Tensor:
+    return spec.entry.fn(capture, **spec.options)
 
 
 def parse_signal_specs(specs) -> list[SignalSpec]:
