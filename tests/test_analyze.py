@@ -49,7 +49,7 @@ def test_analyze_end_to_end_on_tiny_model(tmp_path):
     "args, message",
     [
         (["--signal", "attention_entropi", "-p", "x"], "Unknown signal 'attention_entropi'"),
-        (["--signal", '{"name": "attention_entropy", "head": 1}', "-p", "x"], "Unknown option"),
+        (["--signal", '{"name": "attention_entropy", "head": 1}', "-p", "x"], "unknown option"),
         (["--signal", "{bad json", "-p", "x"], "not valid JSON"),
         ([], "No prompts"),
         (["-p", "x" * 700], "do not fit the model context"),
