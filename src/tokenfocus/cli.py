@@ -77,6 +77,31 @@ def analyze(
 
 
 @app.command()
+def train(
+    config: Path = typer.Argument(..., help="Train config YAML (see tokenfocus.train_config)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in run.dir."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Override run.dir."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Override trl.max_steps."),
+):
+    """GRPO training with token signals and a token policy (TRL 1.16), in a resumable run directory."""
+    from .methods import ConfigError
+    from .train import run_train
+    from .train_config import load_train_config
+
+    overrides = {}
+    if run_dir is not None:
+        overrides["run.dir"] = str(run_dir)
+    if max_steps is not None:
+        overrides["trl.max_steps"] = max_steps
+    try:
+        cfg = load_train_config(config, overrides)
+        out, _ = run_train(cfg, resume=resume, log=lambda m: typer.echo(m, err=True))
+    except (ConfigError, ValueError) as error:
+        _fail(str(error))
+    typer.secho(f"run: {out.resolve()}  (metrics: {out / 'metrics.jsonl'})", fg=typer.colors.GREEN)
+
+
+@app.command()
 def signals():
     """List the registered signals, what they need and what they cost."""
     from .signals import SIGNALS

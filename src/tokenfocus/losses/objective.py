@@ -28,6 +28,7 @@ class LossConfig:
     delta: float | None = None
     norm: str = "token_mean"
     normalizer: str = "all"
+    token_count: str = "global"  # token_mean over the generation batch on all ranks (DAPO) or this micro-batch (BNPO)
     beta: float = 0.0  # k3 KL coefficient (0: no reference model, as in DAPO)
     kl_ratio_correction: bool = True  # multiply the KL by the importance ratio (TRL use_bias_correction_kl)
     entropy_coef: float = 0.0
@@ -37,6 +38,7 @@ class LossConfig:
         for name, value, choices in (
             ("objective", self.objective, OBJECTIVES), ("ratio_level", self.ratio_level, RATIO_LEVELS),
             ("norm", self.norm, NORMS), ("normalizer", self.normalizer, NORMALIZERS),
+            ("token_count", self.token_count, ("global", "local")),
         ):
             if value not in choices:
                 problems.append(f"{name}={value!r} is not one of {choices}")

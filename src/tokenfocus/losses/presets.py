@@ -22,7 +22,7 @@ PRESETS: dict[str, Preset] = {
     # TRL 1.16 loss types (GRPOTrainer._compute_loss), uniform weights.
     "grpo": Preset(LossConfig(**_CLIP, epsilon_high=0.2, norm="seq_mean_token_mean"),
                    source="DeepSeekMath, arXiv 2402.03300; TRL loss_type='grpo'"),
-    "bnpo": Preset(LossConfig(**_CLIP, epsilon_high=0.2, norm="token_mean"),
+    "bnpo": Preset(LossConfig(**_CLIP, epsilon_high=0.2, norm="token_mean", token_count="local"),
                    source="TRL loss_type='bnpo' (local token mean)"),
     "dr_grpo": Preset(LossConfig(**_CLIP, epsilon_high=0.2, norm="seq_sum_const"),
                       source="Understanding R1-Zero-Like Training, arXiv 2503.20783; TRL loss_type='dr_grpo'"),

@@ -1,0 +1,1 @@
+"""Trainer integrations (TRL; verl to come)."""

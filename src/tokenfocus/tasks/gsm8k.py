@@ -1,0 +1,66 @@
+"""GSM8K (openai/grade-school-math, MIT) from a local JSONL path or the hub id ``openai/gsm8k``.
+
+Rows become ``{"prompt": question + instruction, "answer": final number}``; the gold answer is the text
+after "####" with thousands separators removed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+INSTRUCTION = ' Give the final answer in the form "Answer: N".'
+
+
+class DatasetError(ValueError):
+    pass
+
+
+def gold_answer(solution: str) -> str:
+    if "####" not in solution:
+        raise DatasetError("the answer field has no '#### <number>' line")
+    return solution.split("####")[-1].strip().replace(",", "")
+
+
+def load_gsm8k(source: str, split: str = "train", limit: int | None = None) -> list[dict]:
+    """Rows from ``source``: a .jsonl file, a directory holding ``{split}.jsonl``, or ``openai/gsm8k``."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        path = path / f"{split}.jsonl"
+    if path.suffix == ".jsonl":
+        if not path.is_file():
+            raise DatasetError(f"GSM8K file not found: {path}. Pass a path to {split}.jsonl or 'openai/gsm8k'.")
+        numbered = _read_jsonl(path)
+    elif source == "openai/gsm8k":
+        try:
+            from datasets import load_dataset
+
+            numbered = list(enumerate(load_dataset("openai/gsm8k", "main", split=split), start=1))
+        except Exception as error:  # noqa: BLE001 - network / cache failures are the user's to fix
+            raise DatasetError(f"Could not load openai/gsm8k from the hub ({error}); pass a local JSONL path") from error
+    else:
+        raise DatasetError(f"GSM8K source {source!r} is neither a .jsonl path, a directory, nor 'openai/gsm8k'")
+    out = []
+    for number, row in numbered:
+        if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not isinstance(row.get("answer"), str):
+            raise DatasetError(f"{source}: line {number} needs string fields 'question' and 'answer'")
+        try:
+            answer = gold_answer(row["answer"])
+        except DatasetError as error:
+            raise DatasetError(f"{source}: line {number}: {error}") from None
+        out.append({"prompt": row["question"] + INSTRUCTION, "answer": answer, "tier": "gsm8k"})
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((number, json.loads(line)))
+        except json.JSONDecodeError as error:
+            raise DatasetError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+    return rows

@@ -1,0 +1,55 @@
+"""Run under torchrun with 2 CPU processes (gloo): the trainer's cross-process policy path on local rows.
+
+Writes rank-local weights, the global selected mass and the rank's loss to OUT/rank{r}.json.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from types import SimpleNamespace
+
+import torch
+from accelerate import Accelerator
+
+from tokenfocus.integrations.trl import TokenFocusGRPOTrainer
+from tokenfocus.losses import compute_loss, get_preset
+
+B_TOTAL, G, C = 8, 4, 9
+
+
+def global_batch():
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(1, C + 1, (B_TOTAL,), generator=g)
+    mask = torch.arange(C)[None] < lengths[:, None]
+    signal = torch.rand(B_TOTAL, C, generator=g) * mask
+    advantages = torch.randn(B_TOTAL, generator=g)
+    logprobs = -torch.rand(B_TOTAL, C, generator=g)
+    old = logprobs + 0.1 * torch.randn(B_TOTAL, C, generator=g)
+    return mask, signal, advantages, logprobs, old
+
+
+def main(out_dir: str) -> None:
+    acc = Accelerator(cpu=True)
+    rank, world = acc.process_index, acc.num_processes
+    mask, signal, advantages, logprobs, old = global_batch()
+    rows = slice(rank * B_TOTAL // world, (rank + 1) * B_TOTAL // world)
+    width = int(mask[rows].sum(-1).max())  # each rank pads its completions to its own width, as TRL does
+    local = dict(mask=mask[rows, :width], signal=signal[rows, :width], adv=advantages[rows],
+                 logprobs=logprobs[rows, :width], old=old[rows, :width])
+    fake = SimpleNamespace(accelerator=acc, num_generations=G, state=SimpleNamespace(global_step=0),
+                           tf_policy={"name": "quantile", "signal": "attention_entropy", "ratio": 0.2,
+                                      "side": "high", "scope": "global"})
+    weights, stats, selected = TokenFocusGRPOTrainer._policy_across_processes(
+        fake, local["mask"], {"attention_entropy": local["signal"]}, local["adv"], 0.0)
+    preset = get_preset("explorers20")
+    loss, _ = compute_loss(preset.loss, local["logprobs"], local["old"], local["adv"], local["mask"], weights,
+                           global_count=selected / world)
+    result = {"rank": rank, "world": world, "weights": weights.tolist(), "selected": float(selected),
+              "loss": float(loss), "rows": [rows.start, rows.stop], "width": width}
+    with open(f"{out_dir}/rank{rank}.json", "w") as handle:
+        json.dump(result, handle)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,147 @@
+"""`tokenfocus train`: config validation, a run that loses nothing (SIGKILL / SIGTERM + resume), policies in TRL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tokenfocus import models
+from tokenfocus.methods import ConfigError
+from tokenfocus.train import latest_metrics, run_train
+from tokenfocus.train_config import load_train_config
+
+TINY = "tiny-llama:layers=2,hidden=64,heads=4,kv_heads=2,intermediate=128"
+COMPARED = ("loss/train", "reward/mean", "optim/grad_norm", "completion/mean_length", "policy/weight_max",
+            "signal/attention_entropy/mean", "loss/clip_ratio_region")
+
+
+def write_config(path: Path, run_dir: Path, method="low2high", max_steps=30, save_steps=5, **trl) -> Path:
+    config = {
+        "model": TINY,
+        "task": {"name": "arithmetic", "tiers": ["D1", "D2"], "n_train": 64},
+        "method": method,
+        "reward": {"kind": "digits"},
+        "trl": {"max_steps": max_steps, "num_generations": 4, "per_device_train_batch_size": 8,
+                "max_completion_length": 24, "learning_rate": 1e-3, **trl},
+        "run": {"dir": str(run_dir), "seed": 0, "save_steps": save_steps},
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def train_process(config: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tokenfocus", "train", str(config), *extra],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_lines(path: Path, n: int, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.is_file() and sum(1 for _ in open(path)) >= n:
+            return
+        assert process.poll() is None, f"training ended before {n} steps were logged: {process.stderr.read()[-1500:]}"
+        time.sleep(0.005)
+    raise TimeoutError(f"{path} did not reach {n} lines")
+
+
+def assert_lines_complete(path: Path) -> None:
+    raw = path.read_bytes()
+    assert raw.endswith(b"\n"), "metrics.jsonl ends in a partial line"
+    for line in raw.decode().splitlines():
+        json.loads(line)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run: the later metrics of every interrupted-and-resumed run must equal these."""
+    root = tmp_path_factory.mktemp("reference")
+    config = write_config(root / "config.yaml", root / "run")
+    result = subprocess.run([sys.executable, "-m", "tokenfocus", "train", str(config)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return latest_metrics(root / "run" / "metrics.jsonl")
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_killed_run_resumes_to_the_same_metrics(tmp_path, reference, how):
+    run_dir = tmp_path / "run"
+    config = write_config(tmp_path / "config.yaml", run_dir)
+    process = train_process(config)
+    wait_for_lines(run_dir / "metrics.jsonl", 12, process)
+    process.send_signal(getattr(signal, how))
+    process.wait(timeout=120)
+    assert process.returncode == (-9 if how == "SIGKILL" else 0), process.stderr.read()[-1500:]
+    assert_lines_complete(run_dir / "metrics.jsonl")
+    interrupted = latest_metrics(run_dir / "metrics.jsonl")
+    last_step = max(interrupted)
+    assert 12 <= last_step < 30, "the run was not interrupted mid-way"
+    saved = sorted(int(p.name.split("-")[1]) for p in run_dir.glob("checkpoint-*"))
+    if how == "SIGTERM":
+        assert saved[-1] == last_step  # graceful: a checkpoint at the step where it stopped
+    resumed = subprocess.run([sys.executable, "-m", "tokenfocus", "train", str(config), "--resume"],
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert_lines_complete(run_dir / "metrics.jsonl")
+    final = latest_metrics(run_dir / "metrics.jsonl")
+    assert sorted(final) == sorted(reference) == list(range(1, 31))
+    for step in range(saved[-1] + 1, 31):
+        for key in COMPARED:
+            assert final[step][key] == pytest.approx(reference[step][key], abs=1e-6), (step, key)
+
+
+def test_existing_run_is_never_overwritten_and_resume_needs_a_checkpoint(tmp_path):
+    config = load_train_config(write_config(tmp_path / "c.yaml", tmp_path / "run", max_steps=2, save_steps=1))
+    with pytest.raises(ValueError, match="no checkpoint-N"):
+        run_train(config, resume=True)
+    run_train(config)
+    assert (tmp_path / "run" / "checkpoint-2").is_dir() and (tmp_path / "run" / "final").is_dir()
+    with pytest.raises(ValueError, match="pass --resume"):
+        run_train(config)
+
+
+def test_8020_selects_on_the_current_policy_entropy_inside_trl(tmp_path):
+    path = write_config(tmp_path / "c.yaml", tmp_path / "run", method="8020", max_steps=2, save_steps=2)
+    data = yaml.safe_load(path.read_text())
+    data["signal_source"] = "current"
+    path.write_text(yaml.safe_dump(data))
+    run_train(load_train_config(path))
+    rows = latest_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert rows[2]["policy/kept_fraction"] == pytest.approx(0.2, abs=0.05)
+    assert "signal/predictive_entropy/selected/mean" in rows[2]
+    assert rows[2]["signal/predictive_entropy/selected/mean"] > rows[2]["signal/predictive_entropy/unselected/mean"]
+
+
+def test_config_problems_are_listed_together_before_any_model_loads(tmp_path, monkeypatch):
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({
+        "model": TINY,
+        "task": {"name": "gsm8k", "path": str(tmp_path / "missing.jsonl"), "n_train": "many"},
+        "method": "anchors2O",
+        "reward": {"timeout_s": -1},
+        "trl": {"max_step": 3, "learning_rate": "fast", "loss_type": "dapo"},
+        "run": {"dir": str(tmp_path / "r"), "save_steps": 0, "sed": 1},
+    }))
+    with pytest.raises(ConfigError) as error:
+        load_train_config(bad)
+    message = str(error.value)
+    for expected in (
+        "task.n_train: expected int, got str", "dataset file", "not found", "anchors2O", "reward.timeout_s must be > 0",
+        "unknown GRPOConfig field 'max_step' (did you mean 'max_steps'?)", "trl.loss_type: set it through method",
+        "run.save_steps must be >= 1", "run: unknown key 'sed' (did you mean 'seed'?)",
+    ):
+        assert expected in message, (expected, message)
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("model: a\nmodel: b\n")
+    with pytest.raises(ConfigError, match="duplicate key 'model' at line 2"):
+        load_train_config(dup)
+    with pytest.raises(ConfigError, match="unknown top-level key 'modle' \\(did you mean 'model'\\?\\)"):
+        bad.write_text("modle: x\n")
+        load_train_config(bad)
