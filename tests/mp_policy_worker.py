@@ -40,8 +40,9 @@ def main(out_dir: str) -> None:
     fake = SimpleNamespace(accelerator=acc, num_generations=G, state=SimpleNamespace(global_step=0),
                            tf_policy={"name": "quantile", "signal": "attention_entropy", "ratio": 0.2,
                                       "side": "high", "scope": "global"})
+    groups = torch.arange(rows.start, rows.stop) // G
     weights, stats, selected = TokenFocusGRPOTrainer._policy_across_processes(
-        fake, local["mask"], {"attention_entropy": local["signal"]}, local["adv"], 0.0)
+        fake, local["mask"], {"attention_entropy": local["signal"]}, local["adv"], groups, 0.0)
     preset = get_preset("explorers20")
     loss, _ = compute_loss(preset.loss, local["logprobs"], local["old"], local["adv"], local["mask"], weights,
                            global_count=selected / world)

@@ -145,3 +145,61 @@ def test_config_problems_are_listed_together_before_any_model_loads(tmp_path, mo
     with pytest.raises(ConfigError, match="unknown top-level key 'modle' \\(did you mean 'model'\\?\\)"):
         bad.write_text("modle: x\n")
         load_train_config(bad)
+
+
+def _run(tmp_path: Path, name: str, **changes) -> dict[int, dict]:
+    path = write_config(tmp_path / f"{name}.yaml", tmp_path / name, max_steps=3, save_steps=3)
+    data = yaml.safe_load(path.read_text())
+    for key, value in changes.items():
+        section, _, sub = key.partition(".")
+        if sub:
+            data[section][sub] = value
+        else:
+            data[section] = value
+    path.write_text(yaml.safe_dump(data))
+    run_train(load_train_config(path))
+    return latest_metrics(tmp_path / name / "metrics.jsonl")
+
+
+def test_fused_signal_pass_equals_the_separate_rollout_pass(tmp_path):
+    """With one generation batch per optimizer step, the training forward is a rollout-policy forward: signals
+    captured inside it give the same weights and losses as a separate no-grad pass."""
+    fused = _run(tmp_path, "fused", signal_pass="fused")
+    separate = _run(tmp_path, "separate", signal_pass="separate")
+    for step in (1, 2, 3):
+        for key in ("loss/train", "optim/grad_norm", "policy/weight_max", "policy/weight_std",
+                    "signal/attention_entropy/mean"):
+            assert fused[step][key] == pytest.approx(separate[step][key], rel=1e-4, abs=1e-6), (step, key)
+
+
+def test_full_policy_matches_plain_trl_dapo_with_gradient_accumulation(tmp_path):
+    """Uniform weights + the dapo preset reproduce TRL's own training (loss and gradient norm per step),
+    including the num_items_in_batch rescaling under gradient accumulation (2 micro-batches per step)."""
+    from trl import GRPOConfig, GRPOTrainer
+
+    from tokenfocus.models import load_model
+    from tokenfocus.train import build_dataset
+
+    ours = _run(tmp_path, "ours", method="dapo", **{"trl.gradient_accumulation_steps": 2,
+                                                    "trl.per_device_train_batch_size": 4})
+    config = load_train_config(tmp_path / "ours.yaml")
+    model, tok = load_model(TINY)
+    from tokenfocus.tasks.rewards import DigitReward
+
+    args = GRPOConfig(**{**config.trl_args(), "output_dir": str(tmp_path / "plain"), "loss_type": "dapo",
+                         "epsilon_high": 0.28})
+    plain = GRPOTrainer(model=model, processing_class=tok, reward_funcs=[DigitReward()], args=args,
+                        train_dataset=build_dataset(config))
+    plain.train()
+    logged = [row for row in plain.state.log_history if "loss" in row]
+    for row in logged:
+        step = row["step"]
+        assert ours[step]["loss/train"] == pytest.approx(row["loss"], abs=1e-6), step
+        assert ours[step]["optim/grad_norm"] == pytest.approx(row["grad_norm"], rel=1e-4), step
+    assert len(logged) == 3
+
+
+def test_optional_reference_model_and_kl(tmp_path):
+    rows = _run(tmp_path, "kl", method={"policy": {"name": "full"}, "loss": {"preset": "dapo", "beta": 0.04}})
+    assert all("loss/kl" in rows[step] for step in (1, 2, 3))
+    assert rows[3]["loss/kl"] > 0  # the policy has moved away from the reference after two updates

@@ -101,6 +101,34 @@ def train(
     typer.secho(f"run: {out.resolve()}  (metrics: {out / 'metrics.jsonl'})", fg=typer.colors.GREEN)
 
 
+@app.command("eval")
+def eval_command(
+    model: str = typer.Option(..., help="Model spec or a checkpoint / final directory of a run."),
+    run_dir: Path = typer.Option(..., "--run-dir", help="Run directory to write eval/ results and a metrics line to."),
+    task: str = typer.Option("arithmetic", help="arithmetic or gsm8k."),
+    split: str = typer.Option("test", help="train, test or hard-test (arithmetic)."),
+    n: int = typer.Option(64, min=1, help="Number of problems."),
+    k: int = typer.Option(4, min=0, help="Samples per problem for mean@k (0: greedy only)."),
+    temperature: float = typer.Option(1.0, min=0.0),
+    max_new_tokens: int = typer.Option(48, min=1),
+    seed: int = typer.Option(0),
+    path: Optional[str] = typer.Option(None, help="GSM8K source: a .jsonl path or openai/gsm8k."),
+):
+    """pass@1 (greedy) and mean@k (sampled) accuracy of a model or checkpoint on a split."""
+    from .evaluate import EvalConfig, run_eval
+    from .models import ModelSpecError
+    from .tasks import DatasetError
+
+    config = EvalConfig(model=model, task=task, split=split, n=n, k=k, temperature=temperature,
+                        max_new_tokens=max_new_tokens, seed=seed, path=path)
+    try:
+        result = run_eval(config, run_dir, progress=sys.stderr.isatty())
+    except (ModelSpecError, DatasetError, ValueError) as error:
+        _fail(str(error))
+    summary = {key: value for key, value in result.items() if key.startswith(("pass@", "mean@")) and value is not None}
+    typer.echo(json.dumps(summary, indent=2))
+
+
 @app.command()
 def signals():
     """List the registered signals, what they need and what they cost."""

@@ -154,12 +154,13 @@ def run_train(config: TrainConfig, resume: bool = False, log=print):
     trainer = TokenFocusGRPOTrainer(
         model=model, processing_class=tokenizer, reward_funcs=[reward], args=GRPOConfig(**config.trl_args()),
         train_dataset=build_dataset(config), signals=method.signals, policy=method.policy, loss=method.loss,
-        signal_source=config.signal_source, callbacks=[MetricsFile(run_dir / "metrics.jsonl", reward), stop],
+        signal_source=config.signal_source, signal_pass=config.signal_pass, callbacks=[MetricsFile(run_dir / "metrics.jsonl", reward), stop],
     )
     trainer.remove_callback(PrinterCallback)  # metrics go to metrics.jsonl (and report_to), not stdout
     if resume and main_process:
         append_jsonl(run_dir / "metrics.jsonl", {"event": "resume", "from": existing[-1].name, "time": time.time()})
-    log(f"training {config.model} with policy {method.policy.get('name')} for {trainer.args.max_steps} steps -> {run_dir}")
+    log(f"training {config.model} with policy {method.policy.get('name')} ({trainer.tf_pass} signal pass) for "
+        f"{trainer.args.max_steps} steps -> {run_dir}")
     try:
         trainer.train(resume_from_checkpoint=str(existing[-1]) if resume else None)
     finally:

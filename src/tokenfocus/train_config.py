@@ -6,6 +6,8 @@
     method: anchors20                        # a loss preset name, a method YAML path, or inline
                                              # {signals: [...], policy: {...}, loss: {preset: ..., ...}}
     signal_source: rollout                   # or current (policy reads the training forward's entropy)
+    signal_pass: auto                        # fused (inside the training forward) when one step = one
+                                             # generation batch, else separate (one no-grad forward); or force
     reward: {kind: answer, timeout_s: 5.0, format_bonus: 0.0}   # kind digits: dense smoke-test reward
     trl: {max_steps: 20, num_generations: 4, per_device_train_batch_size: 4, ...}   # any GRPOConfig field
     run: {dir: runs/anchors, seed: 0, save_steps: 5, save_total_limit: 2}
@@ -26,8 +28,8 @@ from .losses import PRESETS, LossConfig
 from .methods import ConfigError, MethodConfig, load_yaml
 from .tasks.arithmetic import TIERS
 
-TOP_KEYS = {"model": str, "task": dict, "method": (str, dict), "signal_source": str, "reward": dict, "trl": dict,
-            "run": dict}
+TOP_KEYS = {"model": str, "task": dict, "method": (str, dict), "signal_source": str, "signal_pass": str,
+            "reward": dict, "trl": dict, "run": dict}
 TASK_KEYS = {"name": str, "tiers": list, "n_train": int, "seed": int, "path": str}
 REWARD_KEYS = {"kind": str, "timeout_s": (int, float), "format_bonus": (int, float)}
 REWARD_KINDS = ("answer", "digits")
@@ -36,7 +38,7 @@ TASKS = ("arithmetic", "gsm8k")
 # CPU-friendly defaults that differ from GRPOConfig's (GPU) defaults; any of them can be overridden.
 TRL_DEFAULTS = {
     "max_steps": 10, "num_generations": 4, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
-    "max_completion_length": 32, "learning_rate": 1e-6, "temperature": 1.0, "beta": 0.0, "logging_steps": 1,
+    "max_completion_length": 32, "learning_rate": 1e-6, "temperature": 1.0, "logging_steps": 1,
     "use_cpu": True, "bf16": False, "gradient_checkpointing": False, "report_to": [], "lr_scheduler_type": "constant",
     "warmup_steps": 0, "save_strategy": "steps", "disable_tqdm": True,
 }
@@ -48,6 +50,7 @@ class TrainConfig:
     task: dict = field(default_factory=lambda: {"name": "arithmetic"})
     method: Any = "dapo"
     signal_source: str = "rollout"
+    signal_pass: str = "auto"
     reward: dict = field(default_factory=dict)
     trl: dict = field(default_factory=dict)
     run: dict = field(default_factory=dict)
@@ -64,10 +67,13 @@ class TrainConfig:
                     save_steps=self.run.get("save_steps", 5))
         if "save_total_limit" in self.run:
             args["save_total_limit"] = self.run["save_total_limit"]
+        if self.resolved_method is not None:  # TRL loads a reference model and its log-probs only when beta != 0
+            args["beta"] = self.resolved_method.loss.beta
         return args
 
     def to_dict(self) -> dict:
-        out = {k: getattr(self, k) for k in ("model", "task", "method", "signal_source", "reward", "trl", "run")}
+        out = {k: getattr(self, k) for k in ("model", "task", "method", "signal_source", "signal_pass", "reward",
+                                             "trl", "run")}
         if self.resolved_method is not None:
             out["resolved_method"] = {"signals": self.resolved_method.signals, "policy": self.resolved_method.policy,
                                       "loss": self.resolved_method.loss.to_dict()}
@@ -137,6 +143,8 @@ def validate(config: TrainConfig) -> TrainConfig:
         problems.append("run.save_steps must be >= 1")
     if config.signal_source not in ("rollout", "current"):
         problems.append(f"signal_source: {config.signal_source!r} is not one of ('rollout', 'current')")
+    if config.signal_pass not in ("auto", "separate", "fused"):
+        problems.append(f"signal_pass: {config.signal_pass!r} is not one of ('auto', 'separate', 'fused')")
     config.resolved_method = resolve_method(config.method, problems)
     _check_trl(config, problems)
     if problems:
@@ -149,7 +157,10 @@ def _check_trl(config: TrainConfig, problems: list[str]) -> None:
 
     valid = {f.name for f in dataclasses.fields(GRPOConfig)}
     owned = {"output_dir": "run.dir", "seed": "run.seed", "save_steps": "run.save_steps",
-             "loss_type": "method (the loss preset)", "top_entropy_quantile": "method (a quantile policy)"}
+             "loss_type": "method (the loss preset)", "top_entropy_quantile": "method (a quantile policy)",
+             "epsilon": "method.loss.epsilon_low", "epsilon_high": "method.loss.epsilon_high",
+             "beta": "method.loss.beta", "delta": "method.loss.delta",
+             "importance_sampling_level": "method.loss.ratio_level"}
     for key in config.trl:
         if key in owned:
             problems.append(f"trl.{key}: set it through {owned[key]} instead")

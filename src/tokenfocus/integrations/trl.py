@@ -1,22 +1,27 @@
 """TRL 1.16 GRPOTrainer with token signals, token policies and tokenfocus losses.
 
-Override points (shared/methods/INTEGRATION_NOTES.md §2.7):
-  * ``_generate_and_score_completions``: after TRL generates and scores, one no-grad forward of the rollout
-    (old) policy through TRL's own fused-head scorer, with the attention-entropy recorder active when a
-    signal needs it, gives attention entropy, predictive entropy (at the sampling temperature) and
-    log-probs in one pass. Signals and the policy are computed on the whole generation batch, gathered
-    across processes (groups can straddle ranks); each rank keeps its rows. Weights stay fixed for every
-    PPO iteration and micro-batch of that generation batch.
-  * ``_compute_loss``: TRL's training forward, then ``tokenfocus.losses.compute_loss`` with the policy
-    weights and the normalizer of the config, rescaled exactly as TRL rescales ``num_items_in_batch``
-    (global count / processes x accumulation steps / steps per generation).
-A policy may instead read the *current* policy's predictive entropy (``signal_source="current"``, the 80/20
-reference behaviour): then selection runs per micro-batch on the training forward's entropies.
+Where the signals come from (shared/methods/INTEGRATION_NOTES.md §2.5, §2.7):
+  * ``signal_source="rollout"`` (default): signals of the rollout (old) policy, fixed for every PPO iteration
+    and micro-batch of a generation batch.
+      - When the generation batch is one micro-batch per process trained in one optimizer step
+        (gradient_accumulation_steps == steps_per_generation == num_iterations == 1), the training forward
+        *is* a rollout-policy forward (same weights, no dropout in these models): the signals are captured
+        inside it (the attention-entropy recorder on the chosen layers, TRL's fused head for predictive
+        entropy and log-probs) and cost no extra forward ("fused" pass).
+      - Otherwise one extra no-grad forward through TRL's own scorer runs in ``_generate_and_score_completions``
+        (before TRL shuffles and splits the batch), with the recorder active if needed ("separate" pass).
+  * ``signal_source="current"``: the training forward's predictive entropy of the current policy, selected per
+    micro-batch (the 80/20 reference behaviour).
+Selection runs on the whole generation batch gathered across processes (groups may straddle ranks; each row
+carries its group id through TRL's shuffle); each rank keeps its rows. The loss is
+``tokenfocus.losses.compute_loss`` with the configured normalizer, rescaled exactly as TRL rescales
+``num_items_in_batch`` (global count / processes x accumulation steps / steps per generation).
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 
 import torch
 from trl import GRPOTrainer
@@ -30,6 +35,7 @@ from ..signals.registry import evaluate, parse_signal_specs
 from ..types import AttentionRecord, ForwardCapture, PolicyInputs, TokenBatch
 
 SIGNAL_SOURCES = ("rollout", "current")
+SIGNAL_PASSES = ("auto", "separate", "fused")
 
 
 def gather_padded(accelerator, tensor: torch.Tensor, pad_value=0) -> torch.Tensor:
@@ -54,12 +60,14 @@ def signal_summary(values: torch.Tensor, mask: torch.Tensor, prefix: str) -> dic
 
 
 class TokenFocusGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer whose loss applies a token policy's weights; everything else is TRL's."""
+    """GRPOTrainer whose loss applies a token policy's weights; generation, rewards and logging are TRL's."""
 
     def __init__(self, *args, signals=(), policy=None, loss: LossConfig | None = None,
-                 signal_source: str = "rollout", **kwargs):
+                 signal_source: str = "rollout", signal_pass: str = "auto", **kwargs):
         if signal_source not in SIGNAL_SOURCES:
             raise ValueError(f"signal_source={signal_source!r} is not one of {SIGNAL_SOURCES}")
+        if signal_pass not in SIGNAL_PASSES:
+            raise ValueError(f"signal_pass={signal_pass!r} is not one of {SIGNAL_PASSES}")
         super().__init__(*args, **kwargs)
         self.tf_signals = parse_signal_specs(signals) if signals else []
         self.tf_policy = policy or {"name": "full"}
@@ -67,130 +75,144 @@ class TokenFocusGRPOTrainer(GRPOTrainer):
         self.tf_signal_source = signal_source
         if signal_source == "current" and any(s.name != "predictive_entropy" for s in self.tf_signals):
             raise ValueError("signal_source='current' reads the training forward's predictive entropy only")
-        self.tf_generation_index = 0
+        one_step = (self.args.gradient_accumulation_steps == 1 and self.args.steps_per_generation == 1
+                    and self.num_iterations == 1)
+        if signal_pass == "fused" and not one_step:
+            raise ValueError("signal_pass='fused' needs gradient_accumulation_steps = steps_per_generation = "
+                             "num_iterations = 1 (the training forward must see the rollout weights and the whole "
+                             "generation batch); use 'auto' or 'separate'")
+        self.tf_in_loss = signal_source == "current" or (signal_pass != "separate" and one_step)
+        self.tf_pass = "current" if signal_source == "current" else ("fused" if self.tf_in_loss else "separate")
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        self.tf_layers, self.tf_record_sink, self.tf_backend, self.tf_precision = _attention_plan(
+            self.tf_signals, unwrapped.config.num_hidden_layers)
 
-    # -- rollout side ------------------------------------------------------------------------------------
+    # -- shared -------------------------------------------------------------------------------------------
 
-    def _generate_and_score_completions(self, inputs):
-        out = super()._generate_and_score_completions(inputs)
-        if self.tf_signal_source == "current":
-            return out
-        started = time.perf_counter()
-        mode = "train" if self.model.training else "eval"
-        completion_mask = out["completion_mask"].bool()
-        if "tool_mask" in out:
-            completion_mask = completion_mask & out["tool_mask"].bool()
-        signals = self._rollout_signals(out) if self.tf_signals else {}
-        progress = self._progress()
-        weights, stats, selected = self._policy_across_processes(completion_mask, signals, out["advantages"],
-                                                                 progress)
-        out["tf_weights"] = weights
-        out["tf_num_selected"] = selected
-        for name, value in stats.items():
-            self._metrics[mode][name].append(value)
-        self._metrics[mode]["time/signals_policy_s"].append(time.perf_counter() - started)
-        self.tf_generation_index += 1
-        return out
+    def _recorder(self):
+        if not self.tf_layers:
+            return nullcontext(None)
+        return record_attention_entropy(self.accelerator.unwrap_model(self.model), self.tf_layers,
+                                        backend=self.tf_backend, record_sink=self.tf_record_sink,
+                                        precision=self.tf_precision)
 
     def _progress(self) -> float:
-        max_steps = max(1, int(self.state.max_steps or 1))
-        return min(1.0, self.state.global_step / max_steps)
+        return min(1.0, self.state.global_step / max(1, int(self.state.max_steps or 1)))
 
-    @torch.no_grad()
-    def _rollout_signals(self, out) -> dict[str, torch.Tensor]:
-        """(B_local, C) signals from one no-grad forward of the rollout policy (TRL's fused-head scorer)."""
-        prompt_ids, prompt_mask = out["prompt_ids"], out["prompt_mask"]
-        completion_ids, completion_mask = out["completion_ids"], out["completion_mask"]
-        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
-        attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
-        width = completion_ids.size(1)
-        unwrapped = self.accelerator.unwrap_model(self.model)
-        num_layers = unwrapped.config.num_hidden_layers
-        layers, record_sink, backend, precision = _attention_plan(self.tf_signals, num_layers)
-        batch_size = self.args.per_device_train_batch_size if self.model.training else self.args.per_device_eval_batch_size
-        recorder_cm = (record_attention_entropy(unwrapped, layers, backend=backend, record_sink=record_sink,
-                                                precision=precision) if layers else None)
-        was_training = self.model.training
-        self.model.eval()  # no dropout in the signal pass
-        try:
-            with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
-                if recorder_cm is None:
-                    logps, entropies, _ = self._get_per_token_logps_and_entropies(
-                        self.model, input_ids, attention_mask, width, batch_size, compute_entropy=True)
-                    records = {}
-                else:
-                    with recorder_cm as recorder:
-                        logps, entropies, _ = self._get_per_token_logps_and_entropies(
-                            self.model, input_ids, attention_mask, width, batch_size, compute_entropy=True)
-                    records = recorder.result()
-        finally:
-            self.model.train(was_training)
-        full = attention_mask.shape[1]
+    def _signals_from_forward(self, input_ids, attention_mask, completion_mask, logps, entropies, records):
+        """(B, C) signals from one forward's captures: attention records, TRL's log-probs and entropies."""
+        full, width = attention_mask.shape[1], completion_mask.shape[1]
         response_mask = torch.zeros_like(attention_mask, dtype=torch.bool)
         response_mask[:, full - width:] = completion_mask.bool()
-        batch = TokenBatch(input_ids, attention_mask.bool(), response_mask)
 
-        def to_full(values):  # (B, C) completion layout -> (B, T) token layout (same token index)
-            padded = torch.zeros(attention_mask.shape, dtype=torch.float32, device=values.device)
-            padded[:, full - width:] = values.float()
-            return padded
+        def to_tokens(values):  # (B, C) completion layout -> (B, T) token layout, same token index
+            out = torch.zeros(attention_mask.shape, dtype=torch.float32, device=values.device)
+            out[:, full - width:] = values.detach().float()
+            return out
 
         capture = ForwardCapture(
-            batch=batch, num_layers=num_layers,
+            batch=TokenBatch(input_ids, attention_mask.bool(), response_mask),
+            num_layers=self.accelerator.unwrap_model(self.model).config.num_hidden_layers,
             attention={k: AttentionRecord(r.entropy, r.n_keys, r.sink_prob) for k, r in records.items()},
-            logprobs=to_full(logps), predictive_entropy=to_full(entropies),
+            logprobs=to_tokens(logps), predictive_entropy=to_tokens(entropies),
         )
         return {spec.label: evaluate(spec, capture)[:, full - width:] for spec in self.tf_signals}
 
-    def _policy_across_processes(self, mask, signals, advantages, progress):
-        """Gather the generation batch, apply the policy on all of it, keep this rank's rows."""
+    def _policy_across_processes(self, mask, signals, advantages, groups, progress):
+        """Gather the generation batch from every process, apply the policy on all of it, keep this rank's rows.
+
+        Returns (local weights (B_local, C_local), stats, global selected mass (0-d))."""
         acc = self.accelerator
         b_local, c_local = mask.shape
         mask_all = gather_padded(acc, mask.long()).bool()
         signals_all = {k: gather_padded(acc, v.float()) for k, v in signals.items()}
-        advantages_all = acc.gather(advantages.detach().float())
-        groups = torch.arange(mask_all.shape[0], device=mask.device) // self.num_generations
-        inputs = PolicyInputs(mask_all.cpu(), {k: v.cpu() for k, v in signals_all.items()}, groups.cpu(),
-                              advantages_all.cpu(), progress, step=self.state.global_step)
+        inputs = PolicyInputs(mask_all.cpu(), {k: v.cpu() for k, v in signals_all.items()},
+                              acc.gather(groups).cpu(), acc.gather(advantages.detach().float()).cpu(), progress,
+                              step=self.state.global_step)
         policy = apply_policy(self.tf_policy, inputs)
-        weights_all = policy.weights.to(mask.device)
-        selected_mass = weights_all.sum()
         stats = dict(policy.stats)
         kept = (policy.weights > 0) & inputs.mask
         for name, values in inputs.signals.items():
             stats.update(signal_summary(values, inputs.mask, f"signal/{name}"))
             stats.update(signal_summary(values, kept, f"signal/{name}/selected"))
             stats.update(signal_summary(values, inputs.mask & ~kept, f"signal/{name}/unselected"))
-        weights = weights_all[local_rows(acc, b_local), :c_local]
-        return weights, stats, selected_mass
+        weights_all = policy.weights.to(mask.device)
+        return weights_all[local_rows(acc, b_local), :c_local], stats, weights_all.sum()
 
-    # -- loss side -----------------------------------------------------------------------------------------
+    def _log(self, stats: dict[str, float]) -> None:
+        mode = "train" if self.model.training else "eval"
+        for name, value in stats.items():
+            self._metrics[mode][name].append(value)
+
+    # -- rollout side -------------------------------------------------------------------------------------
+
+    def _generate_and_score_completions(self, inputs):
+        out = super()._generate_and_score_completions(inputs)
+        b_local = out["completion_ids"].shape[0]
+        rows = torch.arange(b_local, device=out["completion_ids"].device) + self.accelerator.process_index * b_local
+        out["tf_group"] = rows // self.num_generations  # survives TRL's shuffle (batch-first)
+        if self.tf_in_loss:
+            return out
+        started = time.perf_counter()
+        mask = out["completion_mask"].bool()
+        if "tool_mask" in out:
+            mask = mask & out["tool_mask"].bool()
+        signals = self._rollout_signals(out) if self.tf_signals else {}
+        weights, stats, selected = self._policy_across_processes(mask, signals, out["advantages"], out["tf_group"],
+                                                                 self._progress())
+        out["tf_weights"] = weights
+        out["tf_num_selected"] = selected
+        stats["time/signal_pass_s"] = time.perf_counter() - started
+        self._log(stats)
+        return out
+
+    @torch.no_grad()
+    def _rollout_signals(self, out) -> dict[str, torch.Tensor]:
+        """The separate pass: one no-grad forward of the rollout policy through TRL's fused-head scorer."""
+        input_ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+        attention_mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+        width = out["completion_ids"].size(1)
+        batch_size = (self.args.per_device_train_batch_size if self.model.training
+                      else self.args.per_device_eval_batch_size)
+        was_training = self.model.training
+        self.model.eval()  # no dropout in the signal pass
+        try:
+            with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+                with self._recorder() as recorder:
+                    logps, entropies, _ = self._get_per_token_logps_and_entropies(
+                        self.model, input_ids, attention_mask, width, batch_size, compute_entropy=True)
+        finally:
+            self.model.train(was_training)
+        records = recorder.result() if recorder is not None else {}
+        return self._signals_from_forward(input_ids, attention_mask, out["completion_mask"], logps, entropies, records)
+
+    # -- loss side ----------------------------------------------------------------------------------------
 
     def _compute_loss(self, model, inputs):
-        prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
-        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
-        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
-        attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
-        width = completion_ids.size(1)
-        mask = completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]
-        mask = mask.bool()
-        logps, entropies, _ = self._get_per_token_logps_and_entropies(model, input_ids, attention_mask, width,
-                                                                      compute_entropy=True)
+        completion_mask = inputs["completion_mask"]
+        input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+        attention_mask = torch.cat([inputs["prompt_mask"], completion_mask], dim=1)
+        width = inputs["completion_ids"].size(1)
+        mask = (completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]).bool()
+        recorder_cm = self._recorder() if self.tf_in_loss else nullcontext(None)
+        with recorder_cm as recorder:
+            logps, entropies, _ = self._get_per_token_logps_and_entropies(model, input_ids, attention_mask, width,
+                                                                          compute_entropy=True)
         mode = "train" if self.model.training else "eval"
-        old = inputs.get("old_per_token_logps")
-        old = logps.detach() if old is None else old
         acc = self.accelerator
         accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1
-        valid = acc.gather(mask.sum()).sum().float()
-        if self.tf_signal_source == "current":
-            # Selection and the token mean are per micro-batch (80/20 reference), then averaged over steps.
-            weights, stats, selected = self._policy_across_processes(
-                mask, {s.label: entropies.detach() for s in self.tf_signals}, inputs["advantages"], self._progress())
-            for name, value in stats.items():
-                self._metrics[mode][name].append(value)
-            count = selected.float() if self.tf_loss.normalizer == "selected" else valid
+        if self.tf_in_loss:
+            # Selection and the token mean over this micro-batch (= the generation batch in the fused pass).
+            started = time.perf_counter()
+            records = recorder.result() if recorder is not None else {}
+            signals = self._signals_from_forward(input_ids, attention_mask, completion_mask, logps, entropies, records)
+            weights, stats, selected = self._policy_across_processes(mask, signals, inputs["advantages"],
+                                                                     inputs["tf_group"], self._progress())
+            stats["time/signal_pass_s"] = time.perf_counter() - started
+            self._log(stats)
+            items = acc.gather(mask.sum()).sum().float()
+            count = selected.float() if self.tf_loss.normalizer == "selected" else items
             rescale, divisor = acc.num_processes, accumulation
-            items = valid
         else:
             # The generation batch's global count, rescaled as TRL rescales num_items_in_batch.
             weights = inputs.get("tf_weights")
@@ -198,17 +220,17 @@ class TokenFocusGRPOTrainer(GRPOTrainer):
             count = inputs["tf_num_selected"].float() if self.tf_loss.normalizer == "selected" else items
             rescale = acc.num_processes * (accumulation / self.args.steps_per_generation if mode == "train" else 1)
             divisor = 1
+        old = inputs.get("old_per_token_logps")
         token_global = self.tf_loss.norm == "token_mean" and self.tf_loss.token_count == "global"
         loss, metrics = compute_loss(
-            self.tf_loss, logps, old, inputs["advantages"], mask, weights,
+            self.tf_loss, logps, logps.detach() if old is None else old, inputs["advantages"], mask, weights,
             ref_logprobs=inputs.get("ref_per_token_logps"), entropies=entropies,
             max_length=self.max_completion_length,
             global_count=count / rescale if token_global else None,
             global_valid_count=items / rescale if token_global else None,
         )
         loss = loss / (divisor if token_global else accumulation)
-        for name, value in metrics.items():
-            self._metrics[mode][name].append(value)
         with torch.no_grad():
-            self._metrics[mode]["entropy"].append(float(entropies[mask].mean()) if mask.any() else 0.0)
+            metrics["signal/predictive_entropy_train/mean"] = float(entropies[mask].mean()) if mask.any() else 0.0
+        self._log(metrics)
         return loss

@@ -1,0 +1,104 @@
+"""`tokenfocus eval`: pass@1 (greedy) and mean@k (sampled) accuracy on a split, for a model or a checkpoint.
+
+pass@1 = fraction of problems whose greedy completion is correct; mean@k = mean correctness over k sampled
+completions per problem (temperature 1.0 unless set), i.e. the expected single-sample accuracy. Results go
+to ``RUN_DIR/eval/<split>-<model tag>.json`` and, as one ``eval/...`` line, to ``RUN_DIR/metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .io import append_jsonl, write_json
+from .rollout import generate_rollout
+from .tasks import AnswerReward, generate_problems, load_gsm8k
+
+SPLITS = ("train", "test", "hard-test")
+
+
+@dataclass
+class EvalConfig:
+    model: str
+    task: str = "arithmetic"
+    split: str = "test"
+    n: int = 64
+    k: int = 4
+    temperature: float = 1.0
+    max_new_tokens: int = 48
+    seed: int = 0
+    batch_size: int = 16
+    path: str | None = None  # GSM8K source
+    tiers: tuple | None = None
+
+
+def eval_problems(config: EvalConfig) -> list[dict]:
+    if config.split not in SPLITS:
+        raise ValueError(f"split {config.split!r} is not one of {SPLITS}")
+    if config.task == "arithmetic":
+        problems = generate_problems(config.n, split=config.split, tiers=config.tiers, seed=config.seed)
+        return [{"prompt": p.prompt, "answer": str(p.answer), "tier": p.tier} for p in problems]
+    if config.task == "gsm8k":
+        split = "test" if config.split != "train" else "train"
+        return load_gsm8k(config.path or "openai/gsm8k", split, limit=config.n)
+    raise ValueError(f"task {config.task!r} is not one of ('arithmetic', 'gsm8k')")
+
+
+def _accuracy_by_tier(correct: list[float], tiers: list[str]) -> dict[str, float]:
+    out = {}
+    for tier in sorted(set(tiers)):
+        values = [c for c, t in zip(correct, tiers) if t == tier]
+        out[tier] = sum(values) / len(values)
+    return out
+
+
+def evaluate(model, tokenizer, config: EvalConfig, progress: bool = False) -> dict:
+    problems = eval_problems(config)
+    prompts = [p["prompt"] for p in problems]
+    answers = [p["answer"] for p in problems]
+    tiers = [p["tier"] for p in problems]
+    reward = AnswerReward()
+    started = time.perf_counter()
+    greedy = generate_rollout(model, tokenizer, prompts, max_new_tokens=config.max_new_tokens, temperature=0.0,
+                              batch_size=config.batch_size, progress=progress)
+    pass1 = reward(greedy.completions, answers)
+    sampled_correct = [0.0] * len(prompts)
+    if config.k > 0:
+        sampled = generate_rollout(model, tokenizer, [p for p in prompts for _ in range(config.k)],
+                                   max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                                   seed=config.seed, batch_size=config.batch_size, progress=progress)
+        scores = reward(sampled.completions, [a for a in answers for _ in range(config.k)])
+        sampled_correct = [sum(scores[i * config.k:(i + 1) * config.k]) / config.k for i in range(len(prompts))]
+    lengths = greedy.completion_lengths
+    return {
+        "split": config.split, "task": config.task, "n": len(prompts), "k": config.k,
+        "pass@1": sum(pass1) / len(pass1),
+        f"mean@{config.k}": sum(sampled_correct) / len(sampled_correct) if config.k > 0 else None,
+        "pass@1_by_tier": _accuracy_by_tier(pass1, tiers),
+        f"mean@{config.k}_by_tier": _accuracy_by_tier(sampled_correct, tiers) if config.k > 0 else None,
+        "greedy_mean_length": sum(lengths) / len(lengths),
+        "reward_errors": reward.errors, "reward_timeouts": reward.timeouts,
+        "seconds": time.perf_counter() - started,
+        "examples": [{"prompt": p, "answer": a, "completion": c, "correct": bool(s)}
+                     for p, a, c, s in list(zip(prompts, answers, greedy.completions, pass1))[:8]],
+    }
+
+
+def run_eval(config: EvalConfig, run_dir: Path, progress: bool = False) -> dict:
+    from .models import load_model
+
+    torch.manual_seed(config.seed)
+    model, tokenizer = load_model(config.model)
+    result = evaluate(model, tokenizer, config, progress=progress)
+    run_dir = Path(run_dir)
+    tag = Path(config.model).name if Path(config.model).exists() else config.model.replace("/", "_").replace(":", "_")
+    write_json(run_dir / "eval" / f"{config.split}-{tag}.json", {"config": vars(config), **result})
+    line = {"event": "eval", "time": time.time(), "model": config.model,
+            f"eval/{config.split}/pass@1": result["pass@1"]}
+    if config.k > 0:
+        line[f"eval/{config.split}/mean@{config.k}"] = result[f"mean@{config.k}"]
+    append_jsonl(run_dir / "metrics.jsonl", line)
+    return result
