@@ -115,6 +115,29 @@ def build_dataset(config: TrainConfig):
                                "tier": r["tier"]} for r in rows])
 
 
+def method_beta(config: TrainConfig) -> float:
+    return config.resolved_method.loss.beta if config.resolved_method is not None else 0.0
+
+
+def ensure_reference_path(model, run_dir: Path) -> None:
+    """TRL builds the KL reference model from ``config._name_or_path``; a model built in memory (tiny models)
+    has none, so the initial weights are saved once to ``run_dir/reference`` (kept for resumes)."""
+    current = str(model.config._name_or_path or "")
+    if current and Path(current).is_dir():
+        return
+    target = run_dir / "reference"
+    if not (target / "config.json").is_file():
+        tmp = run_dir / f".reference.tmp{os.getpid()}"
+        model.save_pretrained(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process got there first
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    model.config._name_or_path = str(target)
+
+
 def checkpoints(run_dir: Path) -> list[Path]:
     found = [p for p in run_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
     return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
@@ -143,6 +166,8 @@ def run_train(config: TrainConfig, resume: bool = False, log=print):
                                                        resumed_from=existing[-1].name if resume else None,
                                                        world_size=int(os.environ.get("WORLD_SIZE", "1"))))
     model, tokenizer = load_model(config.model)
+    if method_beta(config) > 0:
+        ensure_reference_path(model, run_dir)
     model.train()
     if config.reward.get("kind", "answer") == "digits":
         reward = DigitReward()
