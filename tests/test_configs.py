@@ -52,3 +52,12 @@ def test_out_of_range_loss_values(tmp_path):
     bad.write_text("loss: {preset: dapo, epsilon_low: 1.5, beta: -1}\n")
     with pytest.raises(ConfigError, match="epsilon_low.*beta and entropy_coef must be >= 0"):
         MethodConfig.from_yaml(bad)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs" / "train").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_train_configs_validate(path):
+    from tokenfocus.train_config import load_train_config
+
+    config = load_train_config(path)
+    assert config.resolved_method is not None and config.trl_args()["max_steps"] >= 1

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from tokenfocus.losses import compute_loss, get_preset
@@ -52,3 +53,28 @@ def test_global_scope_selection_and_normalizer_across_two_processes(tmp_path):
     loss, _ = compute_loss(get_preset("explorers20").loss, logprobs, old, advantages, mask, single.weights)
     ddp_average = sum(r["loss"] for r in ranks) / 2
     assert abs(ddp_average - loss.item()) < 1e-6
+
+
+def test_two_process_training_run_counts_tokens_of_both_processes(tmp_path):
+    """`torchrun --nproc_per_node 2 -m tokenfocus train`: one metrics file, policy stats over both ranks' rows."""
+    import yaml
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": "tiny-llama:layers=2,hidden=64,heads=4,kv_heads=2,intermediate=128",
+        "task": {"name": "arithmetic", "tiers": ["D1"], "n_train": 32},
+        "method": "anchors20", "reward": {"kind": "digits"},
+        "trl": {"max_steps": 2, "num_generations": 4, "per_device_train_batch_size": 4, "max_completion_length": 12},
+        "run": {"dir": str(tmp_path / "run"), "save_steps": 2},
+    }))
+    result = torchrun(["-m", "tokenfocus", "train", str(config)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "event" not in r]
+    assert [r["step"] for r in steps] == [1, 2]  # written once (main process), not once per rank
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["world_size"] == 2
+    for row in steps:
+        # 2 processes x 4 rows x at most 12 tokens: more valid tokens than one process could hold.
+        assert 4 * 12 < row["policy/valid_tokens"] <= 2 * 4 * 12
+        assert row["policy/kept_fraction"] == pytest.approx(0.2, abs=0.03)

@@ -191,6 +191,12 @@ def load_train_config(path: Path, overrides: dict | None = None) -> TrainConfig:
     if problems:
         raise ConfigError(f"{path}: invalid train config:\n  - " + "\n  - ".join(problems))
     config = TrainConfig(**data)
+    # Relative file paths in a config are relative to the config file, not to the working directory.
+    if isinstance(config.method, str) and config.method.endswith((".yaml", ".yml")) and not Path(config.method).is_absolute():
+        config.method = str(path.parent / config.method)
+    task_path = config.task.get("path") if isinstance(config.task, dict) else None
+    if isinstance(task_path, str) and task_path != "openai/gsm8k" and not Path(task_path).expanduser().is_absolute():
+        config.task["path"] = str(path.parent / task_path)
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
         if key:

@@ -1,0 +1,121 @@
+"""Time per optimizer step on SmolLM2-135M (CPU), one fixed generation batch, side by side in one process.
+
+Variants (each its own copy of the same initial model; generation is done once and replayed to all, so
+every variant trains on identical completions and the comparison excludes sampling noise):
+  plain      TRL 1.16 GRPOTrainer, loss_type="dapo"
+  random20   tokenfocus, random 20 % of tokens, selected-token mean (no signal forward)
+  pred_top20 tokenfocus, predictive-entropy top 20 % (80/20; the training forward's entropy)
+  low2high   tokenfocus, attention-entropy Low2High soft weights (rollout signal, fused pass)
+  low2high_separate  the same with the separate no-grad signal pass (what GA > 1 uses)
+A step = TRL's _prepare_inputs (reward scoring, advantages, our signals and policy) + forward/backward +
+optimizer step. Rounds interleave the variants; medians reported. Targets (issue 4): random20 and
+pred_top20 <= 1.05 x plain; low2high <= 1.15 x plain.
+
+    python benchmarks/train_step.py [--prompts 4] [--generations 4] [--completion 48] [--rounds 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompts", type=int, default=4)
+    parser.add_argument("--generations", type=int, default=4)
+    parser.add_argument("--completion", type=int, default=48)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--out", type=Path, default=RESULTS / "train_step_cpu.json")
+    args = parser.parse_args()
+
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from tokenfocus.integrations.trl import TokenFocusGRPOTrainer
+    from tokenfocus.losses import get_preset
+    from tokenfocus.models import load_model
+    from tokenfocus.tasks import AnswerReward, generate_problems
+
+    batch = args.prompts * args.generations
+    problems = generate_problems(args.prompts, split="train", seed=0)
+    rows = [{"prompt": [{"role": "user", "content": p.prompt}], "answer": str(p.answer)} for p in problems]
+    dataset = Dataset.from_list(rows)
+    base, tokenizer = load_model("default")
+    config = dict(output_dir="/tmp/tokenfocus-bench-train-step", per_device_train_batch_size=batch,
+                  num_generations=args.generations, max_completion_length=args.completion, learning_rate=1e-6,
+                  use_cpu=True, bf16=False, gradient_checkpointing=False, report_to=[], max_steps=100,
+                  temperature=1.0, beta=0.0, epsilon=0.2, epsilon_high=0.28, loss_type="dapo", disable_tqdm=True)
+    variants = {
+        "plain": (GRPOTrainer, {}),
+        "random20": (TokenFocusGRPOTrainer, dict(policy=get_preset("random20").policy, loss=get_preset("random20").loss)),
+        "pred_top20": (TokenFocusGRPOTrainer, dict(signals=["predictive_entropy"], policy=get_preset("8020").policy,
+                                                   loss=get_preset("8020").loss, signal_source="current")),
+        "low2high": (TokenFocusGRPOTrainer, dict(signals=["attention_entropy"], policy=get_preset("low2high").policy,
+                                                 loss=get_preset("low2high").loss)),
+        "low2high_separate": (TokenFocusGRPOTrainer, dict(signals=["attention_entropy"],
+                                                          policy=get_preset("low2high").policy,
+                                                          loss=get_preset("low2high").loss, signal_pass="separate")),
+    }
+    trainers = {}
+    for name, (cls, extra) in variants.items():
+        model = copy.deepcopy(base)
+        model.train()
+        trainers[name] = cls(model=model, processing_class=tokenizer, reward_funcs=[AnswerReward()],
+                             args=GRPOConfig(**config), train_dataset=dataset, **extra)
+        trainers[name].create_optimizer_and_scheduler(num_training_steps=100)
+        trainers[name].current_gradient_accumulation_steps = 1
+    # Generate once with the first trainer, then replay the same completions to every variant.
+    cache = {}
+    for trainer in trainers.values():
+        original = trainer._generate
+
+        def replay(prompts, _original=original):
+            if "out" not in cache:
+                cache["out"] = _original(prompts)
+            return copy.deepcopy(cache["out"])
+
+        trainer._generate = replay
+    generation_batch = [row for row in rows for _ in range(args.generations)]
+
+    def step(trainer) -> float:
+        start = time.perf_counter()
+        trainer.training_step(trainer.model, generation_batch, None)  # prepares inputs (TRL) inside
+        trainer.optimizer.step()
+        trainer.optimizer.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
+
+    for trainer in trainers.values():  # warm-up (the first also generates)
+        step(trainer)
+    times = {name: [] for name in trainers}
+    for _ in range(args.rounds):
+        for name, trainer in trainers.items():
+            times[name].append(step(trainer))
+    completion_tokens = int(cache["out"][1].__len__()) if isinstance(cache["out"][1], list) else None
+    plain = statistics.median(times["plain"])
+    rows_out = {}
+    print(f"batch {batch} completions x <= {args.completion} tokens; medians of {args.rounds} interleaved rounds")
+    print(f"{'variant':>18} | {'s/step':>7} | {'x plain':>7}")
+    for name, values in times.items():
+        median = statistics.median(values)
+        rows_out[name] = {"median_s": median, "times_s": values, "ratio_vs_plain": median / plain}
+        print(f"{name:>18} | {median:7.3f} | {median / plain:7.3f}")
+    payload = {"benchmark": "train_step", "date": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__,
+               "threads": torch.get_num_threads(), "model": "SmolLM2-135M-Instruct", "completions": batch,
+               "max_completion_length": args.completion, "generated_rows": completion_tokens, "variants": rows_out,
+               "targets": {"random20": 1.05, "pred_top20": 1.05, "low2high": 1.15}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
