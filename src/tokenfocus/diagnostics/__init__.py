@@ -1,0 +1,7 @@
+"""Diagnostics: pure functions of gradients and signals returning typed results or namespaced numbers."""
+
+from .entropy_dynamics import entropy_dynamics, jaccard, spearman
+from .gradient_geometry import CountSketch, SubsetGeometry, geometry, group_subset_gradients, trainable_parameters
+
+__all__ = ["CountSketch", "SubsetGeometry", "entropy_dynamics", "geometry", "group_subset_gradients", "jaccard",
+           "spearman", "trainable_parameters"]

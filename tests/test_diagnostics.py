@@ -1,0 +1,95 @@
+"""Diagnostics on a tiny model: gradient additivity, cos(g_full, g_full) = 1, projections vs naive maths."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from helpers import padded_batch, tiny
+from tokenfocus.diagnostics import CountSketch, entropy_dynamics, geometry, group_subset_gradients, spearman
+from tokenfocus.diagnostics.gradient_geometry import cosine, flatten, trainable_parameters
+
+
+def per_token_loss(model, ids, mask, advantages):
+    """A REINFORCE-style per-token loss -A * log p(token) on every position (enough to exercise gradients)."""
+    logits = model(input_ids=ids, attention_mask=mask.long()).logits[:, :-1]
+    logp = torch.log_softmax(logits.float(), -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    return -advantages[:, None] * logp, mask[:, 1:]
+
+
+@pytest.fixture
+def setup():
+    model, _ = tiny()
+    model.train()
+    ids, mask = padded_batch([10, 8, 10, 6, 9, 10], 10, side="right")
+    advantages = torch.tensor([1.0, -0.5, 0.3, -1.0, 0.7, 0.2])
+    loss, valid = per_token_loss(model, ids, mask, advantages)
+    g = torch.Generator().manual_seed(0)
+    score = torch.rand(valid.shape, generator=g)
+    rank = score.masked_fill(~valid, 2.0).flatten().argsort().argsort().view(valid.shape)
+    n = int(valid.sum())
+    anchors = valid & (rank < n // 5)
+    explorers = valid & (rank >= n - n // 5) & (rank < n)
+    middle = valid & ~anchors & ~explorers
+    subsets = {"full": valid.float(), "anchors": anchors.float(), "middle": middle.float(),
+               "explorers": explorers.float()}
+    groups = torch.arange(6) // 2
+    params = [p for _, p in trainable_parameters(model)]
+    return model, loss, valid, subsets, groups, params
+
+
+def test_disjoint_subsets_add_up_to_the_full_gradient(setup):
+    model, loss, valid, subsets, groups, params = setup
+    z = float(valid.sum())
+    # Naive reference first (group_subset_gradients frees the graph after its last backward).
+    naive = torch.autograd.grad((loss * subsets["full"]).sum() / z, params, retain_graph=True, allow_unused=True)
+    naive = flatten([torch.zeros_like(p) if g is None else g for g, p in zip(naive, params)])
+    grads = group_subset_gradients(loss, z, subsets, groups, params)
+    total = {name: sum(per_group.values()) for name, per_group in grads.items()}
+    assert torch.allclose(total["anchors"] + total["middle"] + total["explorers"], total["full"], rtol=1e-4, atol=1e-9)
+    assert torch.allclose(total["full"], naive, rtol=1e-4, atol=1e-8)
+    counts = {name: int(mask.sum()) for name, mask in subsets.items()}
+    results = {r.name: r for r in geometry(grads, counts, bootstrap=4)}
+    assert results["full"].cos_full == pytest.approx(1.0, abs=1e-9)
+    assert results["full"].projection_share == pytest.approx(1.0, abs=1e-9)
+    shares = sum(results[n].projection_share for n in ("anchors", "middle", "explorers"))
+    assert shares == pytest.approx(1.0, abs=1e-6)
+    for name in ("anchors", "explorers"):
+        expected = float(total[name] @ total["full"]) / float(total["full"] @ total["full"])
+        assert results[name].projection_share == pytest.approx(expected, rel=1e-9)
+        assert results[name].cos_full == pytest.approx(cosine(total[name], total["full"]), rel=1e-9)
+        assert results[name].norm == pytest.approx(float(total[name].norm()), rel=1e-9)
+        assert 0 <= results[name].split_half_volatility <= 2
+    assert results["full"].bootstrap_cos_mean == pytest.approx(1.0, abs=1e-9)
+
+
+def test_count_sketch_is_linear_and_preserves_inner_products_in_expectation():
+    g = torch.Generator().manual_seed(1)
+    a = [torch.randn(300, 20, generator=g), torch.randn(500, generator=g)]
+    b = [x + 0.5 * torch.randn(x.shape, generator=g) for x in a]
+    sketch = CountSketch(4096, seed=3)
+    summed = sketch([x + y for x, y in zip(a, b)])
+    assert torch.allclose(summed, sketch(a) + sketch(b), rtol=1e-6, atol=1e-6)
+    exact = cosine(flatten(a), flatten(b))
+    estimates = [cosine(CountSketch(4096, seed=s)(a), CountSketch(4096, seed=s)(b)) for s in range(8)]
+    assert abs(sum(estimates) / 8 - exact) < 0.02
+
+
+def test_spearman_and_entropy_dynamics_by_hand():
+    x = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert spearman(x, x * 10) == pytest.approx(1.0) and spearman(x, -x) == pytest.approx(-1.0)
+    assert spearman(torch.tensor([1.0, 1.0, 2.0]), torch.tensor([1.0, 2.0, 3.0])) == pytest.approx(math.sqrt(3) / 2)
+    attention = torch.tensor([[0.1, 0.5, 0.9, 0.0], [0.2, 0.8, 0.0, 0.0]])
+    mask = torch.tensor([[True, True, True, False], [True, True, False, False]])
+    anchors = attention < 0.15
+    explorers = attention > 0.85
+    out = entropy_dynamics(attention, mask, anchors & mask, explorers & mask, correct=torch.tensor([True, False]),
+                           predictive=attention * 2, pred_bottom=anchors, pred_top=explorers)
+    assert out["diag/attention_entropy/all"] == pytest.approx(0.5)
+    assert out["diag/attention_entropy/anchors"] == pytest.approx(0.1)
+    assert out["diag/attention_entropy/explorers"] == pytest.approx(0.9)
+    assert out["diag/attention_entropy/correct"] == pytest.approx(0.5) and out["diag/attention_entropy/incorrect"] == pytest.approx(0.5)
+    assert out["diag/corr/attention_vs_predictive_entropy"] == pytest.approx(1.0)
+    assert out["diag/jaccard/anchors_vs_pred_entropy_bottom"] == 1.0
