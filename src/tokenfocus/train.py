@@ -179,7 +179,8 @@ def run_train(config: TrainConfig, resume: bool = False, log=print):
     trainer = TokenFocusGRPOTrainer(
         model=model, processing_class=tokenizer, reward_funcs=[reward], args=GRPOConfig(**config.trl_args()),
         train_dataset=build_dataset(config), signals=method.signals, policy=method.policy, loss=method.loss,
-        signal_source=config.signal_source, signal_pass=config.signal_pass, callbacks=[MetricsFile(run_dir / "metrics.jsonl", reward), stop],
+        signal_source=config.signal_source, signal_pass=config.signal_pass, diagnostics=config.diagnostics,
+        callbacks=[MetricsFile(run_dir / "metrics.jsonl", reward), stop],
     )
     trainer.remove_callback(PrinterCallback)  # metrics go to metrics.jsonl (and report_to), not stdout
     if resume and main_process:

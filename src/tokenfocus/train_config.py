@@ -11,6 +11,7 @@
     reward: {kind: answer, timeout_s: 5.0, format_bonus: 0.0}   # kind digits: dense smoke-test reward
     trl: {max_steps: 20, num_generations: 4, per_device_train_batch_size: 4, ...}   # any GRPOConfig field
     run: {dir: runs/anchors, seed: 0, save_steps: 5, save_total_limit: 2}
+    diagnostics: {every: 10, ratio: 0.2, project_dim: 4096}   # optional gradient geometry (diag/... metrics)
 
 Every problem is reported at once, each with the fix: unknown or duplicate keys (with the closest valid
 key), wrong types, out-of-range values, a missing dataset file.
@@ -29,7 +30,7 @@ from .methods import ConfigError, MethodConfig, load_yaml
 from .tasks.arithmetic import TIERS
 
 TOP_KEYS = {"model": str, "task": dict, "method": (str, dict), "signal_source": str, "signal_pass": str,
-            "reward": dict, "trl": dict, "run": dict}
+            "reward": dict, "trl": dict, "run": dict, "diagnostics": dict}
 TASK_KEYS = {"name": str, "tiers": list, "n_train": int, "seed": int, "path": str}
 REWARD_KEYS = {"kind": str, "timeout_s": (int, float), "format_bonus": (int, float)}
 REWARD_KINDS = ("answer", "digits")
@@ -54,6 +55,7 @@ class TrainConfig:
     reward: dict = field(default_factory=dict)
     trl: dict = field(default_factory=dict)
     run: dict = field(default_factory=dict)
+    diagnostics: dict | None = None  # gradient geometry every N steps (integrations.trl.DIAGNOSTIC_DEFAULTS)
     # Resolved by validate():
     resolved_method: MethodConfig | None = None
 
@@ -73,7 +75,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         out = {k: getattr(self, k) for k in ("model", "task", "method", "signal_source", "signal_pass", "reward",
-                                             "trl", "run")}
+                                             "trl", "run", "diagnostics")}
         if self.resolved_method is not None:
             out["resolved_method"] = {"signals": self.resolved_method.signals, "policy": self.resolved_method.policy,
                                       "loss": self.resolved_method.loss.to_dict()}
@@ -145,6 +147,14 @@ def validate(config: TrainConfig) -> TrainConfig:
         problems.append(f"signal_source: {config.signal_source!r} is not one of ('rollout', 'current')")
     if config.signal_pass not in ("auto", "separate", "fused"):
         problems.append(f"signal_pass: {config.signal_pass!r} is not one of ('auto', 'separate', 'fused')")
+    if config.diagnostics is not None:
+        from .integrations.trl import DIAGNOSTIC_DEFAULTS
+
+        unknown = sorted(set(config.diagnostics) - set(DIAGNOSTIC_DEFAULTS))
+        if unknown:
+            problems.append(f"diagnostics: unknown key(s) {unknown}; valid: {sorted(DIAGNOSTIC_DEFAULTS)}")
+        if int(config.diagnostics.get("every", 1)) < 1:
+            problems.append("diagnostics.every must be >= 1")
     config.resolved_method = resolve_method(config.method, problems)
     _check_trl(config, problems)
     if problems:

@@ -28,13 +28,19 @@ from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
 from ..capture.entropy_attention import record_attention_entropy
-from ..losses import LossConfig, compute_loss
+from ..diagnostics import CountSketch, entropy_dynamics, geometry, group_subset_gradients, trainable_parameters
+from ..losses import LossConfig, clipped_surrogate, compute_loss
 from ..policies import apply_policy
 from ..signals.engine import _attention_plan
 from ..signals.registry import evaluate, parse_signal_specs
 from ..types import AttentionRecord, ForwardCapture, PolicyInputs, TokenBatch
 
 SIGNAL_SOURCES = ("rollout", "current")
+# Gradient geometry + entropy dynamics every `every` optimizer steps on the current generation batch
+# (RL_TOKEN_CREDIT.md §1.7-1.8): subsets of `ratio` by attention entropy of `layers`, gradients count-sketched
+# to `project_dim` (None: exact), `bootstrap` resamples of prompt groups.
+DIAGNOSTIC_DEFAULTS = {"every": 10, "ratio": 0.2, "layers": "middle", "project_dim": 4096, "bootstrap": 8,
+                       "exclude_embeddings": True, "seed": 0}
 SIGNAL_PASSES = ("auto", "separate", "fused")
 
 
@@ -63,7 +69,8 @@ class TokenFocusGRPOTrainer(GRPOTrainer):
     """GRPOTrainer whose loss applies a token policy's weights; generation, rewards and logging are TRL's."""
 
     def __init__(self, *args, signals=(), policy=None, loss: LossConfig | None = None,
-                 signal_source: str = "rollout", signal_pass: str = "auto", **kwargs):
+                 signal_source: str = "rollout", signal_pass: str = "auto", diagnostics: dict | None = None,
+                 **kwargs):
         if signal_source not in SIGNAL_SOURCES:
             raise ValueError(f"signal_source={signal_source!r} is not one of {SIGNAL_SOURCES}")
         if signal_pass not in SIGNAL_PASSES:
@@ -86,20 +93,33 @@ class TokenFocusGRPOTrainer(GRPOTrainer):
         unwrapped = self.accelerator.unwrap_model(self.model)
         self.tf_layers, self.tf_record_sink, self.tf_backend, self.tf_precision = _attention_plan(
             self.tf_signals, unwrapped.config.num_hidden_layers)
+        self.tf_diagnostics = {**DIAGNOSTIC_DEFAULTS, **diagnostics} if diagnostics else None
+        unknown = sorted(set(diagnostics or {}) - set(DIAGNOSTIC_DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown diagnostics option(s) {unknown}; valid: {sorted(DIAGNOSTIC_DEFAULTS)}")
+        if self.tf_diagnostics and self.accelerator.distributed_type.value in ("FSDP", "DEEPSPEED"):
+            raise ValueError("gradient diagnostics run on the main process only; they support single-process and "
+                             "DDP runs, not FSDP / DeepSpeed (sharded parameters)")
+        self.tf_last_diag_step = -1
+        self.tf_local_rewards = None
 
     # -- shared -------------------------------------------------------------------------------------------
 
-    def _recorder(self):
-        if not self.tf_layers:
+    def _recorder(self, specs=None):
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        if specs is None:
+            layers, sink, backend, precision = self.tf_layers, self.tf_record_sink, self.tf_backend, self.tf_precision
+        else:
+            layers, sink, backend, precision = _attention_plan(specs, unwrapped.config.num_hidden_layers)
+        if not layers:
             return nullcontext(None)
-        return record_attention_entropy(self.accelerator.unwrap_model(self.model), self.tf_layers,
-                                        backend=self.tf_backend, record_sink=self.tf_record_sink,
-                                        precision=self.tf_precision)
+        return record_attention_entropy(unwrapped, layers, backend=backend, record_sink=sink, precision=precision)
 
     def _progress(self) -> float:
         return min(1.0, self.state.global_step / max(1, int(self.state.max_steps or 1)))
 
-    def _signals_from_forward(self, input_ids, attention_mask, completion_mask, logps, entropies, records):
+    def _signals_from_forward(self, input_ids, attention_mask, completion_mask, logps, entropies, records,
+                              specs=None):
         """(B, C) signals from one forward's captures: attention records, TRL's log-probs and entropies."""
         full, width = attention_mask.shape[1], completion_mask.shape[1]
         response_mask = torch.zeros_like(attention_mask, dtype=torch.bool)
@@ -116,7 +136,8 @@ class TokenFocusGRPOTrainer(GRPOTrainer):
             attention={k: AttentionRecord(r.entropy, r.n_keys, r.sink_prob) for k, r in records.items()},
             logprobs=to_tokens(logps), predictive_entropy=to_tokens(entropies),
         )
-        return {spec.label: evaluate(spec, capture)[:, full - width:] for spec in self.tf_signals}
+        specs = self.tf_signals if specs is None else specs
+        return {spec.label: evaluate(spec, capture)[:, full - width:] for spec in specs}
 
     def _policy_across_processes(self, mask, signals, advantages, groups, progress):
         """Gather the generation batch from every process, apply the policy on all of it, keep this rank's rows.
@@ -146,11 +167,22 @@ class TokenFocusGRPOTrainer(GRPOTrainer):
 
     # -- rollout side -------------------------------------------------------------------------------------
 
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self.tf_local_rewards = rewards.detach()  # (B_local, n_funcs), kept for the diagnostics' correct split
+        return rewards
+
     def _generate_and_score_completions(self, inputs):
         out = super()._generate_and_score_completions(inputs)
         b_local = out["completion_ids"].shape[0]
         rows = torch.arange(b_local, device=out["completion_ids"].device) + self.accelerator.process_index * b_local
         out["tf_group"] = rows // self.num_generations  # survives TRL's shuffle (batch-first)
+        diag = self.tf_diagnostics
+        if (diag and self.model.training and self.state.global_step % diag["every"] == 0
+                and self.state.global_step != self.tf_last_diag_step):
+            self.tf_last_diag_step = self.state.global_step
+            if self.accelerator.is_main_process:
+                self._log(self._diagnose(out))
         if self.tf_in_loss:
             return out
         started = time.perf_counter()
@@ -167,7 +199,7 @@ class TokenFocusGRPOTrainer(GRPOTrainer):
         return out
 
     @torch.no_grad()
-    def _rollout_signals(self, out) -> dict[str, torch.Tensor]:
+    def _rollout_signals(self, out, specs=None) -> dict[str, torch.Tensor]:
         """The separate pass: one no-grad forward of the rollout policy through TRL's fused-head scorer."""
         input_ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
         attention_mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
@@ -178,13 +210,67 @@ class TokenFocusGRPOTrainer(GRPOTrainer):
         self.model.eval()  # no dropout in the signal pass
         try:
             with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
-                with self._recorder() as recorder:
+                with self._recorder(specs) as recorder:
                     logps, entropies, _ = self._get_per_token_logps_and_entropies(
                         self.model, input_ids, attention_mask, width, batch_size, compute_entropy=True)
         finally:
             self.model.train(was_training)
         records = recorder.result() if recorder is not None else {}
-        return self._signals_from_forward(input_ids, attention_mask, out["completion_mask"], logps, entropies, records)
+        return self._signals_from_forward(input_ids, attention_mask, out["completion_mask"], logps, entropies, records,
+                                          specs)
+
+    # -- diagnostics --------------------------------------------------------------------------------------
+
+    def _diagnose(self, out) -> dict[str, float]:
+        """Gradient geometry of anchors / middle / explorers / random vs full, and entropy dynamics, on this
+        process's rows of the generation batch, with the current (= rollout) weights."""
+        diag = self.tf_diagnostics
+        started = time.perf_counter()
+        specs = parse_signal_specs([{"name": "attention_entropy", "layers": diag["layers"]}, "predictive_entropy"])
+        signals = self._rollout_signals(out, specs)
+        mask = out["completion_mask"].bool()
+        groups = out["tf_group"].cpu()
+        inputs = PolicyInputs(mask.cpu(), {k: v.float().cpu() for k, v in signals.items()}, groups,
+                              out["advantages"].detach().float().cpu(), step=self.state.global_step)
+        ratio, seed = diag["ratio"], diag["seed"]
+
+        def subset(spec):
+            return apply_policy({**spec, "ratio": ratio, "seed": seed}, inputs).weights > 0
+
+        anchors = subset({"name": "quantile", "signal": "attention_entropy", "side": "low"})
+        explorers = subset({"name": "quantile", "signal": "attention_entropy", "side": "high"})
+        subsets = {"full": inputs.mask, "random": subset({"name": "random"}), "anchors": anchors,
+                   "middle": inputs.mask & ~anchors & ~explorers, "explorers": explorers}
+        rewards = self.tf_local_rewards
+        correct = (rewards.sum(-1) >= 0.5).cpu() if rewards is not None and len(rewards) == len(mask) else None
+        metrics = entropy_dynamics(
+            inputs.signals["attention_entropy"], inputs.mask, anchors, explorers, inputs.signals["predictive_entropy"],
+            correct, subset({"name": "quantile", "signal": "predictive_entropy", "side": "low"}),
+            subset({"name": "quantile", "signal": "predictive_entropy", "side": "high"}))
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        params = [p for _, p in trainable_parameters(unwrapped, diag["exclude_embeddings"])]
+        input_ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+        attention_mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+        with torch.enable_grad():
+            logps, _, _ = self._get_per_token_logps_and_entropies(unwrapped, input_ids, attention_mask,
+                                                                  out["completion_ids"].size(1))
+            old = out.get("old_per_token_logps")
+            terms = clipped_surrogate(logps, logps.detach() if old is None else old, out["advantages"], mask,
+                                      epsilon_low=self.tf_loss.epsilon_low,
+                                      epsilon_high=self.tf_loss.epsilon_high).per_token
+            projector = CountSketch(diag["project_dim"], diag["seed"]) if diag["project_dim"] else None
+            device = terms.device
+            grads = group_subset_gradients(terms, float(mask.sum().clamp(min=1)),
+                                           {k: v.to(device).float() for k, v in subsets.items()},
+                                           groups.to(device), params, projector)
+        unwrapped.zero_grad(set_to_none=True)
+        counts = {k: int(v.sum()) for k, v in subsets.items()}
+        for result in geometry(grads, counts, bootstrap=diag["bootstrap"], seed=diag["seed"]):
+            for key, value in result.to_dict().items():
+                if key != "name":
+                    metrics[f"diag/grad/{result.name}/{key}"] = float(value)
+        metrics["time/diagnostics_s"] = time.perf_counter() - started
+        return metrics
 
     # -- loss side ----------------------------------------------------------------------------------------
 
