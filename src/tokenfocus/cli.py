@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+# transformers 5.24 warns on every config that TRL builds about its own renamed fields; not the user's to fix.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
 
 app = typer.Typer(
     add_completion=False,
@@ -99,6 +103,34 @@ def train(
     except (ConfigError, ValueError) as error:
         _fail(str(error))
     typer.secho(f"run: {out.resolve()}  (metrics: {out / 'metrics.jsonl'})", fg=typer.colors.GREEN)
+
+
+@app.command()
+def study(config: Path = typer.Argument(..., help="Study config YAML (see tokenfocus.study).")):
+    """Run every arm x seed of a study (resumable), evaluate them, and render the report."""
+    from .methods import ConfigError
+    from .report.study_report import render_report
+    from .study import load_study_config, run_study
+
+    try:
+        cfg = load_study_config(config)
+        root = run_study(cfg, log=lambda m: typer.echo(m, err=True))
+        page = render_report(root)
+    except (ConfigError, ValueError) as error:
+        _fail(str(error))
+    typer.secho(f"report: {page.resolve()}", fg=typer.colors.GREEN)
+
+
+@app.command()
+def report(directory: Path = typer.Argument(..., help="A study directory or a run directory.")):
+    """Render a study or run directory to report.html + plots/*.png from its files alone."""
+    from .report.study_report import render_report
+
+    try:
+        page = render_report(directory)
+    except (ValueError, FileNotFoundError) as error:
+        _fail(str(error))
+    typer.secho(f"report: {page.resolve()}", fg=typer.colors.GREEN)
 
 
 @app.command("eval")

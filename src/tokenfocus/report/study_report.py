@@ -1,0 +1,286 @@
+"""`tokenfocus report DIR`: one self-contained HTML file (plots embedded) plus PNGs, from run files alone.
+
+DIR is a study directory (``study.json`` + one run directory per arm and seed) or a single run directory.
+Read: metrics.jsonl (last record per step), eval/*-final.json, samples/tokens.jsonl, config.yaml.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from pathlib import Path
+
+from ..io import atomic_write_text, read_jsonl
+from .token_page import STYLE, token_section
+
+CLAIMS = (
+    ("random20_matches_full", "Uniformly random 20 % of tokens preserve most of full-token held-out accuracy"),
+    ("anchors_stable_aligned", "Anchors (low attention entropy) give gradients better aligned with the full "
+                               "gradient and less volatile than explorers"),
+    ("explorers_large_volatile", "Explorers (high attention entropy) give larger per-token and more volatile gradients"),
+    ("low2high_beats_full", "Low2High soft reweighting improves held-out (hard-tier) accuracy over full-token training"),
+)
+
+
+def latest(metrics_path: Path) -> dict[int, dict]:
+    records = {}
+    for row in read_jsonl(metrics_path) if metrics_path.is_file() else []:
+        if "step" in row and "event" not in row:
+            records[row["step"]] = row
+    return records
+
+
+def load_runs(root: Path) -> list[dict]:
+    """[{arm, seed, dir, metrics: {step: row}, evals: {split: result}, samples: rows}] for a study or one run."""
+    index = root / "study.json"
+    if index.is_file():
+        entries = json.loads(index.read_text())["runs"]
+        dirs = [(e["arm"], e["seed"], root / e["dir"]) for e in entries]
+    else:
+        dirs = [(root.name, 0, root)]
+    runs = []
+    for arm, seed, run_dir in dirs:
+        evals = {p.name.removesuffix("-final.json"): json.loads(p.read_text())
+                 for p in sorted((run_dir / "eval").glob("*-final.json"))}
+        samples = run_dir / "samples" / "tokens.jsonl"
+        runs.append({"arm": arm, "seed": seed, "dir": run_dir, "metrics": latest(run_dir / "metrics.jsonl"),
+                     "evals": evals, "samples": read_jsonl(samples) if samples.is_file() else []})
+    if not runs or not any(r["metrics"] for r in runs):
+        raise ValueError(f"{root} holds no run with metrics.jsonl steps; point report at a run or study directory")
+    return runs
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not values:
+        return float("nan"), float("nan")
+    mean = sum(values) / len(values)
+    return mean, (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+
+
+def _by_arm(runs):
+    arms: dict[str, list[dict]] = {}
+    for run in runs:
+        arms.setdefault(run["arm"], []).append(run)
+    return arms
+
+
+def _diag_mean(runs: list[dict], key: str) -> float:
+    values = [row[key] for run in runs for row in run["metrics"].values() if isinstance(row.get(key), (int, float))]
+    return _mean_std(values)[0]
+
+
+def summary(runs: list[dict]) -> dict[str, dict]:
+    out = {}
+    for arm, members in _by_arm(runs).items():
+        last = [m["metrics"][max(m["metrics"])] for m in members if m["metrics"]]
+        row = {"seeds": len(members)}
+        for split in sorted({s for m in members for s in m["evals"]}):
+            row[f"{split} pass@1"] = _mean_std([m["evals"].get(split, {}).get("pass@1") for m in members])
+        row["final reward"] = _mean_std([r.get("reward/mean") for r in last])
+        row["final length"] = _mean_std([r.get("completion/mean_length") for r in last])
+        out[arm] = row
+    return out
+
+
+def verdicts(runs: list[dict]) -> dict[str, tuple[str, str]]:
+    """claim -> (verdict, evidence). Verdicts: reproduced / not reproduced / inconclusive at this scale."""
+    arms = _by_arm(runs)
+    out = {}
+
+    def acc(arm, split):
+        return _mean_std([m["evals"].get(split, {}).get("pass@1") for m in arms.get(arm, [])])
+
+    split = "test"
+    if "full" in arms and "random20" in arms:
+        (f, fs), (r, rs) = acc("full", split), acc("random20", split)
+        tolerance = max(0.03, 2 * max(fs, rs))
+        if math.isnan(f) or math.isnan(r):
+            out["random20_matches_full"] = ("inconclusive", "no held-out evaluation")
+        elif f < 0.05:
+            out["random20_matches_full"] = ("inconclusive", f"full-token accuracy is at the floor ({f:.3f})")
+        elif min(len(arms["full"]), len(arms["random20"])) < 2:
+            out["random20_matches_full"] = ("inconclusive", f"one seed only: full {f:.3f}, random20 {r:.3f}")
+        else:
+            verdict = "reproduced" if r >= f - tolerance else "not reproduced"
+            out["random20_matches_full"] = (verdict, f"{split} pass@1 full {f:.3f}±{fs:.3f}, random20 {r:.3f}±{rs:.3f}")
+    cos_a, cos_e = _diag_mean(runs, "diag/grad/anchors/cos_full"), _diag_mean(runs, "diag/grad/explorers/cos_full")
+    vol_a = _diag_mean(runs, "diag/grad/anchors/split_half_volatility")
+    vol_e = _diag_mean(runs, "diag/grad/explorers/split_half_volatility")
+    norm_a = _diag_mean(runs, "diag/grad/anchors/norm_per_token")
+    norm_e = _diag_mean(runs, "diag/grad/explorers/norm_per_token")
+    if any(math.isnan(x) for x in (cos_a, cos_e, vol_a, vol_e)):
+        out["anchors_stable_aligned"] = ("inconclusive", "no gradient diagnostics logged")
+        out["explorers_large_volatile"] = ("inconclusive", "no gradient diagnostics logged")
+    else:
+        evidence = f"cos to full: anchors {cos_a:.3f}, explorers {cos_e:.3f}; volatility: anchors {vol_a:.3f}, explorers {vol_e:.3f}"
+        both = (cos_a > cos_e) + (vol_a < vol_e)
+        out["anchors_stable_aligned"] = ({2: "reproduced", 0: "not reproduced"}.get(both, "inconclusive"), evidence)
+        both = (norm_e > norm_a) + (vol_e > vol_a)
+        out["explorers_large_volatile"] = ({2: "reproduced", 0: "not reproduced"}.get(both, "inconclusive"),
+                                           f"norm per token: anchors {norm_a:.3g}, explorers {norm_e:.3g}; {evidence}")
+    hard = "hard-test" if any("hard-test" in m["evals"] for m in runs) else split
+    if "full" in arms and "low2high" in arms:
+        (f, fs), (l2h, ls) = acc("full", hard), acc("low2high", hard)
+        if math.isnan(f) or math.isnan(l2h):
+            out["low2high_beats_full"] = ("inconclusive", "no held-out evaluation")
+        elif max(f, l2h) < 0.05:
+            out["low2high_beats_full"] = ("inconclusive", f"{hard} accuracy is at the floor (full {f:.3f}, low2high {l2h:.3f})")
+        else:
+            margin = max(fs, ls, 0.01)
+            verdict = ("reproduced" if l2h - f > margin else "not reproduced" if f - l2h > margin else "inconclusive")
+            out["low2high_beats_full"] = (verdict, f"{hard} pass@1 full {f:.3f}±{fs:.3f}, low2high {l2h:.3f}±{ls:.3f}")
+    return out
+
+
+def _figure(draw) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
+    draw(ax)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _curve(runs, key, ylabel):
+    def draw(ax):
+        for arm, members in _by_arm(runs).items():
+            steps = sorted({s for m in members for s in m["metrics"] if key in m["metrics"][s]})
+            if not steps:
+                continue
+            means = [_mean_std([m["metrics"].get(s, {}).get(key) for m in members])[0] for s in steps]
+            ax.plot(steps, means, label=arm, marker="." if len(steps) < 30 else None)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7, ncol=2)
+    return draw
+
+
+def _accuracy_bars(runs):
+    def draw(ax):
+        table = summary(runs)
+        arms = list(table)
+        splits = sorted({k for row in table.values() for k in row if k.endswith("pass@1")})
+        width = 0.8 / max(1, len(splits))
+        for i, split in enumerate(splits):
+            means = [table[a].get(split, (float("nan"), 0))[0] for a in arms]
+            stds = [table[a].get(split, (0, 0))[1] for a in arms]
+            ax.bar([j + i * width for j in range(len(arms))], means, width, yerr=stds, label=split, capsize=3)
+        ax.set_xticks([j + width * (len(splits) - 1) / 2 for j in range(len(arms))], arms, rotation=30, fontsize=7)
+        ax.set_ylabel("held-out pass@1 (mean ± std over seeds)")
+        ax.legend(fontsize=7)
+    return draw
+
+
+def _weight_histogram(runs):
+    from ..policies import apply_policy
+    from ..types import PolicyInputs
+
+    def draw(ax):
+        import torch
+
+        rows = next((m["samples"] for m in runs if m["samples"]), [])
+        values = [v for r in rows for v in r["signals"].get("attention_entropy", [])]
+        if not values:
+            ax.text(0.5, 0.5, "no samples", ha="center")
+            return
+        signal = torch.tensor(values)[None]
+        mask = torch.ones_like(signal, dtype=torch.bool)
+        for progress in (0.0, 0.5, 1.0):
+            weights = apply_policy({"name": "low2high"}, PolicyInputs(mask, {"attention_entropy": signal},
+                                                                       progress=progress)).weights[0]
+            ax.hist(weights.numpy(), bins=30, alpha=0.5, label=f"Low2High weights at p = {progress}")
+        ax.set_xlabel("token weight (on sample responses' attention entropy)")
+        ax.legend(fontsize=7)
+    return draw
+
+
+FIGURES = (
+    ("reward", "Training reward per arm", lambda runs: _curve(runs, "reward/mean", "reward (mean over seeds)")),
+    ("accuracy", "Held-out accuracy per arm", _accuracy_bars),
+    ("grad_cos", "Cosine of subset gradients to the full gradient",
+     lambda runs: _subset_curve(runs, "cos_full", "cos(g_S, g_full)")),
+    ("grad_norm", "Gradient norm per selected token", lambda runs: _subset_curve(runs, "norm_per_token", "‖g_S‖ / N_S")),
+    ("entropy", "Attention entropy of anchors and explorers over training", lambda runs: _entropy_curve(runs)),
+    ("weights", "Low2High weight histograms", _weight_histogram),
+)
+
+
+def _pooled_curves(runs, keys: dict[str, str], ylabel: str):
+    """One line per label: the mean over all runs of ``key`` at each step where it was logged (diagnostics)."""
+    def draw(ax):
+        for label, key in keys.items():
+            steps = sorted({s for m in runs for s, row in m["metrics"].items() if isinstance(row.get(key), float)})
+            means = [_mean_std([m["metrics"].get(s, {}).get(key) for m in runs])[0] for s in steps]
+            if steps:
+                ax.plot(steps, means, label=label, marker="o")
+        ax.set_xlabel("optimizer step (all diagnosed runs pooled)")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7)
+    return draw
+
+
+def _subset_curve(runs, field, ylabel):
+    subsets = ("random", "anchors", "middle", "explorers")
+    return _pooled_curves(runs, {s: f"diag/grad/{s}/{field}" for s in subsets}, ylabel)
+
+
+def _entropy_curve(runs):
+    groups = ("anchors", "all", "explorers")
+    return _pooled_curves(runs, {g: f"diag/attention_entropy/{g}" for g in groups}, "normalized attention entropy")
+
+
+def render_report(root: Path) -> Path:
+    """Write ``root/report.html`` and ``root/plots/*.png``; return the HTML path."""
+    root = Path(root)
+    runs = load_runs(root)
+    plots = root / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    figures = []
+    for name, caption, make in FIGURES:
+        png = _figure(make(runs))
+        (plots / f"{name}.png").write_bytes(png)
+        figures.append((name, caption, base64.b64encode(png).decode()))
+    table = summary(runs)
+    columns = sorted({k for row in table.values() for k in row if k != "seeds"})
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["arm", "seeds", *columns])
+    body = ""
+    for arm, row in table.items():
+        cells = "".join(f"<td>{row[c][0]:.3f} ± {row[c][1]:.3f}</td>" if c in row and not math.isnan(row[c][0])
+                        else "<td>–</td>" for c in columns)
+        body += f"<tr><th>{html.escape(arm)}</th><td>{row['seeds']}</td>{cells}</tr>"
+    claims = verdicts(runs)
+    claim_rows = "".join(
+        f"<tr><td style='text-align:left'>{html.escape(text)}</td><td><b>{html.escape(claims[key][0])}</b></td>"
+        f"<td style='text-align:left'>{html.escape(claims[key][1])}</td></tr>"
+        for key, text in CLAIMS if key in claims)
+    figure_html = "".join(f'<figure id="fig-{n}"><img alt="{html.escape(c)}" src="data:image/png;base64,{b}">'
+                          f"<figcaption>{html.escape(c)}</figcaption></figure>" for n, c, b in figures)
+    sets = {f"{m['arm']} (seed {m['seed']})": m["samples"] for m in runs if m["samples"]}
+    heatmaps = (token_section(sets, ["attention_entropy", "predictive_entropy", "position"], "attention_entropy")
+                if sets else "<p>No sample responses saved.</p>")
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>tokenfocus report — {html.escape(root.name)}</title>
+<style>{STYLE} figure{{display:inline-block;margin:.5rem}} img{{max-width:100%}}</style></head><body>
+<h1>tokenfocus report — {html.escape(root.name)}</h1>
+<p class="meta">{len(runs)} runs · rendered from the run files alone</p>
+<h2>Summary per arm</h2><table id="summary"><tr>{head}</tr>{body}</table>
+<h2>The paper's claims at this scale</h2>
+<table id="verdicts"><tr><th>claim (arXiv 2605.07660)</th><th>verdict</th><th>evidence</th></tr>{claim_rows}</table>
+<h2>Curves</h2>{figure_html}
+<h2>Sample responses</h2>{heatmaps}
+</body></html>
+"""
+    target = root / "report.html"
+    atomic_write_text(target, page)
+    return target
