@@ -8,7 +8,11 @@ import pytest
 
 from tokenfocus.methods import ConfigError, MethodConfig
 
-CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+import yaml
+
+ALL = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+STUDIES = [p for p in ALL if "arms" in yaml.safe_load(p.read_text())]
+CONFIGS = [p for p in ALL if p not in STUDIES]  # method configs (signals + policy + loss)
 
 
 def test_there_are_paper_presets():
@@ -61,3 +65,15 @@ def test_train_configs_validate(path):
 
     config = load_train_config(path)
     assert config.resolved_method is not None and config.trl_args()["max_steps"] >= 1
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
+def test_study_configs_validate(path):
+    from tokenfocus.study import load_study_config
+
+    study = load_study_config(path)
+    assert {"full", "random20", "anchors20", "explorers20", "low2high"} <= set(study.arms)
+
+
+def test_the_required_study_configs_exist():
+    assert {p.name for p in STUDIES} >= {"quickstart.yaml", "study-arith.yaml"}

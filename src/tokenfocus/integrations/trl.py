@@ -36,10 +36,10 @@ from ..signals.registry import evaluate, parse_signal_specs
 from ..types import AttentionRecord, ForwardCapture, PolicyInputs, TokenBatch
 
 SIGNAL_SOURCES = ("rollout", "current")
-# Gradient geometry + entropy dynamics every `every` optimizer steps on the current generation batch
+# Gradient geometry + entropy dynamics every `every` optimizer steps from step `start`, on the current generation batch
 # (RL_TOKEN_CREDIT.md §1.7-1.8): subsets of `ratio` by attention entropy of `layers`, gradients count-sketched
 # to `project_dim` (None: exact), `bootstrap` resamples of prompt groups.
-DIAGNOSTIC_DEFAULTS = {"every": 10, "ratio": 0.2, "layers": "middle", "project_dim": 4096, "bootstrap": 8,
+DIAGNOSTIC_DEFAULTS = {"every": 10, "start": 0, "ratio": 0.2, "layers": "middle", "project_dim": 4096, "bootstrap": 8,
                        "exclude_embeddings": True, "seed": 0}
 SIGNAL_PASSES = ("auto", "separate", "fused")
 
@@ -178,8 +178,9 @@ class TokenFocusGRPOTrainer(GRPOTrainer):
         rows = torch.arange(b_local, device=out["completion_ids"].device) + self.accelerator.process_index * b_local
         out["tf_group"] = rows // self.num_generations  # survives TRL's shuffle (batch-first)
         diag = self.tf_diagnostics
-        if (diag and self.model.training and self.state.global_step % diag["every"] == 0
-                and self.state.global_step != self.tf_last_diag_step):
+        step = self.state.global_step
+        if (diag and self.model.training and step >= diag["start"] and (step - diag["start"]) % diag["every"] == 0
+                and step != self.tf_last_diag_step):
             self.tf_last_diag_step = self.state.global_step
             if self.accelerator.is_main_process:
                 self._log(self._diagnose(out))

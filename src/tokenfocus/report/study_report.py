@@ -112,9 +112,14 @@ def verdicts(runs: list[dict]) -> dict[str, tuple[str, str]]:
     vol_e = _diag_mean(runs, "diag/grad/explorers/split_half_volatility")
     norm_a = _diag_mean(runs, "diag/grad/anchors/norm_per_token")
     norm_e = _diag_mean(runs, "diag/grad/explorers/norm_per_token")
+    full_norm = _diag_mean(runs, "diag/grad/full/norm")
     if any(math.isnan(x) for x in (cos_a, cos_e, vol_a, vol_e)):
         out["anchors_stable_aligned"] = ("inconclusive", "no gradient diagnostics logged")
         out["explorers_large_volatile"] = ("inconclusive", "no gradient diagnostics logged")
+    elif not full_norm > 1e-12:
+        reason = "the full gradient is zero on the diagnosed batches (every group's rewards were equal)"
+        out["anchors_stable_aligned"] = ("inconclusive", reason)
+        out["explorers_large_volatile"] = ("inconclusive", reason)
     else:
         evidence = f"cos to full: anchors {cos_a:.3f}, explorers {cos_e:.3f}; volatility: anchors {vol_a:.3f}, explorers {vol_e:.3f}"
         both = (cos_a > cos_e) + (vol_a < vol_e)
