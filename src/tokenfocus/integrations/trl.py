@@ -261,9 +261,12 @@ class TokenFocusGRPOTrainer(GRPOTrainer):
                                       epsilon_high=self.tf_loss.epsilon_high).per_token
             projector = CountSketch(diag["project_dim"], diag["seed"]) if diag["project_dim"] else None
             device = terms.device
-            grads = group_subset_gradients(terms, float(mask.sum().clamp(min=1)),
-                                           {k: v.to(device).float() for k, v in subsets.items()},
-                                           groups.to(device), params, projector)
+            # g_middle = g_full - g_anchors - g_explorers exactly (one normalizer): one backward saved per group.
+            computed = {k: v.to(device).float() for k, v in subsets.items() if k != "middle"}
+            grads = group_subset_gradients(terms, float(mask.sum().clamp(min=1)), computed, groups.to(device),
+                                           params, projector)
+            grads["middle"] = {g: grads["full"][g] - grads["anchors"][g] - grads["explorers"][g]
+                               for g in grads["full"]}
         unwrapped.zero_grad(set_to_none=True)
         counts = {k: int(v.sum()) for k, v in subsets.items()}
         for result in geometry(grads, counts, bootstrap=diag["bootstrap"], seed=diag["seed"]):

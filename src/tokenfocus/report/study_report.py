@@ -113,20 +113,25 @@ def verdicts(runs: list[dict]) -> dict[str, tuple[str, str]]:
     norm_a = _diag_mean(runs, "diag/grad/anchors/norm_per_token")
     norm_e = _diag_mean(runs, "diag/grad/explorers/norm_per_token")
     full_norm = _diag_mean(runs, "diag/grad/full/norm")
+    diagnosed = sum(isinstance(row.get("diag/grad/full/norm"), float) for run in runs for row in run["metrics"].values())
+    evidence = (f"cos to full: anchors {cos_a:.3f}, explorers {cos_e:.3f}; volatility: anchors {vol_a:.3f}, "
+                f"explorers {vol_e:.3f}; norm per token: anchors {norm_a:.3g}, explorers {norm_e:.3g}")
     if any(math.isnan(x) for x in (cos_a, cos_e, vol_a, vol_e)):
         out["anchors_stable_aligned"] = ("inconclusive", "no gradient diagnostics logged")
         out["explorers_large_volatile"] = ("inconclusive", "no gradient diagnostics logged")
+    elif diagnosed < 3:
+        reason = f"only {diagnosed} diagnosed batch(es); the gradient claims need at least 3"
+        out["anchors_stable_aligned"] = ("inconclusive", f"{reason}. {evidence}")
+        out["explorers_large_volatile"] = ("inconclusive", f"{reason}. {evidence}")
     elif not full_norm > 1e-12:
         reason = "the full gradient is zero on the diagnosed batches (every group's rewards were equal)"
         out["anchors_stable_aligned"] = ("inconclusive", reason)
         out["explorers_large_volatile"] = ("inconclusive", reason)
     else:
-        evidence = f"cos to full: anchors {cos_a:.3f}, explorers {cos_e:.3f}; volatility: anchors {vol_a:.3f}, explorers {vol_e:.3f}"
         both = (cos_a > cos_e) + (vol_a < vol_e)
         out["anchors_stable_aligned"] = ({2: "reproduced", 0: "not reproduced"}.get(both, "inconclusive"), evidence)
         both = (norm_e > norm_a) + (vol_e > vol_a)
-        out["explorers_large_volatile"] = ({2: "reproduced", 0: "not reproduced"}.get(both, "inconclusive"),
-                                           f"norm per token: anchors {norm_a:.3g}, explorers {norm_e:.3g}; {evidence}")
+        out["explorers_large_volatile"] = ({2: "reproduced", 0: "not reproduced"}.get(both, "inconclusive"), evidence)
     hard = "hard-test" if any("hard-test" in m["evals"] for m in runs) else split
     if "full" in arms and "low2high" in arms:
         (f, fs), (l2h, ls) = acc("full", hard), acc("low2high", hard)
