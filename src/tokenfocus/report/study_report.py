@@ -128,10 +128,20 @@ def verdicts(runs: list[dict]) -> dict[str, tuple[str, str]]:
         out["anchors_stable_aligned"] = ("inconclusive", reason)
         out["explorers_large_volatile"] = ("inconclusive", reason)
     else:
-        both = (cos_a > cos_e) + (vol_a < vol_e)
-        out["anchors_stable_aligned"] = ({2: "reproduced", 0: "not reproduced"}.get(both, "inconclusive"), evidence)
-        both = (norm_e > norm_a) + (vol_e > vol_a)
-        out["explorers_large_volatile"] = ({2: "reproduced", 0: "not reproduced"}.get(both, "inconclusive"), evidence)
+        # A difference counts only beyond the noise: the bootstrap spread of the cosines (over prompt groups),
+        # and 0.05 for the split-half volatility and the relative norm.
+        noise = max(_diag_mean(runs, "diag/grad/anchors/bootstrap_cos_std"),
+                    _diag_mean(runs, "diag/grad/explorers/bootstrap_cos_std"), 0.02)
+        evidence += f"; bootstrap spread of the cosines {noise:.3f}"
+
+        def direction(difference: float, threshold: float) -> int:
+            return 1 if difference > threshold else -1 if difference < -threshold else 0
+
+        aligned = direction(cos_a - cos_e, noise) + direction(vol_e - vol_a, 0.05)
+        larger = direction((norm_e - norm_a) / max(norm_a, 1e-30), 0.05) + direction(vol_e - vol_a, 0.05)
+        label = {2: "reproduced", -2: "not reproduced"}
+        out["anchors_stable_aligned"] = (label.get(aligned, "inconclusive"), evidence)
+        out["explorers_large_volatile"] = (label.get(larger, "inconclusive"), evidence)
     hard = "hard-test" if any("hard-test" in m["evals"] for m in runs) else split
     if "full" in arms and "low2high" in arms:
         (f, fs), (l2h, ls) = acc("full", hard), acc("low2high", hard)
