@@ -54,6 +54,16 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+def latest_metrics(path: Path) -> dict[int, dict]:
+    """step -> the last complete step record of a metrics.jsonl (lines with an ``event`` key are not steps;
+    a resumed run re-logs the steps after its checkpoint, and the later record wins)."""
+    records = {}
+    for row in read_jsonl(path) if Path(path).is_file() else []:
+        if "step" in row and "event" not in row:
+            records[row["step"]] = row
+    return records
+
+
 def _git_state() -> dict:
     root = Path(__file__).resolve().parents[2]
     try:

@@ -27,7 +27,7 @@ import yaml
 
 from .io import write_json, write_jsonl
 from .methods import ConfigError, load_yaml
-from .train_config import TrainConfig, validate
+from .train_config import TrainConfig, _check_keys, validate
 
 STUDY_KEYS = {"model": str, "task": dict, "train": dict, "arms": dict, "seeds": list, "eval": dict,
               "samples": int, "dir": str, "description": str}
@@ -71,11 +71,7 @@ def load_study_config(path: Path) -> StudyConfig:
         raise ConfigError(f"study config not found: {path}")
     data = load_yaml(path)
     problems = []
-    for key, value in data.items():
-        if key not in STUDY_KEYS:
-            problems.append(f"unknown key {key!r}; valid: {sorted(STUDY_KEYS)}")
-        elif not isinstance(value, STUDY_KEYS[key]):
-            problems.append(f"{key}: expected {STUDY_KEYS[key].__name__}, got {type(value).__name__}")
+    _check_keys("study", data, STUDY_KEYS, problems)
     for key in ("model", "task", "arms"):
         if key not in data:
             problems.append(f"missing required key {key!r}")

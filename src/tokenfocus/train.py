@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 from transformers import PrinterCallback, TrainerCallback
 
-from .io import append_jsonl, atomic_write_text, manifest, read_jsonl, write_json
+from .io import append_jsonl, atomic_write_text, latest_metrics, manifest, write_json  # noqa: F401 (re-export)
 from .train_config import TrainConfig
 
 _RENAMES = {"reward": "reward/mean", "reward_std": "reward/std", "loss": "loss/train", "learning_rate": "optim/lr",
@@ -41,15 +41,6 @@ def namespaced(logs: dict) -> dict:
         else:
             out["trl/" + key] = value
     return out
-
-
-def latest_metrics(path: Path) -> dict[int, dict]:
-    """step -> the last complete record logged for it (a resumed run re-logs the steps after its checkpoint)."""
-    records = {}
-    for row in read_jsonl(path) if path.is_file() else []:
-        if "step" in row and "event" not in row:
-            records[row["step"]] = row
-    return records
 
 
 class MetricsFile(TrainerCallback):

@@ -13,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from ..io import atomic_write_text, read_jsonl
+from ..io import atomic_write_text, latest_metrics, read_jsonl
 from .token_page import STYLE, token_section
 
 CLAIMS = (
@@ -23,14 +23,6 @@ CLAIMS = (
     ("explorers_large_volatile", "Explorers (high attention entropy) give larger per-token and more volatile gradients"),
     ("low2high_beats_full", "Low2High soft reweighting improves held-out (hard-tier) accuracy over full-token training"),
 )
-
-
-def latest(metrics_path: Path) -> dict[int, dict]:
-    records = {}
-    for row in read_jsonl(metrics_path) if metrics_path.is_file() else []:
-        if "step" in row and "event" not in row:
-            records[row["step"]] = row
-    return records
 
 
 def load_runs(root: Path) -> list[dict]:
@@ -46,7 +38,7 @@ def load_runs(root: Path) -> list[dict]:
         evals = {p.name.removesuffix("-final.json"): json.loads(p.read_text())
                  for p in sorted((run_dir / "eval").glob("*-final.json"))}
         samples = run_dir / "samples" / "tokens.jsonl"
-        runs.append({"arm": arm, "seed": seed, "dir": run_dir, "metrics": latest(run_dir / "metrics.jsonl"),
+        runs.append({"arm": arm, "seed": seed, "dir": run_dir, "metrics": latest_metrics(run_dir / "metrics.jsonl"),
                      "evals": evals, "samples": read_jsonl(samples) if samples.is_file() else []})
     if not runs or not any(r["metrics"] for r in runs):
         raise ValueError(f"{root} holds no run with metrics.jsonl steps; point report at a run or study directory")
