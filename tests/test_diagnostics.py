@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from helpers import padded_batch, tiny
-from tokenfocus.diagnostics import CountSketch, entropy_dynamics, geometry, group_subset_gradients, spearman
+from tokenfocus.diagnostics import (CountSketch, entropy_dynamics, geometry, group_subset_gradients,
+                                   informative_groups, spearman)
 from tokenfocus.diagnostics.gradient_geometry import cosine, flatten, trainable_parameters
 
 
@@ -65,6 +66,26 @@ def test_disjoint_subsets_add_up_to_the_full_gradient(setup):
     assert results["full"].bootstrap_cos_mean == pytest.approx(1.0, abs=1e-9)
 
 
+def test_zero_advantage_groups_are_skipped_without_changing_the_full_gradient():
+    """A group whose advantages are all zero has an exactly zero gradient, so diagnosing only the others
+    leaves g_full unchanged (and saves one backward per subset per skipped group)."""
+    model, _ = tiny()
+    model.train()
+    ids, mask = padded_batch([10, 8, 10, 6, 9, 10], 10, side="right")
+    advantages = torch.tensor([1.0, -1.0, 0.0, 0.0, 0.7, -0.7])
+    groups = torch.arange(6) // 2
+    assert informative_groups(advantages, groups) == [0, 2]
+    assert informative_groups(torch.zeros(6), groups) == []
+    loss, valid = per_token_loss(model, ids, mask, advantages)
+    params = [p for _, p in trainable_parameters(model)]
+    z = float(valid.sum())
+    every = group_subset_gradients(loss, z, {"full": valid.float()}, groups, params)
+    loss, valid = per_token_loss(model, ids, mask, advantages)
+    kept = group_subset_gradients(loss, z, {"full": valid.float()}, groups, params, only=[0, 2])
+    assert set(kept["full"]) == {0, 2} and float(every["full"][1].abs().max()) == 0.0
+    assert torch.allclose(sum(kept["full"].values()), sum(every["full"].values()), rtol=1e-6, atol=1e-12)
+
+
 def test_count_sketch_is_linear_and_preserves_inner_products_in_expectation():
     g = torch.Generator().manual_seed(1)
     a = [torch.randn(300, 20, generator=g), torch.randn(500, generator=g)]
@@ -93,3 +114,12 @@ def test_spearman_and_entropy_dynamics_by_hand():
     assert out["diag/attention_entropy/correct"] == pytest.approx(0.5) and out["diag/attention_entropy/incorrect"] == pytest.approx(0.5)
     assert out["diag/corr/attention_vs_predictive_entropy"] == pytest.approx(1.0)
     assert out["diag/jaccard/anchors_vs_pred_entropy_bottom"] == 1.0
+    mass = torch.tensor([[0.9, 0.4, 0.2, 0.7], [0.6, 0.3, 0.5, 0.5]])
+    out = entropy_dynamics(attention, mask, anchors & mask, explorers & mask, correct=torch.tensor([True, False]),
+                           mass=mass)
+    assert out["diag/prompt_mass/all"] == pytest.approx((0.9 + 0.4 + 0.2 + 0.6 + 0.3) / 5)
+    assert out["diag/prompt_mass/anchors"] == pytest.approx(0.9)  # the token with entropy 0.1
+    assert out["diag/prompt_mass/explorers"] == pytest.approx(0.2)  # the token with entropy 0.9
+    assert out["diag/prompt_mass/correct"] == pytest.approx(0.5) and out["diag/prompt_mass/incorrect"] == pytest.approx(0.45)
+    # entropies 0.1 0.5 0.9 0.2 0.8 vs masses 0.9 0.4 0.2 0.6 0.3: ranks exactly reversed
+    assert out["diag/corr/attention_vs_prompt_mass"] == pytest.approx(-1.0)

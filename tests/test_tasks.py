@@ -51,6 +51,38 @@ def test_answer_reward_integers_symbolic_and_conversational():
     assert AnswerReward(format_bonus=0.1)(["Answer: 2", "2"], ["2", "3"]) == [1.1, 0.0]
 
 
+def test_answer_line_only_reads_the_last_answer_line_and_nothing_else():
+    """The arithmetic rule (Answer: regex, last match): an echoed expression is not an answer."""
+    echoed = "Computing 0-3, it is undefined."
+    assert extract_answer(echoed) == "-3"  # the lenient rule falls back to the last number...
+    assert extract_answer(echoed, answer_line_only=True) is None  # ...the strict one does not
+    assert extract_answer("\\boxed{4}", answer_line_only=True) is None
+    assert extract_answer("Answer: 3\nAnswer: 5", answer_line_only=True) == "5"
+    strict = AnswerReward(answer_line_only=True, format_bonus=0.1)
+    assert strict(["0-3 is -3", "8+6 = 14\nAnswer: 14", "Answer: 13"], ["-3", "14", "14"]) == [0.0, 1.1, 0.1]
+
+
+def test_warmup_gold_solutions_are_answer_lines_on_problems_other_than_the_rl_prompts():
+    from tokenfocus.tasks import generate_problems
+    from tokenfocus.warmup import WarmupConfig, gold_rows
+
+    task = {"name": "arithmetic", "tiers": ["D2", "D3"], "seed": 0}
+    rows = gold_rows(task, WarmupConfig(n_train=40))
+    assert len(rows) == 40
+    for row in rows:
+        prompt, gold = row["prompt"][0]["content"], row["completion"][0]["content"]
+        expression = prompt.split("Compute ")[1].split(". Answer")[0]
+        assert row["completion"][0]["role"] == "assistant"
+        assert gold == f"{expression} = {eval(expression)}\nAnswer: {eval(expression)}"  # noqa: S307
+        assert AnswerReward(answer_line_only=True)([gold], [str(eval(expression))]) == [1.0]  # noqa: S307
+    rl = {p.prompt for p in generate_problems(40, split="train", tiers=["D2", "D3"], seed=0)}
+    assert len(rl & {r["prompt"][0]["content"] for r in rows}) < 10  # a different draw (seed + 1000)
+    assert WarmupConfig(n_train=0, learning_rate=2.0).problems() == [
+        "warmup.n_train must be >= 1, got 0", "warmup.learning_rate must be in (0, 1), got 2.0"]
+    with pytest.raises(ValueError, match="no gold solutions"):
+        gold_rows({"name": "other"}, WarmupConfig())
+
+
 def test_reward_exceptions_and_timeouts_score_zero_and_are_counted(monkeypatch):
     reward = AnswerReward(timeout_s=0.2)
 

@@ -172,6 +172,20 @@ def test_fused_signal_pass_equals_the_separate_rollout_pass(tmp_path):
             assert fused[step][key] == pytest.approx(separate[step][key], rel=1e-4, abs=1e-6), (step, key)
 
 
+def test_prompt_attention_mass_as_a_training_signal_fused_equals_separate(tmp_path):
+    """A policy on attention mass (prompt keys marked inside TRL's own forward): the fused pass and the
+    separate pass mark the same keys and select the same tokens."""
+    method = {"signals": [{"name": "attention_mass", "keys": "prompt"}],
+              "policy": {"name": "quantile", "signal": "attention_mass", "ratio": 0.2, "side": "high"},
+              "loss": {"preset": "dapo"}}
+    fused = _run(tmp_path, "mass-fused", signal_pass="fused", method=method)
+    separate = _run(tmp_path, "mass-separate", signal_pass="separate", method=method)
+    for step in (1, 2, 3):
+        assert 0.0 < fused[step]["signal/attention_mass/mean"] <= 1.0
+        for key in ("loss/train", "optim/grad_norm", "signal/attention_mass/mean"):
+            assert fused[step][key] == pytest.approx(separate[step][key], rel=1e-4, abs=1e-6), (step, key)
+
+
 def test_full_policy_matches_plain_trl_dapo_with_gradient_accumulation(tmp_path):
     """Uniform weights + the dapo preset reproduce TRL's own training (loss and gradient norm per step),
     including the num_items_in_batch rescaling under gradient accumulation (2 micro-batches per step)."""

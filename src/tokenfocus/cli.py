@@ -133,6 +133,23 @@ def report(directory: Path = typer.Argument(..., help="A study directory or a ru
     typer.secho(f"report: {page.resolve()}", fg=typer.colors.GREEN)
 
 
+@app.command()
+def evidence(
+    directory: Path = typer.Argument(..., help="A study directory or a finished run directory."),
+    n: int = typer.Option(64, min=4, help="Held-out problems answered per model."),
+    max_new_tokens: int = typer.Option(24, min=1),
+):
+    """Evidence gathering (attention mass on the prompt and its numbers) for every trained model -> evidence.json."""
+    from .evidence import run_evidence
+
+    try:
+        written = run_evidence(directory, n=n, max_new_tokens=max_new_tokens)
+    except (ValueError, FileNotFoundError) as error:
+        _fail(str(error))
+    typer.secho(f"wrote {len(written)} evidence.json file(s); run `tokenfocus report {directory}` to show them",
+                fg=typer.colors.GREEN)
+
+
 @app.command("eval")
 def eval_command(
     model: str = typer.Option(..., help="Model spec or a checkpoint / final directory of a run."),
@@ -145,6 +162,8 @@ def eval_command(
     max_new_tokens: int = typer.Option(48, min=1),
     seed: int = typer.Option(0),
     path: Optional[str] = typer.Option(None, help="GSM8K source: a .jsonl path or openai/gsm8k."),
+    answer_line_only: bool = typer.Option(False, "--answer-line-only",
+                                          help='Count only the last "Answer: N" line (the strict training reward).'),
 ):
     """pass@1 (greedy) and mean@k (sampled) accuracy of a model or checkpoint on a split."""
     from .evaluate import EvalConfig, run_eval
@@ -152,7 +171,7 @@ def eval_command(
     from .tasks import DatasetError
 
     config = EvalConfig(model=model, task=task, split=split, n=n, k=k, temperature=temperature,
-                        max_new_tokens=max_new_tokens, seed=seed, path=path)
+                        max_new_tokens=max_new_tokens, seed=seed, path=path, answer_line_only=answer_line_only)
     try:
         result = run_eval(config, run_dir, progress=sys.stderr.isatty())
     except (ModelSpecError, DatasetError, ValueError) as error:

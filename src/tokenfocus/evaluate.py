@@ -33,6 +33,7 @@ class EvalConfig:
     batch_size: int = 16
     path: str | None = None  # GSM8K source
     tiers: tuple | None = None
+    answer_line_only: bool = False  # read answers from the last "Answer:" line only (the training reward's rule)
 
 
 def eval_problems(config: EvalConfig) -> list[dict]:
@@ -60,7 +61,7 @@ def evaluate(model, tokenizer, config: EvalConfig, progress: bool = False) -> di
     prompts = [p["prompt"] for p in problems]
     answers = [p["answer"] for p in problems]
     tiers = [p["tier"] for p in problems]
-    reward = AnswerReward()
+    reward = AnswerReward(answer_line_only=config.answer_line_only)
     started = time.perf_counter()
     greedy = generate_rollout(model, tokenizer, prompts, max_new_tokens=config.max_new_tokens, temperature=0.0,
                               batch_size=config.batch_size, progress=progress)

@@ -10,6 +10,11 @@
     eval: {splits: [test, hard-test], n: 64, k: 0, max_new_tokens: 48}
     samples: 6          # responses per arm rendered as token heatmaps in the report
     dir: runs/study
+    warmup: {n_train: 512, epochs: 1, learning_rate: 1.0e-5}   # optional SFT on gold solutions first
+                        # (RL_TOKEN_CREDIT.md §0.4): every arm then starts from dir/warmup/final
+
+The starting model (the warm-up result, or ``model``) is evaluated on each seed's eval problems into
+``dir/initial-s<seed>/`` (arm "initial" in the index), so the report shows what training changed.
 
 Each arm x seed is a run directory ``dir/<arm>-s<seed>`` (same initial model, same data order and sampling
 seed across arms). ``dir/study.json`` indexes them and is rewritten atomically after every run, so an
@@ -30,7 +35,7 @@ from .methods import ConfigError, load_yaml
 from .train_config import TrainConfig, _check_keys, validate
 
 STUDY_KEYS = {"model": str, "task": dict, "train": dict, "arms": dict, "seeds": list, "eval": dict,
-              "samples": int, "dir": str, "description": str}
+              "samples": int, "dir": str, "description": str, "warmup": dict}
 TRAIN_KEYS = ("reward", "trl", "diagnostics", "diagnostics_arms", "save_steps", "signal_pass")
 EVAL_DEFAULTS = {"splits": ["test", "hard-test"], "n": 64, "k": 0, "max_new_tokens": 48}
 
@@ -46,6 +51,12 @@ class StudyConfig:
     samples: int = 6
     dir: str = "runs/study"
     description: str = ""
+    warmup: dict | None = None
+
+    @property
+    def start_model(self) -> str:
+        """What every arm trains from: the warm-up's result when there is a warm-up, else ``model``."""
+        return str(Path(self.dir) / "warmup" / "final") if self.warmup else self.model
 
     def run_config(self, arm: str, seed: int) -> TrainConfig:
         method = self.arms[arm]
@@ -55,7 +66,7 @@ class StudyConfig:
             signal_source = method.pop("signal_source")
         run = {"dir": str(Path(self.dir) / f"{arm}-s{seed}"), "seed": seed,
                "save_steps": self.train.get("save_steps", 10)}
-        return TrainConfig(model=self.model, task=copy.deepcopy(self.task), method=copy.deepcopy(method),
+        return TrainConfig(model=self.start_model, task=copy.deepcopy(self.task), method=copy.deepcopy(method),
                            signal_source=signal_source, signal_pass=self.train.get("signal_pass", "auto"),
                            reward=dict(self.train.get("reward", {})), trl=dict(self.train.get("trl", {})), run=run,
                            diagnostics=copy.deepcopy(self.train.get("diagnostics")) if self._diagnosed(arm) else None)
@@ -78,9 +89,17 @@ def load_study_config(path: Path) -> StudyConfig:
     for key in data.get("train", {}) if isinstance(data.get("train"), dict) else []:
         if key not in TRAIN_KEYS:
             problems.append(f"train: unknown key {key!r}; valid: {list(TRAIN_KEYS)}")
+    if "initial" in (data.get("arms") or {}):
+        problems.append("arms: 'initial' is reserved for the starting model's evaluation; rename that arm")
     unknown_eval = set(data.get("eval", {}) or {}) - set(EVAL_DEFAULTS)
     if unknown_eval:
         problems.append(f"eval: unknown key(s) {sorted(unknown_eval)}; valid: {sorted(EVAL_DEFAULTS)}")
+    if isinstance(data.get("warmup"), dict):
+        from .warmup import WARMUP_KEYS, WarmupConfig
+
+        _check_keys("warmup", data["warmup"], WARMUP_KEYS, problems)
+        if not any("warmup" in p for p in problems):
+            problems.extend(WarmupConfig(**data["warmup"]).problems())
     if problems:
         raise ConfigError(f"{path}: invalid study config:\n  - " + "\n  - ".join(problems))
     if isinstance(data.get("task", {}).get("path"), str) and data["task"]["path"] != "openai/gsm8k":
@@ -124,8 +143,6 @@ def _write_index(study: StudyConfig, entries: list[dict], started: float) -> Non
 
 
 def run_study(study: StudyConfig, log=print) -> Path:
-    from .evaluate import EvalConfig, evaluate
-    from .io import append_jsonl
     from .models import load_model
     from .train import run_train
 
@@ -135,7 +152,17 @@ def run_study(study: StudyConfig, log=print) -> Path:
     started = time.time()
     entries = []
     splits = study.eval["splits"]
+    if study.warmup:
+        from .warmup import WarmupConfig, run_warmup
+
+        run_warmup(study.model, study.task, WarmupConfig(**study.warmup), root / "warmup", log=log)
     for seed in study.seeds:  # seeds outer: an interrupted study has every arm at the first seed first
+        initial = root / f"initial-s{seed}"  # the starting model on this seed's eval problems
+        if not all((initial / "eval" / f"{split}-final.json").is_file() for split in splits):
+            log(f"[initial s{seed}] evaluating the starting model {study.start_model}")
+            model, tokenizer = load_model(study.start_model)
+            _evaluate_splits(model, tokenizer, study, initial, seed)
+        entries.append({"arm": "initial", "seed": seed, "dir": initial.name, "status": "done"})
         for arm in study.arms:
             config = validate(study.run_config(arm, seed))
             run_dir = config.run_dir
@@ -155,20 +182,32 @@ def run_study(study: StudyConfig, log=print) -> Path:
                     log("study interrupted; run it again to continue")
                     return root
             model, tokenizer = load_model(str(run_dir / "final"))
-            for split in splits:
-                result = evaluate(model, tokenizer, EvalConfig(
-                    model=str(run_dir / "final"), task=study.task["name"], split=split, n=study.eval["n"],
-                    k=study.eval["k"], max_new_tokens=study.eval["max_new_tokens"], seed=seed,
-                    path=study.task.get("path")))
-                write_json(run_dir / "eval" / f"{split}-final.json", result)
-                append_jsonl(run_dir / "metrics.jsonl", {"event": "eval", "time": time.time(),
-                                                         f"eval/{split}/pass@1": result["pass@1"]})
+            _evaluate_splits(model, tokenizer, study, run_dir, seed)
             if study.samples:
                 _write_samples(model, tokenizer, study, run_dir, seed)
             entries.append({**entry, "status": "done", "seconds": time.time() - arm_started})
             _write_index(study, entries, started)
     _write_index(study, entries, started)
     return root
+
+
+def _evaluate_splits(model, tokenizer, study: StudyConfig, run_dir: Path, seed: int) -> None:
+    """Greedy pass@1 on every eval split -> run_dir/eval/<split>-final.json and an eval line in metrics.jsonl.
+
+    Answers are read with the training reward's rule (``answer_line_only``), so eval and reward agree.
+    """
+    from .evaluate import EvalConfig, evaluate
+    from .io import append_jsonl
+
+    strict = bool(study.train.get("reward", {}).get("answer_line_only", False))
+    for split in study.eval["splits"]:
+        result = evaluate(model, tokenizer, EvalConfig(
+            model=str(run_dir / "final"), task=study.task["name"], split=split, n=study.eval["n"],
+            k=study.eval["k"], max_new_tokens=study.eval["max_new_tokens"], seed=seed,
+            path=study.task.get("path"), answer_line_only=strict))
+        write_json(run_dir / "eval" / f"{split}-final.json", result)
+        append_jsonl(run_dir / "metrics.jsonl", {"event": "eval", "time": time.time(),
+                                                 f"eval/{split}/pass@1": result["pass@1"]})
 
 
 def _write_samples(model, tokenizer, study: StudyConfig, run_dir: Path, seed: int) -> None:
@@ -180,5 +219,6 @@ def _write_samples(model, tokenizer, study: StudyConfig, run_dir: Path, seed: in
 
     prompts = [p.prompt for p in generate_problems(study.samples, split="test", seed=seed)]
     rollout = generate_rollout(model, tokenizer, prompts, max_new_tokens=study.eval["max_new_tokens"])
-    values = compute_signals(model, rollout.batch, ["attention_entropy", "predictive_entropy", "position"])
+    values = compute_signals(model, rollout.batch, ["attention_entropy", "attention_mass", "predictive_entropy",
+                                                    "position"])
     write_jsonl(run_dir / "samples" / "tokens.jsonl", _token_rows(rollout, values, tokenizer))

@@ -164,7 +164,8 @@ def run_train(config: TrainConfig, resume: bool = False, log=print):
         reward = DigitReward()
     else:
         reward = AnswerReward(timeout_s=config.reward.get("timeout_s", 5.0),
-                              format_bonus=config.reward.get("format_bonus", 0.0))
+                              format_bonus=config.reward.get("format_bonus", 0.0),
+                              answer_line_only=config.reward.get("answer_line_only", False))
     method = config.resolved_method
     stop = GracefulStop()
     trainer = TokenFocusGRPOTrainer(

@@ -32,7 +32,7 @@ from .tasks.arithmetic import TIERS
 TOP_KEYS = {"model": str, "task": dict, "method": (str, dict), "signal_source": str, "signal_pass": str,
             "reward": dict, "trl": dict, "run": dict, "diagnostics": dict}
 TASK_KEYS = {"name": str, "tiers": list, "n_train": int, "seed": int, "path": str}
-REWARD_KEYS = {"kind": str, "timeout_s": (int, float), "format_bonus": (int, float)}
+REWARD_KEYS = {"kind": str, "timeout_s": (int, float), "format_bonus": (int, float), "answer_line_only": bool}
 REWARD_KINDS = ("answer", "digits")
 RUN_KEYS = {"dir": str, "seed": int, "save_steps": int, "save_total_limit": int}
 TASKS = ("arithmetic", "gsm8k")

@@ -71,11 +71,14 @@ class AttentionRecord:
                sliding-window masking). Rows of padding queries hold 0.
     sink_prob: (B, H, T) float32 or None, attention probability on the first valid key of the row
                (the BOS / sink column); recorded only when asked for.
+    key_mass:  (B, H, T) float32 or None, attention probability of each row on the keys marked for this
+               forward (``recorder.key_marks``, e.g. the prompt); recorded only when marks were given.
     """
 
     entropy: torch.Tensor
     n_keys: torch.Tensor
     sink_prob: torch.Tensor | None = None
+    key_mass: torch.Tensor | None = None
 
 
 @dataclass
@@ -85,6 +88,7 @@ class ForwardCapture:
     attention: layer index -> AttentionRecord (only the layers that were recorded).
     logprobs:  (B, T) float32 token log-probs (alignment rule above), or None if not computed.
     predictive_entropy: (B, T) float32 entropy of the next-token distribution that predicts token t.
+    key_marks: (B, T) bool keys whose attention mass the records' ``key_mass`` holds, or None.
     """
 
     batch: TokenBatch
@@ -92,6 +96,13 @@ class ForwardCapture:
     attention: dict[int, AttentionRecord] = field(default_factory=dict)
     logprobs: torch.Tensor | None = None
     predictive_entropy: torch.Tensor | None = None
+    key_marks: torch.Tensor | None = None
+
+
+def prompt_keys(batch: TokenBatch) -> torch.Tensor:
+    """(B, T) bool: the real tokens before each row's first response token (the prompt, padding excluded)."""
+    before_response = batch.response_mask.long().cumsum(-1) == 0
+    return batch.attention_mask & before_response
 
 
 SCOPES = ("sequence", "group", "batch", "global")

@@ -125,6 +125,33 @@ def entropy_lse(
     return lse - expected, lse
 
 
+def _block_scores(
+    query_block: torch.Tensor,
+    key_t: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float,
+    start: int,
+    *,
+    softcap: float | None = None,
+    position_bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Exact scores of query rows ``start:start+c`` against the keys of ``key_t`` (B, H, D, K), -inf where the
+    model's mask forbids a key: scale*q.k, optional soft-cap c*tanh(s/c), then the additive bias or mask."""
+    stop = start + query_block.shape[2]
+    kv = key_t.shape[-1]
+    scores = (query_block @ key_t) * scale  # (B, H, c, K)
+    if softcap is not None:
+        scores = softcap * torch.tanh(scores / softcap)
+    if position_bias is not None:
+        scores = scores + position_bias[..., start:stop, :kv].to(scores.dtype)
+    if mask is None:
+        causal = torch.arange(start, stop, device=scores.device)[:, None] >= torch.arange(kv, device=scores.device)
+        return scores.masked_fill(~causal, float("-inf"))
+    if mask.dtype == torch.bool:
+        return scores.masked_fill(~mask[..., start:stop, :kv], float("-inf"))
+    return scores + mask[..., start:stop, :kv].to(scores.dtype)
+
+
 def entropy_chunked(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -143,23 +170,12 @@ def entropy_chunked(
     column, as in gpt-oss). Returns (entropy (B, H, S), lse (B, H, S)) in the dtype of ``query``.
     """
     b, h, s, _ = query.shape
-    kv = key.shape[2]
     entropies, lses = [], []
     key_t = key.transpose(-1, -2)
     for start in range(0, s, chunk_size):
         stop = min(start + chunk_size, s)
-        scores = (query[:, :, start:stop] @ key_t) * scale  # (B, H, c, K)
-        if softcap is not None:
-            scores = softcap * torch.tanh(scores / softcap)
-        if position_bias is not None:
-            scores = scores + position_bias[..., start:stop, :kv].to(scores.dtype)
-        if mask is None:
-            causal = torch.arange(start, stop, device=query.device)[:, None] >= torch.arange(kv, device=query.device)
-            scores = scores.masked_fill(~causal, float("-inf"))
-        elif mask.dtype == torch.bool:
-            scores = scores.masked_fill(~mask[..., start:stop, :kv], float("-inf"))
-        else:
-            scores = scores + mask[..., start:stop, :kv].to(scores.dtype)
+        scores = _block_scores(query[:, :, start:stop], key_t, mask, scale, start, softcap=softcap,
+                               position_bias=position_bias)
         if sinks is not None:
             sink_col = sinks.to(scores.dtype).view(1, h, 1, 1).expand(b, h, stop - start, 1)
             scores = torch.cat([scores, sink_col], dim=-1)
@@ -168,6 +184,46 @@ def entropy_chunked(
         entropies.append(-torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(-1))
         lses.append(torch.logsumexp(scores, dim=-1))
     return torch.cat(entropies, dim=-1), torch.cat(lses, dim=-1)
+
+
+def key_mass(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float,
+    lse: torch.Tensor,
+    marks: torch.Tensor,
+    *,
+    softcap: float | None = None,
+    position_bias: torch.Tensor | None = None,
+    chunk_size: int = 128,
+) -> torch.Tensor:
+    """(B, H, S) fp32 attention probability each query row puts on the marked keys (INTEGRATION_NOTES §5.5).
+
+        M_i = sum_{j marked, allowed} exp(s_ij - LSE_i)
+
+    ``lse`` is the row's log-normalizer from the entropy pass (it includes learned sinks when the model has
+    them), ``marks`` (B, K) bool. Only keys up to the last marked one are scored, in query chunks, so a
+    prompt span of P keys costs B*H*S*P multiply-adds and B*H*chunk*P floats. Rows with no allowed key
+    give 0.
+    """
+    b, h, s, _ = query.shape
+    columns = marks.any(0).nonzero()
+    if columns.numel() == 0:
+        return torch.zeros(b, h, s, dtype=torch.float32, device=query.device)
+    span = int(columns.max()) + 1
+    key_t = key[:, :, :span].float().transpose(-1, -2)
+    weight = marks[:, None, None, :span].float()
+    lse = lse.float()
+    parts = []
+    for start in range(0, s, chunk_size):
+        stop = min(start + chunk_size, s)
+        scores = _block_scores(query[:, :, start:stop].float(), key_t, mask, scale, start, softcap=softcap,
+                               position_bias=position_bias)
+        p = torch.exp(scores - lse[..., start:stop, None])
+        parts.append(torch.where(weight > 0, p, torch.zeros_like(p)).sum(-1))
+    mass = torch.cat(parts, dim=-1)
+    return torch.where(torch.isfinite(mass), mass, torch.zeros_like(mass))
 
 
 class AttentionEntropyRecorder:
@@ -192,6 +248,10 @@ class AttentionEntropyRecorder:
         self.chunk_size = chunk_size
         self.calls: dict[int, list[AttentionRecord]] = defaultdict(list)
         self.fallbacks: dict[int, str] = {}  # layer -> why the chunked path was used
+        # (N, K) bool keys whose attention mass to record (e.g. the prompt), one row per sequence of every
+        # forward in call order: a forward of b rows reads the next b rows (row chunks need no re-setting).
+        # Records then carry ``key_mass``.
+        self.key_marks: torch.Tensor | None = None
 
     def record(self, module: nn.Module, query, key, attention_mask, scaling, kwargs) -> None:
         # Gradient-checkpoint recompute runs the attention again inside the backward pass: that forward
@@ -231,13 +291,23 @@ class AttentionEntropyRecorder:
             n_keys = _key_counts(allowed, b, q_len, q.device)
             valid = (n_keys > 0)[:, None, :]
             entropy = torch.where(valid, entropy, torch.zeros_like(entropy))
+            mass = None
+            if self.key_marks is not None:
+                offset = sum(c.entropy.shape[0] for c in self.calls[layer])  # rows this layer already recorded
+                if self.key_marks.shape[0] < offset + b or self.key_marks.shape[1] != kv_len:
+                    raise ValueError(f"recorder.key_marks has shape {tuple(self.key_marks.shape)}, but this forward "
+                                     f"needs rows {offset}..{offset + b} with {kv_len} keys; mark one row per sequence")
+                marks = self.key_marks[offset:offset + b].to(q.device)
+                mass = key_mass(q, k, attention_mask, scale, lse, marks, softcap=softcap,
+                                position_bias=position_bias, chunk_size=self.chunk_size)
+                mass = torch.where(valid, mass, torch.zeros_like(mass))
             sink_prob = None
             if self.record_sink:
                 first = _first_keys(allowed, b, q_len, q.device)  # (B, S)
                 k_first = torch.gather(k, 2, first[:, None, :, None].expand(b, h, q_len, d))
                 sink_prob = torch.exp((q.float() * k_first.float()).sum(-1) * scale - lse)
                 sink_prob = torch.where(valid, sink_prob, torch.zeros_like(sink_prob))
-        self.calls[layer].append(AttentionRecord(entropy.float(), n_keys, sink_prob))
+        self.calls[layer].append(AttentionRecord(entropy.float(), n_keys, sink_prob, mass))
 
     def _chunked_reason(self, q, mask, softcap, sinks, position_bias) -> str | None:
         if self.backend == "chunked":
@@ -257,10 +327,12 @@ class AttentionEntropyRecorder:
         out = {}
         for layer, calls in sorted(self.calls.items()):
             sinks = [c.sink_prob for c in calls]
+            masses = [c.key_mass for c in calls]
             out[layer] = AttentionRecord(
                 torch.cat([c.entropy for c in calls]),
                 torch.cat([c.n_keys for c in calls]),
                 torch.cat(sinks) if all(s is not None for s in sinks) else None,
+                torch.cat(masses) if all(m is not None for m in masses) else None,
             )
         return out
 

@@ -1,7 +1,8 @@
 """Diagnostics: pure functions of gradients and signals returning typed results or namespaced numbers."""
 
 from .entropy_dynamics import entropy_dynamics, jaccard, spearman
-from .gradient_geometry import CountSketch, SubsetGeometry, geometry, group_subset_gradients, trainable_parameters
+from .gradient_geometry import (CountSketch, SubsetGeometry, geometry, group_subset_gradients, informative_groups,
+                                trainable_parameters)
 
-__all__ = ["CountSketch", "SubsetGeometry", "entropy_dynamics", "geometry", "group_subset_gradients", "jaccard",
+__all__ = ["CountSketch", "SubsetGeometry", "entropy_dynamics", "geometry", "group_subset_gradients", "informative_groups", "jaccard",
            "spearman", "trainable_parameters"]

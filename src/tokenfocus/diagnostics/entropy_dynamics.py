@@ -3,6 +3,10 @@
 Per generation batch: mean attention entropy over all valid tokens, anchors and explorers; split by correct
 and incorrect responses; Spearman correlation of attention entropy with predictive entropy and with
 position; Jaccard overlap of anchors / explorers with the predictive-entropy bottom / top sets (C4).
+Evidence gathering (§1.8), when a per-token attention mass is given (``signals.attention_mass``): the mass
+on the prompt (or an evidence span) for all tokens, anchors, explorers, correct and incorrect responses,
+and its Spearman correlation with attention entropy. ``1 - prompt mass`` is the share on earlier response
+tokens.
 """
 
 from __future__ import annotations
@@ -42,8 +46,10 @@ def _mean(values: torch.Tensor, mask: torch.Tensor) -> float:
 
 def entropy_dynamics(attention: torch.Tensor, mask: torch.Tensor, anchors: torch.Tensor, explorers: torch.Tensor,
                      predictive: torch.Tensor | None = None, correct: torch.Tensor | None = None,
-                     pred_bottom: torch.Tensor | None = None, pred_top: torch.Tensor | None = None) -> dict[str, float]:
-    """All inputs (B, C) over completion tokens (masks bool); ``correct`` is (B,) bool."""
+                     pred_bottom: torch.Tensor | None = None, pred_top: torch.Tensor | None = None,
+                     mass: torch.Tensor | None = None, mass_name: str = "prompt_mass") -> dict[str, float]:
+    """All inputs (B, C) over completion tokens (masks bool); ``correct`` is (B,) bool; ``mass`` the attention
+    mass on the prompt or an evidence span, reported under ``diag/<mass_name>/...``."""
     out = {
         "diag/attention_entropy/all": _mean(attention, mask),
         "diag/attention_entropy/anchors": _mean(attention, anchors & mask),
@@ -57,6 +63,14 @@ def entropy_dynamics(attention: torch.Tensor, mask: torch.Tensor, anchors: torch
         rows = correct.bool()[:, None].expand_as(mask)
         out["diag/attention_entropy/correct"] = _mean(attention, mask & rows)
         out["diag/attention_entropy/incorrect"] = _mean(attention, mask & ~rows)
+    if mass is not None:
+        out[f"diag/{mass_name}/all"] = _mean(mass, mask)
+        out[f"diag/{mass_name}/anchors"] = _mean(mass, anchors & mask)
+        out[f"diag/{mass_name}/explorers"] = _mean(mass, explorers & mask)
+        out[f"diag/corr/attention_vs_{mass_name}"] = spearman(attention[mask], mass[mask])
+        if correct is not None:
+            out[f"diag/{mass_name}/correct"] = _mean(mass, mask & rows)
+            out[f"diag/{mass_name}/incorrect"] = _mean(mass, mask & ~rows)
     if pred_bottom is not None and pred_top is not None:
         out["diag/jaccard/anchors_vs_pred_entropy_bottom"] = jaccard(anchors & mask, pred_bottom & mask)
         out["diag/jaccard/explorers_vs_pred_entropy_top"] = jaccard(explorers & mask, pred_top & mask)

@@ -80,16 +80,24 @@ def flatten(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([t.reshape(-1).double() for t in tensors])
 
 
+def informative_groups(advantages: torch.Tensor, group_ids: torch.Tensor) -> list[int]:
+    """Prompt groups with at least one non-zero advantage (the others give an exactly zero policy gradient)."""
+    nonzero = advantages.detach().reshape(len(group_ids), -1).abs().amax(-1) > 0
+    return sorted(int(g) for g in group_ids[nonzero.to(group_ids.device)].unique().tolist())
+
+
 def group_subset_gradients(per_token_loss: torch.Tensor, normalizer: float, subsets: dict[str, torch.Tensor],
                            group_ids: torch.Tensor, params: list[torch.Tensor],
-                           projector: CountSketch | None = None) -> dict[str, dict[int, torch.Tensor]]:
+                           projector: CountSketch | None = None,
+                           only: list[int] | None = None) -> dict[str, dict[int, torch.Tensor]]:
     """Per (subset, group): the gradient vector of Σ_{t ∈ S ∩ group} ℓ_t / normalizer.
 
     per_token_loss: (B, T) with grad; subsets: name -> (B, T) 0/1 (or weights) masks, already zero off the
-    valid tokens; group_ids: (B,). One backward per (subset, group) through a shared graph.
+    valid tokens; group_ids: (B,); only: restrict to these groups (e.g. ``informative_groups``). One
+    backward per (subset, group) through a shared graph.
     """
     out: dict[str, dict[int, torch.Tensor]] = {name: {} for name in subsets}
-    groups = group_ids.unique().tolist()
+    groups = group_ids.unique().tolist() if only is None else list(only)
     jobs = [(name, g) for name in subsets for g in groups]
     for i, (name, group) in enumerate(jobs):
         rows = (group_ids == group).to(per_token_loss.device)

@@ -21,19 +21,20 @@ carries its group id through TRL's shuffle); each rank keeps its rows. The loss 
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import torch
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
 from ..capture.entropy_attention import record_attention_entropy
-from ..diagnostics import CountSketch, entropy_dynamics, geometry, group_subset_gradients, trainable_parameters
+from ..diagnostics import (CountSketch, entropy_dynamics, geometry, group_subset_gradients, informative_groups,
+                           trainable_parameters)
 from ..losses import LossConfig, clipped_surrogate, compute_loss
 from ..policies import apply_policy
-from ..signals.engine import _attention_plan
+from ..signals.engine import _attention_plan, needs_key_mass
 from ..signals.registry import evaluate, parse_signal_specs
-from ..types import AttentionRecord, ForwardCapture, PolicyInputs, TokenBatch
+from ..types import AttentionRecord, ForwardCapture, PolicyInputs, TokenBatch, prompt_keys
 
 SIGNAL_SOURCES = ("rollout", "current")
 # Gradient geometry + entropy dynamics every `every` optimizer steps from step `start`, on the current generation batch
@@ -101,19 +102,29 @@ class TokenFocusGRPOTrainer(GRPOTrainer):
             raise ValueError("gradient diagnostics run on the main process only; they support single-process and "
                              "DDP runs, not FSDP / DeepSpeed (sharded parameters)")
         self.tf_last_diag_step = -1
+        self.tf_diag_pending = False
         self.tf_local_rewards = None
 
     # -- shared -------------------------------------------------------------------------------------------
 
-    def _recorder(self, specs=None):
+    @contextmanager
+    def _recorder(self, specs=None, prompt_mask=None, width: int = 0):
+        """The attention recorder the specs need (None when they need none). With ``prompt_mask`` (B, P) and
+        signals that read attention mass (``attention_mass``), the prompt keys are marked for it."""
         unwrapped = self.accelerator.unwrap_model(self.model)
         if specs is None:
             layers, sink, backend, precision = self.tf_layers, self.tf_record_sink, self.tf_backend, self.tf_precision
         else:
             layers, sink, backend, precision = _attention_plan(specs, unwrapped.config.num_hidden_layers)
         if not layers:
-            return nullcontext(None)
-        return record_attention_entropy(unwrapped, layers, backend=backend, record_sink=sink, precision=precision)
+            yield None
+            return
+        with record_attention_entropy(unwrapped, layers, backend=backend, record_sink=sink,
+                                      precision=precision) as recorder:
+            if prompt_mask is not None and needs_key_mass(self.tf_signals if specs is None else specs):
+                completion = torch.zeros(prompt_mask.shape[0], width, dtype=torch.bool, device=prompt_mask.device)
+                recorder.key_marks = torch.cat([prompt_mask.bool(), completion], dim=1)
+            yield recorder
 
     def _progress(self) -> float:
         return min(1.0, self.state.global_step / max(1, int(self.state.max_steps or 1)))
@@ -130,11 +141,14 @@ class TokenFocusGRPOTrainer(GRPOTrainer):
             out[:, full - width:] = values.detach().float()
             return out
 
+        batch = TokenBatch(input_ids, attention_mask.bool(), response_mask)
+        marked = any(r.key_mass is not None for r in records.values())
         capture = ForwardCapture(
-            batch=TokenBatch(input_ids, attention_mask.bool(), response_mask),
+            batch=batch,
             num_layers=self.accelerator.unwrap_model(self.model).config.num_hidden_layers,
-            attention={k: AttentionRecord(r.entropy, r.n_keys, r.sink_prob) for k, r in records.items()},
+            attention={k: AttentionRecord(r.entropy, r.n_keys, r.sink_prob, r.key_mass) for k, r in records.items()},
             logprobs=to_tokens(logps), predictive_entropy=to_tokens(entropies),
+            key_marks=prompt_keys(batch) if marked else None,
         )
         specs = self.tf_signals if specs is None else specs
         return {spec.label: evaluate(spec, capture)[:, full - width:] for spec in specs}
@@ -182,7 +196,12 @@ class TokenFocusGRPOTrainer(GRPOTrainer):
         if (diag and self.model.training and step >= diag["start"] and (step - diag["start"]) % diag["every"] == 0
                 and step != self.tf_last_diag_step):
             self.tf_last_diag_step = self.state.global_step
-            if self.accelerator.is_main_process:
+            self.tf_diag_pending = True
+        # A batch where fewer than two prompt groups have unequal rewards has (almost) no gradient to split:
+        # the diagnosis waits for the next batch that has them.
+        if self.tf_diag_pending and self.model.training and self.accelerator.is_main_process:
+            if len(informative_groups(out["advantages"], out["tf_group"])) >= 2:
+                self.tf_diag_pending = False
                 self._log(self._diagnose(out))
         if self.tf_in_loss:
             return out
@@ -211,7 +230,7 @@ class TokenFocusGRPOTrainer(GRPOTrainer):
         self.model.eval()  # no dropout in the signal pass
         try:
             with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
-                with self._recorder(specs) as recorder:
+                with self._recorder(specs, out["prompt_mask"], width) as recorder:
                     logps, entropies, _ = self._get_per_token_logps_and_entropies(
                         self.model, input_ids, attention_mask, width, batch_size, compute_entropy=True)
         finally:
@@ -227,7 +246,8 @@ class TokenFocusGRPOTrainer(GRPOTrainer):
         process's rows of the generation batch, with the current (= rollout) weights."""
         diag = self.tf_diagnostics
         started = time.perf_counter()
-        specs = parse_signal_specs([{"name": "attention_entropy", "layers": diag["layers"]}, "predictive_entropy"])
+        specs = parse_signal_specs([{"name": "attention_entropy", "layers": diag["layers"]}, "predictive_entropy",
+                                    {"name": "attention_mass", "layers": diag["layers"], "keys": "prompt"}])
         signals = self._rollout_signals(out, specs)
         mask = out["completion_mask"].bool()
         groups = out["tf_group"].cpu()
@@ -244,10 +264,12 @@ class TokenFocusGRPOTrainer(GRPOTrainer):
                    "middle": inputs.mask & ~anchors & ~explorers, "explorers": explorers}
         rewards = self.tf_local_rewards
         correct = (rewards.sum(-1) >= 0.5).cpu() if rewards is not None and len(rewards) == len(mask) else None
+        informative = informative_groups(out["advantages"], out["tf_group"])
         metrics = entropy_dynamics(
             inputs.signals["attention_entropy"], inputs.mask, anchors, explorers, inputs.signals["predictive_entropy"],
             correct, subset({"name": "quantile", "signal": "predictive_entropy", "side": "low"}),
-            subset({"name": "quantile", "signal": "predictive_entropy", "side": "high"}))
+            subset({"name": "quantile", "signal": "predictive_entropy", "side": "high"}),
+            mass=inputs.signals["attention_mass"])
         unwrapped = self.accelerator.unwrap_model(self.model)
         params = [p for _, p in trainable_parameters(unwrapped, diag["exclude_embeddings"])]
         input_ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
@@ -262,9 +284,12 @@ class TokenFocusGRPOTrainer(GRPOTrainer):
             projector = CountSketch(diag["project_dim"], diag["seed"]) if diag["project_dim"] else None
             device = terms.device
             # g_middle = g_full - g_anchors - g_explorers exactly (one normalizer): one backward saved per group.
+            # Groups whose advantages are all zero contribute exactly zero gradient: only the others are run.
+            keep = torch.isin(groups, torch.tensor(informative, dtype=groups.dtype))[:, None]
+            subsets = {k: v & keep for k, v in subsets.items()}
             computed = {k: v.to(device).float() for k, v in subsets.items() if k != "middle"}
             grads = group_subset_gradients(terms, float(mask.sum().clamp(min=1)), computed, groups.to(device),
-                                           params, projector)
+                                           params, projector, only=informative)
             grads["middle"] = {g: grads["full"][g] - grads["anchors"][g] - grads["explorers"][g]
                                for g in grads["full"]}
         unwrapped.zero_grad(set_to_none=True)
@@ -273,6 +298,7 @@ class TokenFocusGRPOTrainer(GRPOTrainer):
             for key, value in result.to_dict().items():
                 if key != "name":
                     metrics[f"diag/grad/{result.name}/{key}"] = float(value)
+        metrics["diag/informative_groups"] = float(len(informative))
         metrics["time/diagnostics_s"] = time.perf_counter() - started
         return metrics
 
@@ -284,7 +310,7 @@ class TokenFocusGRPOTrainer(GRPOTrainer):
         attention_mask = torch.cat([inputs["prompt_mask"], completion_mask], dim=1)
         width = inputs["completion_ids"].size(1)
         mask = (completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]).bool()
-        recorder_cm = self._recorder() if self.tf_in_loss else nullcontext(None)
+        recorder_cm = self._recorder(None, inputs["prompt_mask"], width) if self.tf_in_loss else nullcontext(None)
         with recorder_cm as recorder:
             logps, entropies, _ = self._get_per_token_logps_and_entropies(model, input_ids, attention_mask, width,
                                                                           compute_entropy=True)

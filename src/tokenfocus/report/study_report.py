@@ -38,8 +38,10 @@ def load_runs(root: Path) -> list[dict]:
         evals = {p.name.removesuffix("-final.json"): json.loads(p.read_text())
                  for p in sorted((run_dir / "eval").glob("*-final.json"))}
         samples = run_dir / "samples" / "tokens.jsonl"
+        evidence = run_dir / "evidence.json"
         runs.append({"arm": arm, "seed": seed, "dir": run_dir, "metrics": latest_metrics(run_dir / "metrics.jsonl"),
-                     "evals": evals, "samples": read_jsonl(samples) if samples.is_file() else []})
+                     "evals": evals, "samples": read_jsonl(samples) if samples.is_file() else [],
+                     "evidence": json.loads(evidence.read_text()) if evidence.is_file() else None})
     if not runs or not any(r["metrics"] for r in runs):
         raise ValueError(f"{root} holds no run with metrics.jsonl steps; point report at a run or study directory")
     return runs
@@ -225,7 +227,11 @@ FIGURES = (
     ("grad_norm", "Gradient norm per selected token", lambda runs: _subset_curve(runs, "norm_per_token", "‖g_S‖ / N_S")),
     ("entropy", "Attention entropy of anchors and explorers over training", lambda runs: _entropy_curve(runs)),
     ("weights", "Low2High weight histograms", _weight_histogram),
+    ("evidence", "Attention mass on the prompt (evidence gathering): anchors, explorers, correct vs incorrect",
+     lambda runs: _pooled_curves(runs, {g: f"diag/prompt_mass/{g}" for g in EVIDENCE_GROUPS},
+                                 "attention mass on prompt keys")),
 )
+EVIDENCE_GROUPS = ("anchors", "all", "explorers", "correct", "incorrect")
 
 
 def _pooled_curves(runs, keys: dict[str, str], ylabel: str):
@@ -250,6 +256,45 @@ def _subset_curve(runs, field, ylabel):
 def _entropy_curve(runs):
     groups = ("anchors", "all", "explorers")
     return _pooled_curves(runs, {g: f"diag/attention_entropy/{g}" for g in groups}, "normalized attention entropy")
+
+
+EVIDENCE_COLUMNS = (
+    ("prompt mass: anchors", "prompt_mass/anchors"), ("prompt mass: explorers", "prompt_mass/explorers"),
+    ("prompt mass: correct", "prompt_mass/correct"), ("prompt mass: incorrect", "prompt_mass/incorrect"),
+    ("number-token mass: anchors", "evidence_mass/anchors"), ("number-token mass: explorers", "evidence_mass/explorers"),
+    ("ρ(Ĥ, prompt mass)", "corr/attention_vs_prompt_mass"), ("ρ(Ĥ, number-token mass)", "corr/attention_vs_evidence_mass"),
+)
+
+
+def evidence_table(runs: list[dict]) -> dict[str, dict[str, tuple[float, float]]]:
+    """arm -> column -> (mean, std over seeds) of the evidence-gathering numbers (``tokenfocus evidence``)."""
+    out = {}
+    for arm, members in _by_arm(runs).items():
+        found = [m["evidence"] for m in members if m.get("evidence")]
+        if found:
+            row = {label: _mean_std([e.get(key) for e in found]) for label, key in EVIDENCE_COLUMNS}
+            row["greedy accuracy"] = _mean_std([e.get("accuracy") for e in found])
+            out[arm] = row
+    return out
+
+
+def _evidence_html(runs: list[dict]) -> str:
+    table = evidence_table(runs)
+    if not table:
+        return ("<p>No evidence.json yet: run <code>tokenfocus evidence DIR</code> for attention mass on the "
+                "prompt and its number tokens per arm.</p>")
+    columns = ["greedy accuracy", *(label for label, _ in EVIDENCE_COLUMNS)]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["arm", *columns])
+    body = "".join(
+        f"<tr><th>{html.escape(arm)}</th>" + "".join(
+            f"<td>{row[c][0]:.3f} ± {row[c][1]:.3f}</td>" if not math.isnan(row[c][0]) else "<td>–</td>"
+            for c in columns) + "</tr>"
+        for arm, row in table.items())
+    return (f"<p>Greedy answers to held-out problems; anchors / explorers are the lowest / highest 20 % of "
+            f"attention entropy. Mean ± std over seeds.</p><table id=\"evidence\"><tr>{head}</tr>{body}</table>")
+
+
+SAMPLE_SIGNALS = ("attention_entropy", "attention_mass", "predictive_entropy", "position")
 
 
 def render_report(root: Path) -> Path:
@@ -279,8 +324,8 @@ def render_report(root: Path) -> Path:
     figure_html = "".join(f'<figure id="fig-{n}"><img alt="{html.escape(c)}" src="data:image/png;base64,{b}">'
                           f"<figcaption>{html.escape(c)}</figcaption></figure>" for n, c, b in figures)
     sets = {f"{m['arm']} (seed {m['seed']})": m["samples"] for m in runs if m["samples"]}
-    heatmaps = (token_section(sets, ["attention_entropy", "predictive_entropy", "position"], "attention_entropy")
-                if sets else "<p>No sample responses saved.</p>")
+    shown = [name for name in SAMPLE_SIGNALS if any(name in r["signals"] for rows in sets.values() for r in rows)]
+    heatmaps = (token_section(sets, shown, "attention_entropy") if sets else "<p>No sample responses saved.</p>")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>tokenfocus report — {html.escape(root.name)}</title>
 <style>{STYLE} figure{{display:inline-block;margin:.5rem}} img{{max-width:100%}}</style></head><body>
@@ -289,6 +334,7 @@ def render_report(root: Path) -> Path:
 <h2>Summary per arm</h2><table id="summary"><tr>{head}</tr>{body}</table>
 <h2>The paper's claims at this scale</h2>
 <table id="verdicts"><tr><th>claim (arXiv 2605.07660)</th><th>verdict</th><th>evidence</th></tr>{claim_rows}</table>
+<h2>Evidence gathering</h2>{_evidence_html(runs)}
 <h2>Curves</h2>{figure_html}
 <h2>Sample responses</h2>{heatmaps}
 </body></html>

@@ -1,6 +1,6 @@
 """Per-token signals: one file per signal, registered in ``SIGNALS`` with what they need and cost."""
 
-from . import attention_entropy, logprobs, position, predictive_entropy, random_signal  # noqa: F401  (registers)
+from . import attention_entropy, attention_mass, logprobs, position, predictive_entropy, random_signal  # noqa: F401  (registers)
 from .engine import compute_signals, forward_capture
 from .registry import SIGNALS, SignalInfo, SignalSpec, parse_signal_spec, parse_signal_specs, register_signal
 

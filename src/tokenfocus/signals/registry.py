@@ -17,7 +17,7 @@ from ..types import ForwardCapture
 
 SignalFn = Callable[..., torch.Tensor]
 
-REQUIREMENTS = ("attention", "logits")
+REQUIREMENTS = ("attention", "logits", "key_mass")
 COSTS = ("free", "forward", "forward+attention")
 
 
@@ -27,7 +27,8 @@ class SignalInfo:
 
     fn(capture: ForwardCapture, **options) -> (B, T) float32, zero where ``capture.batch.response_mask`` is False.
     requires: what the scoring forward must capture ("attention": the entropy recorder; "logits": the
-              chunked LM-head pass). cost: "free" (no forward), "forward" or "forward+attention".
+              chunked LM-head pass; "key_mass": the recorder's attention mass on marked keys, with the
+              spec's ``keys`` option naming the marks: "prompt", or "marked" for caller-given marks). cost: "free" (no forward), "forward" or "forward+attention".
     """
 
     name: str

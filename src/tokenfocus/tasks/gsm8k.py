@@ -48,7 +48,9 @@ def load_gsm8k(source: str, split: str = "train", limit: int | None = None) -> l
             answer = gold_answer(row["answer"])
         except DatasetError as error:
             raise DatasetError(f"{source}: line {number}: {error}") from None
-        out.append({"prompt": row["question"] + INSTRUCTION, "answer": answer, "tier": "gsm8k"})
+        worked = row["answer"].split("####")[0].strip()
+        out.append({"prompt": row["question"] + INSTRUCTION, "answer": answer, "tier": "gsm8k",
+                    "solution": f"{worked}\nAnswer: {answer}"})
         if limit is not None and len(out) >= limit:
             break
     return out

@@ -32,11 +32,17 @@ def completion_text(completion) -> str:
     return str(completion)
 
 
-def extract_answer(text: str) -> str | None:
-    """The model's final answer as a string, or None when there is nothing answer-like."""
-    boxed = _BOXED.findall(text)
-    if boxed:
-        return boxed[-1].strip()
+def extract_answer(text: str, answer_line_only: bool = False) -> str | None:
+    """The model's final answer as a string, or None when there is nothing answer-like.
+
+    Lenient (default): the last \\boxed{}, else the last "Answer: ..." line, else the last number.
+    ``answer_line_only``: only the last "Answer: ..." line counts (the arithmetic testbed's rule,
+    RL_TOKEN_CREDIT.md §1.12) -- a completion that merely echoes "0-3" is not read as the answer -3.
+    """
+    if not answer_line_only:
+        boxed = _BOXED.findall(text)
+        if boxed:
+            return boxed[-1].strip()
     answers = _ANSWER.findall(text)
     if answers:
         candidate = answers[-1].strip().rstrip(".").strip().strip("$").strip()
@@ -44,6 +50,8 @@ def extract_answer(text: str) -> str | None:
             return candidate
         numbers = _NUMBER.findall(candidate)
         return numbers[0].replace(",", "") if numbers else candidate
+    if answer_line_only:
+        return None
     numbers = _NUMBER.findall(text)
     return numbers[-1].replace(",", "") if numbers else None
 
@@ -63,12 +71,15 @@ def answers_match(predicted: str | None, gold) -> bool:
 class AnswerReward:
     """1.0 for a correct final answer, else 0.0 (plus ``format_bonus`` when an "Answer:" line is present).
 
+    ``answer_line_only``: read the answer from the last "Answer:" line only (see ``extract_answer``).
     Usable as a TRL reward function: ``reward(completions=[...], answer=[...])``.
     """
 
-    def __init__(self, timeout_s: float = 5.0, format_bonus: float = 0.0, name: str = "answer_reward"):
+    def __init__(self, timeout_s: float = 5.0, format_bonus: float = 0.0, name: str = "answer_reward",
+                 answer_line_only: bool = False):
         self.timeout_s = timeout_s
         self.format_bonus = format_bonus
+        self.answer_line_only = answer_line_only
         self.__name__ = name
         self.errors = 0
         self.timeouts = 0
@@ -78,7 +89,7 @@ class AnswerReward:
 
     def score(self, completion, gold) -> float:
         text = completion_text(completion)
-        correct = answers_match(extract_answer(text), gold)
+        correct = answers_match(extract_answer(text, self.answer_line_only), gold)
         bonus = self.format_bonus if _ANSWER.search(text) else 0.0
         return float(correct) + bonus
 
