@@ -86,6 +86,28 @@ def test_zero_advantage_groups_are_skipped_without_changing_the_full_gradient():
     assert torch.allclose(sum(kept["full"].values()), sum(every["full"].values()), rtol=1e-6, atol=1e-12)
 
 
+def test_per_group_forward_gives_the_same_gradients_as_one_shared_forward():
+    """The trainer's diagnosis forwards one prompt group at a time (each backward then runs through that
+    group's rows only); a row's loss depends on its own sequence alone, so the gradients are unchanged."""
+    model, _ = tiny()
+    model.train()
+    ids, mask = padded_batch([10, 8, 10, 6, 9, 10], 10, side="right")
+    advantages = torch.tensor([1.0, -0.5, 0.3, -1.0, 0.7, 0.2])
+    groups = torch.arange(6) // 2
+    params = [p for _, p in trainable_parameters(model)]
+    loss, valid = per_token_loss(model, ids, mask, advantages)
+    z = float(valid.sum())
+    anchors = valid & (torch.arange(valid.shape[1]) < 3)
+    shared = group_subset_gradients(loss, z, {"full": valid.float(), "anchors": anchors.float()}, groups, params)
+    for group in range(3):
+        rows = (groups == group).nonzero().squeeze(-1)
+        loss_g, valid_g = per_token_loss(model, ids[rows], mask[rows], advantages[rows])
+        alone = group_subset_gradients(loss_g, z, {"full": valid_g.float(), "anchors": anchors[rows].float()},
+                                       groups[rows], params, only=[group])
+        for name in ("full", "anchors"):
+            assert torch.allclose(alone[name][group], shared[name][group], rtol=1e-4, atol=1e-8), (group, name)
+
+
 def test_count_sketch_is_linear_and_preserves_inner_products_in_expectation():
     g = torch.Generator().manual_seed(1)
     a = [torch.randn(300, 20, generator=g), torch.randn(500, generator=g)]

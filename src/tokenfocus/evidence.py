@@ -7,6 +7,8 @@ one scoring pass then records, for the query row that scores each response token
     M_prompt      attention mass on the prompt (1 - M_prompt is the share on earlier response tokens)
     M_evidence    attention mass on the evidence span: the number tokens of the prompt (testbed T1: the
                   operand digits; GSM8K: the quantities of the question)
+    *_nosink      the same with the first token (the attention sink, here the chat template's first token)
+                  removed from the distribution and the rest renormalized
 
 and ``diagnostics.entropy_dynamics`` reduces them to anchors vs explorers, correct vs incorrect responses
 and the Spearman correlation of Ĥ with each mass. Results: ``RUN_DIR/evidence.json`` (the report shows
@@ -57,10 +59,14 @@ def evidence_analysis(model, tokenizer, problems: list[dict], *, max_new_tokens:
         rollout.completions, [p["answer"] for p in problems])) >= 0.5
     batch = rollout.batch
     entropy_spec = {"name": "attention_entropy", "layers": SIGNAL_LAYERS}
-    signals = compute_signals(model, batch, [entropy_spec, {"name": "attention_mass", "layers": SIGNAL_LAYERS}])
+    signals = compute_signals(model, batch, [
+        entropy_spec, {"name": "attention_mass", "layers": SIGNAL_LAYERS, "label": "prompt_mass"},
+        {"name": "attention_mass", "layers": SIGNAL_LAYERS, "sink": "exclude", "label": "prompt_mass_nosink"}])
     marks = number_token_marks(batch, tokenizer)
-    evidence = compute_signals(model, batch, [{"name": "attention_mass", "layers": SIGNAL_LAYERS, "keys": "marked",
-                                               "label": "evidence_mass"}], key_marks=marks)["evidence_mass"]
+    signals.update(compute_signals(model, batch, [
+        {"name": "attention_mass", "layers": SIGNAL_LAYERS, "keys": "marked", "label": "evidence_mass"},
+        {"name": "attention_mass", "layers": SIGNAL_LAYERS, "keys": "marked", "sink": "exclude",
+         "label": "evidence_mass_nosink"}], key_marks=marks))
     mask = batch.response_mask
     inputs = PolicyInputs(mask, {"attention_entropy": signals["attention_entropy"]}, step=seed)
     anchors = apply_policy({"name": "quantile", "signal": "attention_entropy", "ratio": ratio, "side": "low"},
@@ -71,7 +77,8 @@ def evidence_analysis(model, tokenizer, problems: list[dict], *, max_new_tokens:
     out = {"n": len(problems), "accuracy": float(correct.float().mean()),
            "evidence_tokens_per_prompt": float(marks.sum(-1).float().mean()),
            "response_tokens": int(mask.sum())}
-    for name, mass in (("prompt_mass", signals["attention_mass"]), ("evidence_mass", evidence)):
+    for name in ("prompt_mass", "prompt_mass_nosink", "evidence_mass", "evidence_mass_nosink"):
+        mass = signals[name]
         numbers = entropy_dynamics(entropy, mask, anchors, explorers, correct=correct, mass=mass, mass_name=name)
         out.update({k.removeprefix("diag/"): v for k, v in numbers.items()})
     return out

@@ -274,24 +274,30 @@ class TokenFocusGRPOTrainer(GRPOTrainer):
         params = [p for _, p in trainable_parameters(unwrapped, diag["exclude_embeddings"])]
         input_ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
         attention_mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
-        with torch.enable_grad():
-            logps, _, _ = self._get_per_token_logps_and_entropies(unwrapped, input_ids, attention_mask,
-                                                                  out["completion_ids"].size(1))
-            old = out.get("old_per_token_logps")
-            terms = clipped_surrogate(logps, logps.detach() if old is None else old, out["advantages"], mask,
-                                      epsilon_low=self.tf_loss.epsilon_low,
-                                      epsilon_high=self.tf_loss.epsilon_high).per_token
-            projector = CountSketch(diag["project_dim"], diag["seed"]) if diag["project_dim"] else None
-            device = terms.device
-            # g_middle = g_full - g_anchors - g_explorers exactly (one normalizer): one backward saved per group.
-            # Groups whose advantages are all zero contribute exactly zero gradient: only the others are run.
-            keep = torch.isin(groups, torch.tensor(informative, dtype=groups.dtype))[:, None]
-            subsets = {k: v & keep for k, v in subsets.items()}
-            computed = {k: v.to(device).float() for k, v in subsets.items() if k != "middle"}
-            grads = group_subset_gradients(terms, float(mask.sum().clamp(min=1)), computed, groups.to(device),
-                                           params, projector, only=informative)
-            grads["middle"] = {g: grads["full"][g] - grads["anchors"][g] - grads["explorers"][g]
-                               for g in grads["full"]}
+        # Groups whose advantages are all zero contribute exactly zero gradient: only the others are run.
+        keep = torch.isin(groups, torch.tensor(informative, dtype=groups.dtype))[:, None]
+        subsets = {k: v & keep for k, v in subsets.items()}
+        projector = CountSketch(diag["project_dim"], diag["seed"]) if diag["project_dim"] else None
+        normalizer = float(mask.sum().clamp(min=1))
+        old = out.get("old_per_token_logps")
+        grads: dict[str, dict[int, torch.Tensor]] = {k: {} for k in subsets if k != "middle"}
+        for group in informative:
+            # One forward per prompt group, so each (group, subset) backward runs through that group's rows
+            # only (a row's loss depends on its own sequence alone: same gradients, ~B/G times less work).
+            rows = (groups == group).nonzero().squeeze(-1).to(input_ids.device)
+            with torch.enable_grad():
+                logps, _, _ = self._get_per_token_logps_and_entropies(unwrapped, input_ids[rows], attention_mask[rows],
+                                                                      out["completion_ids"].size(1))
+                terms = clipped_surrogate(logps, logps.detach() if old is None else old[rows], out["advantages"][rows],
+                                          mask[rows], epsilon_low=self.tf_loss.epsilon_low,
+                                          epsilon_high=self.tf_loss.epsilon_high).per_token
+                computed = {k: v[rows.cpu()].to(terms.device).float() for k, v in subsets.items() if k != "middle"}
+                part = group_subset_gradients(terms, normalizer, computed, groups[rows.cpu()].to(terms.device), params,
+                                              projector, only=[group])
+            for name, per_group in part.items():
+                grads[name].update(per_group)
+        # g_middle = g_full - g_anchors - g_explorers exactly (one normalizer): one backward saved per group.
+        grads["middle"] = {g: grads["full"][g] - grads["anchors"][g] - grads["explorers"][g] for g in grads["full"]}
         unwrapped.zero_grad(set_to_none=True)
         counts = {k: int(v.sum()) for k, v in subsets.items()}
         for result in geometry(grads, counts, bootstrap=diag["bootstrap"], seed=diag["seed"]):

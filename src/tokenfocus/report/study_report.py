@@ -260,6 +260,8 @@ def _entropy_curve(runs):
 
 EVIDENCE_COLUMNS = (
     ("prompt mass: anchors", "prompt_mass/anchors"), ("prompt mass: explorers", "prompt_mass/explorers"),
+    ("prompt mass w/o sink: anchors", "prompt_mass_nosink/anchors"),
+    ("prompt mass w/o sink: explorers", "prompt_mass_nosink/explorers"),
     ("prompt mass: correct", "prompt_mass/correct"), ("prompt mass: incorrect", "prompt_mass/incorrect"),
     ("number-token mass: anchors", "evidence_mass/anchors"), ("number-token mass: explorers", "evidence_mass/explorers"),
     ("ρ(Ĥ, prompt mass)", "corr/attention_vs_prompt_mass"), ("ρ(Ĥ, number-token mass)", "corr/attention_vs_evidence_mass"),
