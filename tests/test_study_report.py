@@ -123,6 +123,23 @@ def test_verdicts_follow_the_logged_numbers(study_dir):
         assert verdict in ("reproduced", "not reproduced", "inconclusive") and evidence
 
 
+def test_random20_verdict_needs_full_training_to_beat_the_starting_model():
+    """random20 ≈ full is only evidence when full-token training gained something over the starting model."""
+    def run(arm, seed, accuracy):
+        return {"arm": arm, "seed": seed, "metrics": {1: {}}, "evals": {"test": {"pass@1": accuracy}}}
+
+    runs = [run("full", 0, 0.40), run("full", 1, 0.42), run("random20", 0, 0.39), run("random20", 1, 0.41)]
+    assert verdicts(runs)["random20_matches_full"][0] == "reproduced"
+    degraded = runs + [run("initial", 0, 0.50), run("initial", 1, 0.48)]
+    verdict, evidence = verdicts(degraded)["random20_matches_full"]
+    assert verdict == "inconclusive" and "did not improve on the starting model" in evidence
+    improved = runs + [run("initial", 0, 0.20), run("initial", 1, 0.22)]
+    assert verdicts(improved)["random20_matches_full"][0] == "reproduced"
+    lost = [run("full", 0, 0.40), run("full", 1, 0.42), run("random20", 0, 0.21), run("random20", 1, 0.23),
+            run("initial", 0, 0.20), run("initial", 1, 0.22)]
+    assert verdicts(lost)["random20_matches_full"][0] == "not reproduced"
+
+
 def test_report_in_a_headless_browser(study_dir, tmp_path):
     assert CHROMIUM, "Debian's chromium is needed for the report test: apt-get install -y chromium (make test does)"
     root, _ = study_dir

@@ -98,6 +98,12 @@ def verdicts(runs: list[dict]) -> dict[str, tuple[str, str]]:
             out["random20_matches_full"] = ("inconclusive", f"full-token accuracy is at the floor ({f:.3f})")
         elif min(len(arms["full"]), len(arms["random20"])) < 2:
             out["random20_matches_full"] = ("inconclusive", f"one seed only: full {f:.3f}, random20 {r:.3f}")
+        elif "initial" in arms and f <= acc("initial", split)[0] + max(0.03, 2 * fs):
+            # "preserves most of full-token training" needs full-token training to have gained something
+            start = acc("initial", split)[0]
+            out["random20_matches_full"] = (
+                "inconclusive", f"full-token training did not improve on the starting model ({split} pass@1 initial "
+                                f"{start:.3f}, full {f:.3f}±{fs:.3f}, random20 {r:.3f}±{rs:.3f})")
         else:
             verdict = "reproduced" if r >= f - tolerance else "not reproduced"
             out["random20_matches_full"] = (verdict, f"{split} pass@1 full {f:.3f}±{fs:.3f}, random20 {r:.3f}±{rs:.3f}")
