@@ -64,6 +64,11 @@ def test_evidence_gathering_numbers_for_every_model(study_dir):
         expected_model = str(root / "out" / "warmup" / "final") if run["arm"] == "initial" else str(
             root / "out" / run["dir"] / "final")
         assert result["model"] == expected_model
+    from tokenfocus.evidence import run_evidence
+
+    messages = []
+    assert run_evidence(root / "out", n=4, max_new_tokens=6, log=messages.append) == []  # all there: skipped
+    assert len(messages) == len(index["runs"]) and all("skipped" in m for m in messages)
     with pytest.raises(ValueError, match="neither a study directory"):
         from tokenfocus.evidence import run_evidence
 

@@ -138,12 +138,13 @@ def evidence(
     directory: Path = typer.Argument(..., help="A study directory or a finished run directory."),
     n: int = typer.Option(64, min=4, help="Held-out problems answered per model."),
     max_new_tokens: int = typer.Option(24, min=1),
+    force: bool = typer.Option(False, "--force", help="Recompute runs that already have evidence.json."),
 ):
     """Evidence gathering (attention mass on the prompt and its numbers) for every trained model -> evidence.json."""
     from .evidence import run_evidence
 
     try:
-        written = run_evidence(directory, n=n, max_new_tokens=max_new_tokens)
+        written = run_evidence(directory, n=n, max_new_tokens=max_new_tokens, force=force)
     except (ValueError, FileNotFoundError) as error:
         _fail(str(error))
     typer.secho(f"wrote {len(written)} evidence.json file(s); run `tokenfocus report {directory}` to show them",

@@ -84,8 +84,11 @@ def evidence_analysis(model, tokenizer, problems: list[dict], *, max_new_tokens:
     return out
 
 
-def run_evidence(root: Path, n: int = 64, max_new_tokens: int = 24, log=print) -> list[Path]:
-    """Write evidence.json into every finished run of a study directory (or into one run directory)."""
+def run_evidence(root: Path, n: int = 64, max_new_tokens: int = 24, force: bool = False, log=print) -> list[Path]:
+    """Write evidence.json into every finished run of a study directory (or into one run directory).
+
+    Runs that already have one are skipped unless ``force`` (so it can follow a study that is still running).
+    """
     from .evaluate import EvalConfig, eval_problems
     from .models import load_model
 
@@ -117,6 +120,9 @@ def run_evidence(root: Path, n: int = 64, max_new_tokens: int = 24, log=print) -
                          "config.yaml); train or run the study first")
     written = []
     for run_dir, model_path, seed in targets:
+        if (run_dir / "evidence.json").is_file() and not force:
+            log(f"[{run_dir.name}] evidence.json exists, skipped (--force recomputes)")
+            continue
         started = time.time()
         model, tokenizer = load_model(model_path)
         problems = eval_problems(EvalConfig(model=model_path, task=task["name"], split="test", n=n, seed=seed,
