@@ -41,7 +41,7 @@ SIGNAL_SOURCES = ("rollout", "current")
 # (RL_TOKEN_CREDIT.md §1.7-1.8): subsets of `ratio` by attention entropy of `layers`, gradients count-sketched
 # to `project_dim` (None: exact), `bootstrap` resamples of prompt groups.
 DIAGNOSTIC_DEFAULTS = {"every": 10, "start": 0, "ratio": 0.2, "layers": "middle", "project_dim": 4096, "bootstrap": 8,
-                       "exclude_embeddings": True, "seed": 0}
+                       "exclude_embeddings": True, "seed": 0, "min_groups": 2}
 SIGNAL_PASSES = ("auto", "separate", "fused")
 
 
@@ -197,10 +197,10 @@ class TokenFocusGRPOTrainer(GRPOTrainer):
                 and step != self.tf_last_diag_step):
             self.tf_last_diag_step = self.state.global_step
             self.tf_diag_pending = True
-        # A batch where fewer than two prompt groups have unequal rewards has (almost) no gradient to split:
-        # the diagnosis waits for the next batch that has them.
+        # A batch where fewer than `min_groups` (default 2: split-half volatility needs two) prompt groups have
+        # unequal rewards has (almost) no gradient to split: the diagnosis waits for the next batch that has them.
         if self.tf_diag_pending and self.model.training and self.accelerator.is_main_process:
-            if len(informative_groups(out["advantages"], out["tf_group"])) >= 2:
+            if len(informative_groups(out["advantages"], out["tf_group"])) >= max(1, diag["min_groups"]):
                 self.tf_diag_pending = False
                 self._log(self._diagnose(out))
         if self.tf_in_loss:

@@ -250,7 +250,10 @@ def _pooled_curves(runs, keys: dict[str, str], ylabel: str):
                 ax.plot(steps, means, label=label, marker="o")
         ax.set_xlabel("optimizer step (all diagnosed runs pooled)")
         ax.set_ylabel(ylabel)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[1]:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no diagnosed batch logged this", ha="center", transform=ax.transAxes)
     return draw
 
 
