@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .io import write_json
@@ -35,7 +35,6 @@ class WarmupConfig:
     batch_size: int = 16
     seed: int | None = None  # problems' seed; None = task seed + 1000
     tiers: list | None = None  # arithmetic tiers; None = the task's
-    extra: dict = field(default_factory=dict)
 
     def problems(self) -> list[str]:
         problems = []
@@ -92,7 +91,7 @@ def run_warmup(model_spec: str, task: dict, config: WarmupConfig, out_dir: Path,
         per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
         lr_scheduler_type="constant", logging_steps=1, save_strategy="no", report_to="none",
         seed=config.seed if config.seed is not None else task.get("seed", 0), bf16=False,
-        gradient_checkpointing=False, max_length=512, disable_tqdm=True, **config.extra,
+        gradient_checkpointing=False, max_length=512, disable_tqdm=True,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                          callbacks=[MetricsFile(out_dir / "metrics.jsonl")])

@@ -75,6 +75,16 @@ def align_to_tokens(rows: torch.Tensor, query_position: str) -> torch.Tensor:
     return out
 
 
+def rows_to_tokens(capture: ForwardCapture, per_layer: list[torch.Tensor], head_reduce: str,
+                   query_position: str) -> torch.Tensor:
+    """Per-layer (B, H, T) row values -> (B, T) token values: reduce heads, mean over layers, move each row's
+    value to the token it scores, zero off the response mask."""
+    rows = torch.stack([reduce_heads(values, head_reduce) for values in per_layer]).mean(0)
+    values = align_to_tokens(rows, query_position)
+    mask = capture.batch.response_mask
+    return torch.where(mask, values, torch.zeros_like(values)).float()
+
+
 @register_signal("attention_entropy", requires=("attention",), cost="forward+attention")
 def attention_entropy(
     capture: ForwardCapture,
@@ -95,8 +105,5 @@ def attention_entropy(
     missing = [layer for layer in chosen if layer not in capture.attention]
     if missing:
         raise ValueError(f"attention_entropy: layers {missing} were not recorded in this forward pass")
-    per_layer = [reduce_heads(normalized_entropy(capture.attention[l], normalize, sink), head_reduce) for l in chosen]
-    rows = torch.stack(per_layer).mean(0)
-    values = align_to_tokens(rows, query_position)
-    mask = capture.batch.response_mask
-    return torch.where(mask, values, torch.zeros_like(values)).float()
+    per_layer = [normalized_entropy(capture.attention[layer], normalize, sink) for layer in chosen]
+    return rows_to_tokens(capture, per_layer, head_reduce, query_position)

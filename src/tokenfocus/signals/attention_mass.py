@@ -19,7 +19,7 @@ import torch
 
 from ..capture.entropy_attention import resolve_layers
 from ..types import ForwardCapture
-from .attention_entropy import HEAD_REDUCTIONS, QUERY_POSITIONS, SINK_MODES, _check, align_to_tokens, reduce_heads
+from .attention_entropy import HEAD_REDUCTIONS, QUERY_POSITIONS, SINK_MODES, _check, rows_to_tokens
 from .registry import register_signal
 
 KEY_SETS = ("prompt", "marked")
@@ -59,7 +59,5 @@ def attention_mass(
             rest = 1.0 - p
             mass = torch.where(rest < _SINK_GUARD, torch.zeros_like(mass),
                                ((mass - p * first_marked) / rest.clamp_min(_SINK_GUARD)).clamp(0.0, 1.0))
-        per_layer.append(reduce_heads(mass, head_reduce))
-    values = align_to_tokens(torch.stack(per_layer).mean(0), query_position)
-    mask = capture.batch.response_mask
-    return torch.where(mask, values, torch.zeros_like(values)).float()
+        per_layer.append(mass)
+    return rows_to_tokens(capture, per_layer, head_reduce, query_position)
