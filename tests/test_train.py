@@ -186,6 +186,14 @@ def test_prompt_attention_mass_as_a_training_signal_fused_equals_separate(tmp_pa
             assert fused[step][key] == pytest.approx(separate[step][key], rel=1e-4, abs=1e-6), (step, key)
 
 
+def test_marked_attention_mass_is_refused_in_training(tmp_path):
+    method = {"signals": [{"name": "attention_mass", "keys": "marked"}],
+              "policy": {"name": "quantile", "signal": "attention_mass", "ratio": 0.2, "side": "high"},
+              "loss": {"preset": "dapo"}}
+    with pytest.raises(ValueError, match="keys='prompt' only"):
+        _run(tmp_path, "marked", method=method)
+
+
 def test_full_policy_matches_plain_trl_dapo_with_gradient_accumulation(tmp_path):
     """Uniform weights + the dapo preset reproduce TRL's own training (loss and gradient norm per step),
     including the num_items_in_batch rescaling under gradient accumulation (2 micro-batches per step)."""

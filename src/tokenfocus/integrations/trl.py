@@ -78,6 +78,11 @@ class TokenFocusGRPOTrainer(GRPOTrainer):
             raise ValueError(f"signal_pass={signal_pass!r} is not one of {SIGNAL_PASSES}")
         super().__init__(*args, **kwargs)
         self.tf_signals = parse_signal_specs(signals) if signals else []
+        marked = [spec.label for spec in self.tf_signals if "key_mass" in spec.entry.requires
+                  and {**spec.entry.options(), **spec.options}.get("keys") != "prompt"]
+        if marked:  # the trainer can mark the prompt, not caller-given spans: refuse rather than mark the wrong keys
+            raise ValueError(f"signals {marked}: in training, attention_mass supports keys='prompt' only; "
+                             "keys='marked' needs key_marks, which only compute_signals(..., key_marks=...) takes")
         self.tf_policy = policy or {"name": "full"}
         self.tf_loss = loss or LossConfig()
         self.tf_signal_source = signal_source
