@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from attention_entropy import RESULTS, _forward  # noqa: E402
 
 from tokenfocus.capture import record_attention_entropy  # noqa: E402
-from tokenfocus.capture.entropy_attention import entropy_chunked, entropy_lse  # noqa: E402
+from tokenfocus.capture import entropy_chunked, entropy_lse  # noqa: E402
 from tokenfocus.models import load_model  # noqa: E402
 
 VARIANTS = ("plain", "lse", "lse_model", "eager")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from tokenfocus.losses import compute_loss, get_preset
+from tokenfocus.losses import compute_loss, loss_preset
 from tokenfocus.policies import apply_policy
 from tokenfocus.types import PolicyInputs
 
@@ -89,8 +89,8 @@ def main() -> None:
     args = parser.parse_args()
     inputs, logprobs, old = batch()
     mask = inputs.mask
-    grpo = get_preset("grpo").loss
-    dapo = get_preset("dapo").loss
+    grpo = loss_preset("grpo")
+    dapo = loss_preset("dapo")
     plain = timed(lambda: compute_loss(grpo, logprobs, old, inputs.advantages, mask), args.repeats)
     rows = {}
     for label, spec in POLICY_SPECS.items():

@@ -40,8 +40,8 @@ def main() -> None:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
+    from tokenfocus.config import method_preset
     from tokenfocus.integrations.trl import TokenFocusGRPOTrainer
-    from tokenfocus.losses import get_preset
     from tokenfocus.models import load_model
     from tokenfocus.tasks import AnswerReward, generate_problems
 
@@ -54,16 +54,16 @@ def main() -> None:
                   num_generations=args.generations, max_completion_length=args.completion, learning_rate=1e-6,
                   use_cpu=True, bf16=False, gradient_checkpointing=False, report_to=[], max_steps=100,
                   temperature=1.0, beta=0.0, epsilon=0.2, epsilon_high=0.28, loss_type="dapo", disable_tqdm=True)
+    def method(name, **extra):  # the trainer arguments of a method preset
+        preset = method_preset(name)
+        return dict(signals=preset.signals, policy=preset.policy, loss=preset.loss, **extra)
+
     variants = {
         "plain": (GRPOTrainer, {}),
-        "random20": (TokenFocusGRPOTrainer, dict(policy=get_preset("random20").policy, loss=get_preset("random20").loss)),
-        "pred_top20": (TokenFocusGRPOTrainer, dict(signals=["predictive_entropy"], policy=get_preset("8020").policy,
-                                                   loss=get_preset("8020").loss, signal_source="current")),
-        "low2high": (TokenFocusGRPOTrainer, dict(signals=["attention_entropy"], policy=get_preset("low2high").policy,
-                                                 loss=get_preset("low2high").loss)),
-        "low2high_separate": (TokenFocusGRPOTrainer, dict(signals=["attention_entropy"],
-                                                          policy=get_preset("low2high").policy,
-                                                          loss=get_preset("low2high").loss, signal_pass="separate")),
+        "random20": (TokenFocusGRPOTrainer, method("random20")),
+        "pred_top20": (TokenFocusGRPOTrainer, method("8020", signal_source="current")),
+        "low2high": (TokenFocusGRPOTrainer, method("low2high")),
+        "low2high_separate": (TokenFocusGRPOTrainer, method("low2high", signal_pass="separate")),
     }
     trainers = {}
     for name, (cls, extra) in variants.items():

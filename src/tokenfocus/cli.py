@@ -55,17 +55,17 @@ def analyze(
     out: Path = typer.Option(Path("runs/analyze"), help="Run directory to write."),
 ):
     """Generate responses, compute per-token signals, save them and write an HTML page."""
-    from .analyze import DEFAULT_SIGNALS, AnalyzeConfig, load_prompt_file, run_analyze
     from .models import ModelSpecError
+    from .recipes.analyze import DEFAULT_SIGNALS, AnalyzeConfig, load_prompt_file, run_analyze
     from .rollout import PromptError
-    from .tasks import generate_problems
+    from .tasks import build_task
 
     try:
         prompts = list(prompt)
         if prompts_file is not None:
             prompts += load_prompt_file(prompts_file)
         if arithmetic:
-            prompts += [p.prompt for p in generate_problems(arithmetic, split="train", seed=seed)]
+            prompts += [e.prompt for e in build_task({"name": "arithmetic", "seed": seed}).train_examples(arithmetic)]
         config = AnalyzeConfig(
             model=model, prompts=prompts,
             signals=[_parse_signal_option(s) for s in signal] or list(DEFAULT_SIGNALS),
@@ -82,15 +82,14 @@ def analyze(
 
 @app.command()
 def train(
-    config: Path = typer.Argument(..., help="Train config YAML (see tokenfocus.train_config)."),
+    config: Path = typer.Argument(..., help="Train config YAML (see tokenfocus.config.train)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in run.dir."),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Override run.dir."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Override trl.max_steps."),
 ):
     """GRPO training with token signals and a token policy (TRL 1.16), in a resumable run directory."""
-    from .methods import ConfigError
-    from .train import run_train
-    from .train_config import load_train_config
+    from .config import ConfigError, load_train_config
+    from .recipes.train import run_train
 
     overrides = {}
     if run_dir is not None:
@@ -106,11 +105,11 @@ def train(
 
 
 @app.command()
-def study(config: Path = typer.Argument(..., help="Study config YAML (see tokenfocus.study).")):
+def study(config: Path = typer.Argument(..., help="Study config YAML (see tokenfocus.config.study).")):
     """Run every arm x seed of a study (resumable), evaluate them, and render the report."""
-    from .methods import ConfigError
+    from .config import ConfigError, load_study_config
+    from .recipes.study import run_study
     from .report.study_report import render_report
-    from .study import load_study_config, run_study
 
     try:
         cfg = load_study_config(config)
@@ -141,7 +140,7 @@ def evidence(
     force: bool = typer.Option(False, "--force", help="Recompute runs that already have evidence.json."),
 ):
     """Evidence gathering (attention mass on the prompt and its numbers) for every trained model -> evidence.json."""
-    from .evidence import run_evidence
+    from .recipes.evidence import run_evidence
 
     try:
         written = run_evidence(directory, n=n, max_new_tokens=max_new_tokens, force=force)
@@ -155,25 +154,28 @@ def evidence(
 def eval_command(
     model: str = typer.Option(..., help="Model spec or a checkpoint / final directory of a run."),
     run_dir: Path = typer.Option(..., "--run-dir", help="Run directory to write eval/ results and a metrics line to."),
-    task: str = typer.Option("arithmetic", help="arithmetic or gsm8k."),
+    task: str = typer.Option("arithmetic", help="A registered task (tokenfocus tasks lists them)."),
     split: str = typer.Option("test", help="train, test or hard-test (arithmetic)."),
     n: int = typer.Option(64, min=1, help="Number of problems."),
     k: int = typer.Option(4, min=0, help="Samples per problem for mean@k (0: greedy only)."),
     temperature: float = typer.Option(1.0, min=0.0),
     max_new_tokens: int = typer.Option(48, min=1),
     seed: int = typer.Option(0),
-    path: Optional[str] = typer.Option(None, help="GSM8K source: a .jsonl path or openai/gsm8k."),
+    path: Optional[str] = typer.Option(None, help="The task's data source, for tasks that read one (gsm8k: a .jsonl "
+                                                  "path or openai/gsm8k)."),
     answer_line_only: bool = typer.Option(False, "--answer-line-only",
                                           help='Count only the last "Answer: N" line (the strict training reward).'),
 ):
     """pass@1 (greedy) and mean@k (sampled) accuracy of a model or checkpoint on a split."""
-    from .evaluate import EvalConfig, run_eval
     from .models import ModelSpecError
-    from .tasks import DatasetError
+    from .recipes.evaluate import EvalConfig, run_eval
+    from .tasks import DatasetError, build_task
 
-    config = EvalConfig(model=model, task=task, split=split, n=n, k=k, temperature=temperature,
-                        max_new_tokens=max_new_tokens, seed=seed, path=path, answer_line_only=answer_line_only)
+    spec = {"name": task, **({"path": path} if path is not None else {})}
+    config = EvalConfig(model=model, task=spec, split=split, n=n, k=k, temperature=temperature,
+                        max_new_tokens=max_new_tokens, seed=seed, answer_line_only=answer_line_only)
     try:
+        build_task(spec).eval_examples(split, 1)  # a bad task, path or split fails before the model loads
         result = run_eval(config, run_dir, progress=sys.stderr.isatty())
     except (ModelSpecError, DatasetError, ValueError) as error:
         _fail(str(error))

@@ -13,6 +13,10 @@ from typing import Any
 
 import torch
 
+# Run-directory files that more than one part reads or writes.
+METRICS_FILE = "metrics.jsonl"
+POLICY_WEIGHTS_FILE = "policy_weights.jsonl"  # one policy-weight histogram per generation batch (trainers -> report)
+
 _VERSIONED = ("tokenfocus", "torch", "transformers", "trl", "accelerate", "gguf", "safetensors", "numpy")
 
 

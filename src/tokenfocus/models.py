@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -252,20 +251,3 @@ def build_tiny_llama(**options):
         model = LlamaForCausalLM(config)
     return model, tokenizer
 
-
-def describe(model) -> dict:
-    """A small JSON-able description of a loaded model, for manifests."""
-    config = model.config
-    return json.loads(
-        json.dumps(
-            {
-                "model_type": config.model_type,
-                "num_layers": config.num_hidden_layers,
-                "num_heads": config.num_attention_heads,
-                "num_kv_heads": getattr(config, "num_key_value_heads", config.num_attention_heads),
-                "hidden_size": config.hidden_size,
-                "vocab_size": config.vocab_size,
-                "parameters": sum(p.numel() for p in model.parameters()),
-            }
-        )
-    )

@@ -8,8 +8,11 @@ unknown names and unknown options fail, naming the valid choices.
 from __future__ import annotations
 
 import inspect
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, TypeVar
+
+from .options import check_choice
 
 T = TypeVar("T")
 
@@ -19,6 +22,17 @@ def function_options(fn: Callable, skip: int = 1) -> dict[str, Any]:
     ``skip`` positional inputs."""
     params = list(inspect.signature(fn).parameters.values())[skip:]
     return {p.name: p.default for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def literal_options(fn: Callable | None) -> dict[str, Any]:
+    """Options of ``fn`` annotated with a ``Literal`` type -> that type (checked when a spec is parsed)."""
+    if fn is None:
+        return {}
+    try:
+        hints = typing.get_type_hints(fn)
+    except (NameError, TypeError):  # an annotation that cannot be resolved: nothing to check early
+        return {}
+    return {k: v for k, v in hints.items() if typing.get_origin(v) is typing.Literal}
 
 
 @dataclass(frozen=True)
@@ -79,4 +93,7 @@ class Registry(Generic[T]):
             if missing:
                 problems.append(f"missing required option(s) {missing}")
             raise ValueError(f"{self.kind} {name!r}: {' and '.join(problems)}. Valid options: {described}")
+        for key, kind in literal_options(getattr(self.entries[name], "fn", None)).items():
+            if key in options:
+                check_choice(key, options[key], kind, owner=f"{self.kind} {name!r}")
         return Spec(name, str(label), self.entries[name], options)

@@ -17,6 +17,7 @@ completion tensors of shape (B, C) used by trainers are the last C columns of th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import torch
 
@@ -105,7 +106,20 @@ def prompt_keys(batch: TokenBatch) -> torch.Tensor:
     return batch.attention_mask & before_response
 
 
-SCOPES = ("sequence", "group", "batch", "global")
+def relative_position(mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) float64 relative position r = c / L of each token of ``mask`` in its row, 0 elsewhere.
+
+    c is the 0-based index among the row's True positions and L their count, so r is in [0, 1): the first
+    token has r = 0 and r < 1 always (RL_TOKEN_CREDIT.md §1.5, C1). The one definition used by the
+    ``position`` signal, the position controls and the diagnostics.
+    """
+    index = (mask.long().cumsum(-1) - 1).double()
+    length = mask.sum(-1, keepdim=True).clamp(min=1).double()
+    return torch.where(mask, index / length, torch.zeros_like(index))
+
+
+Scope = Literal["sequence", "group", "batch", "global"]
+SCOPES = get_args(Scope)
 
 
 @dataclass

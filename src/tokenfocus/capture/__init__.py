@@ -1,13 +1,19 @@
-"""Capture: scoped hooks on the real HF module tree, and the attention-entropy recorder."""
+"""Capture: scoped hooks on the real HF module tree, the attention-entropy recorder and its math kernels."""
 
-from .entropy_attention import AttentionEntropyRecorder, record_attention_entropy, resolve_layers
 from .hooks import Capture, capture, find_decoder_layers, resolve_point
+from .kernels import entropy_chunked, entropy_lse, key_mass
+from .recorder import AttentionEntropyRecorder, Backend, Precision, record_attention_entropy, resolve_layers
 
 __all__ = [
     "AttentionEntropyRecorder",
+    "Backend",
     "Capture",
     "capture",
+    "entropy_chunked",
+    "entropy_lse",
     "find_decoder_layers",
+    "key_mass",
+    "Precision",
     "record_attention_entropy",
     "resolve_layers",
     "resolve_point",

@@ -75,9 +75,6 @@ class Capture:
     def __getitem__(self, name: str) -> list[torch.Tensor]:
         return self.values[name]
 
-    def cat(self, name: str, dim: int = 0) -> torch.Tensor:
-        return torch.cat(self.values[name], dim=dim)
-
 
 @contextmanager
 def capture(model: nn.Module, points: dict[str, Reducer | None]) -> Iterator[Capture]:

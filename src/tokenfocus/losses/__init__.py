@@ -1,12 +1,13 @@
-"""Per-token objectives, one aggregate, and presets (GRPO, DAPO, Dr. GRPO, 80/20, flagship subsets...)."""
+"""Per-token objectives, one aggregate, the token-mean denominators, and loss presets (GRPO, DAPO, Dr. GRPO...)."""
 
 from .aggregate import NORMALIZERS, NORMS, aggregate
+from .normalization import TokenCounts, token_counts
 from .objective import LossConfig, compute_loss
-from .presets import PRESETS, Preset, get_preset
+from .presets import LOSS_PRESETS, loss_preset
 from .regularizers import entropy_bonus, kl_k3
 from .surrogate import cispo, clipped_surrogate, log_ratio
 
 __all__ = [
-    "NORMALIZERS", "NORMS", "PRESETS", "LossConfig", "Preset", "aggregate", "cispo", "clipped_surrogate",
-    "compute_loss", "entropy_bonus", "get_preset", "kl_k3", "log_ratio",
+    "LOSS_PRESETS", "NORMALIZERS", "NORMS", "LossConfig", "TokenCounts", "aggregate", "cispo", "clipped_surrogate",
+    "compute_loss", "entropy_bonus", "kl_k3", "log_ratio", "loss_preset", "token_counts",
 ]

@@ -14,18 +14,23 @@ accumulation steps), so that summing the per-process losses gives one global tok
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 
-NORMS = ("token_mean", "seq_mean_token_mean", "seq_sum_const", "seq_sum")
-NORMALIZERS = ("all", "selected")
+from ..options import check_choice
+
+Norm = Literal["token_mean", "seq_mean_token_mean", "seq_sum_const", "seq_sum"]
+Normalizer = Literal["all", "selected"]
+NORMS, NORMALIZERS = get_args(Norm), get_args(Normalizer)
 
 
 def aggregate(
     per_token: torch.Tensor,
     weights: torch.Tensor | None,
     mask: torch.Tensor,
-    norm: str = "token_mean",
-    normalizer: str = "all",
+    norm: Norm = "token_mean",
+    normalizer: Normalizer = "all",
     *,
     max_length: int | None = None,
     global_count: float | torch.Tensor | None = None,
@@ -36,10 +41,8 @@ def aggregate(
     weights: (B, T) >= 0, detached (None = 1 on every valid token). mask: (B, T) bool, valid tokens.
     Masked positions never contribute, even when ``per_token`` holds NaN or inf there.
     """
-    if norm not in NORMS:
-        raise ValueError(f"norm={norm!r} is not one of {NORMS}")
-    if normalizer not in NORMALIZERS:
-        raise ValueError(f"normalizer={normalizer!r} is not one of {NORMALIZERS}")
+    check_choice("norm", norm, Norm)
+    check_choice("normalizer", normalizer, Normalizer)
     mask = mask.bool()
     w = mask.to(per_token.dtype) if weights is None else torch.where(mask, weights.to(per_token.dtype), 0.0)
     w = w.detach()

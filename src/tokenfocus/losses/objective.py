@@ -7,41 +7,43 @@ Paper variants that differ only in aggregation or clipping are presets (``preset
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import torch
 
+from ..options import check_choice
 from ..types import LossTerms
-from .aggregate import NORMALIZERS, NORMS, aggregate
+from .aggregate import Norm, Normalizer, aggregate
 from .regularizers import entropy_bonus, kl_k3
-from .surrogate import RATIO_LEVELS, cispo, clipped_surrogate, log_ratio
+from .surrogate import RatioLevel, cispo, clipped_surrogate, log_ratio
 
-OBJECTIVES = ("clipped", "cispo")
+Objective = Literal["clipped", "cispo"]
+TokenCount = Literal["global", "local"]
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    objective: str = "clipped"
+    objective: Objective = "clipped"
     epsilon_low: float = 0.2
     epsilon_high: float = 0.28
-    ratio_level: str = "token"
+    ratio_level: RatioLevel = "token"
     dual_clip: float | None = None
     delta: float | None = None
-    norm: str = "token_mean"
-    normalizer: str = "all"
-    token_count: str = "global"  # token_mean over the generation batch on all ranks (DAPO) or this micro-batch (BNPO)
+    norm: Norm = "token_mean"
+    normalizer: Normalizer = "all"
+    token_count: TokenCount = "global"  # token_mean over the generation batch on all ranks (DAPO) or this micro-batch (BNPO)
     beta: float = 0.0  # k3 KL coefficient (0: no reference model, as in DAPO)
     kl_ratio_correction: bool = True  # multiply the KL by the importance ratio (TRL use_bias_correction_kl)
     entropy_coef: float = 0.0
 
     def __post_init__(self) -> None:
         problems = []
-        for name, value, choices in (
-            ("objective", self.objective, OBJECTIVES), ("ratio_level", self.ratio_level, RATIO_LEVELS),
-            ("norm", self.norm, NORMS), ("normalizer", self.normalizer, NORMALIZERS),
-            ("token_count", self.token_count, ("global", "local")),
-        ):
-            if value not in choices:
-                problems.append(f"{name}={value!r} is not one of {choices}")
+        for name, kind in (("objective", Objective), ("ratio_level", RatioLevel), ("norm", Norm),
+                           ("normalizer", Normalizer), ("token_count", TokenCount)):
+            try:
+                check_choice(name, getattr(self, name), kind)
+            except ValueError as error:
+                problems.append(str(error))
         if not (0 <= self.epsilon_low < 1 and self.epsilon_high >= 0):
             problems.append(f"need 0 <= epsilon_low < 1 and epsilon_high >= 0, got {self.epsilon_low}, {self.epsilon_high}")
         if self.beta < 0 or self.entropy_coef < 0:

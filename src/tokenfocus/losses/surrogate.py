@@ -13,20 +13,22 @@ cispo (MiniMax-M1): l = -clip(r, max=eps_high).detach() * A * logp
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
+from ..options import check_choice
 from ..types import LossTerms
 
-RATIO_LEVELS = ("token", "sequence")
+RatioLevel = Literal["token", "sequence"]
 
 
 def _advantages(advantages: torch.Tensor) -> torch.Tensor:
     return advantages[:, None] if advantages.dim() == 1 else advantages
 
 
-def log_ratio(logprobs, old_logprobs, mask, ratio_level: str = "token") -> torch.Tensor:
-    if ratio_level not in RATIO_LEVELS:
-        raise ValueError(f"ratio_level={ratio_level!r} is not one of {RATIO_LEVELS}")
+def log_ratio(logprobs, old_logprobs, mask, ratio_level: RatioLevel = "token") -> torch.Tensor:
+    check_choice("ratio_level", ratio_level, RatioLevel)
     delta = torch.where(mask, logprobs - old_logprobs, torch.zeros_like(logprobs))
     if ratio_level == "token":
         return delta
@@ -46,7 +48,7 @@ def clipped_surrogate(
     *,
     epsilon_low: float = 0.2,
     epsilon_high: float | None = None,
-    ratio_level: str = "token",
+    ratio_level: RatioLevel = "token",
     dual_clip: float | None = None,
     delta: float | None = None,
 ) -> LossTerms:
@@ -81,7 +83,7 @@ def cispo(
     mask: torch.Tensor,
     *,
     epsilon_high: float = 5.0,
-    ratio_level: str = "token",
+    ratio_level: RatioLevel = "token",
 ) -> LossTerms:
     """CISPO: REINFORCE on log-probs with the detached importance ratio clipped from above."""
     mask = mask.bool()

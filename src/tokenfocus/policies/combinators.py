@@ -22,7 +22,7 @@ def _merge_stats(outputs: list[PolicyOutput]) -> dict[str, float]:
     return {f"part{i}/{k.removeprefix('policy/')}": v for i, out in enumerate(outputs) for k, v in out.stats.items()}
 
 
-@register_policy("product", kind="weights")
+@register_policy("product")
 def product(inputs: PolicyInputs, policies: list = ()) -> PolicyOutput:
     """Elementwise product of the child policies' weights."""
     outputs = _children(inputs, policies)

@@ -9,22 +9,22 @@ front / back: the first / last ceil(ratio * L) tokens of each completion (C2).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
-from ..types import PolicyInputs, PolicyOutput
+from ..types import PolicyInputs, PolicyOutput, Scope, relative_position
 from .registry import register_policy
-from .scope import check_choice, check_ratio, exact_count, seeded_uniform, select_exact, unit_ids
+from ..options import check_choice
+from .scope import Side, check_ratio, exact_count, seeded_uniform, select_exact, unit_ids
 
-POSITION_KINDS = ("relative", "absolute")
+PositionKind = Literal["relative", "absolute"]
 
 
 def _position_bins(mask: torch.Tensor, kind: str, bins: int, bin_width: int) -> torch.Tensor:
-    index = mask.long().cumsum(-1) - 1  # 0-based index within the response
     if kind == "relative":
-        length = mask.sum(-1, keepdim=True)
-        r = index.double() / length.clamp(min=1).double()  # c / L in [0, 1)
-        return (r * bins).floor().long().clamp(0, bins - 1)
-    return index // bin_width
+        return (relative_position(mask) * bins).floor().long().clamp(0, bins - 1)
+    return (mask.long().cumsum(-1) - 1) // bin_width  # 0-based index within the response
 
 
 @register_policy("position_matched")
@@ -32,15 +32,15 @@ def position_matched(
     inputs: PolicyInputs,
     signal: str = "attention_entropy",
     ratio: float = 0.2,
-    side: str = "low",
-    scope: str = "batch",
-    kind: str = "relative",
+    side: Side = "low",
+    scope: Scope = "batch",
+    kind: PositionKind = "relative",
     bins: int = 10,
     bin_width: int = 4,
     seed: int = 0,
 ) -> PolicyOutput:
     """Random tokens matching the position histogram of the quantile subset (signal, ratio, side, scope)."""
-    check_choice("kind", kind, POSITION_KINDS)
+    check_choice("kind", kind, PositionKind, owner="position_matched")
     mask = inputs.mask
     reference = select_exact(inputs.signal(signal), inputs, ratio, side, scope, seed)
     position_bin = _position_bins(mask, kind, bins, bin_width)

@@ -16,13 +16,15 @@ Applied as advantage_scale with the all-token normalizer (TRL ``dapo``). Reprodu
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 
 from ..types import PolicyInputs, PolicyOutput
 from .normalize import transform
 from .registry import register_policy
-from .scope import check_choice, per_unit_mean, unit_ids, unit_means
+from ..options import check_choice
+from .scope import per_unit_mean, unit_ids, unit_means
 
 _SCHEDULES = {
     "linear": lambda k0, p, p0: k0 * (2 * p - 1),
@@ -33,12 +35,12 @@ _SCHEDULES = {
     "high2low": lambda k0, p, p0: -k0 * (2 * p - 1),
 }
 SCHEDULES = tuple(_SCHEDULES)
-FORMS = ("exp", "linear")
+Form = Literal["exp", "linear"]
 
 
 def kappa(schedule: str, kappa0: float, progress: float, p0: float = 0.5) -> float:
     """Signed temperature at training progress p: negative favours anchors, positive explorers."""
-    check_choice("schedule", schedule, SCHEDULES)
+    check_choice("schedule", schedule, SCHEDULES, owner="low2high")
     return float(_SCHEDULES[schedule](kappa0, float(progress), p0))
 
 
@@ -65,7 +67,7 @@ def mean_one_clipped(raw: torch.Tensor, mask: torch.Tensor, units: torch.Tensor,
     return torch.where(mask, w, torch.zeros_like(w))
 
 
-@register_policy("low2high", kind="weights")
+@register_policy("low2high")
 def low2high(
     inputs: PolicyInputs,
     signal: str = "attention_entropy",
@@ -81,7 +83,7 @@ def low2high(
     seed: int = 0,
 ) -> PolicyOutput:
     """Mean-one soft weights exp(kappa(p) z) that move from anchors to explorers over training."""
-    check_choice("form", form, FORMS)
+    check_choice("form", form, Form, owner="low2high")
     mask = inputs.mask
     units = unit_ids(inputs, scope)
     z = transform(inputs.signal(signal).double(), inputs, scope, transform_kind, seed=seed)

@@ -3,17 +3,19 @@
 zscore:  (x - mean_U) / (std_U + eps), optionally clipped (Low2High step 1, RL_TOKEN_CREDIT.md §1.6)
 rank:    2 (r + 0.5) / N - 1 in (-1, 1), r = 0-based ascending rank (ties by seeded jitter)
 minmax:  (x - min_U) / (max_U - min_U), 0 for a constant unit
-log_context: x / log(n) for n >= 2 visible keys, 0 otherwise (attention-entropy normalization)
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 from ..types import PolicyInputs
+from ..options import check_choice
 from .scope import per_unit_mean, rank_within_units, seeded_uniform, unit_ids
 
-TRANSFORMS = ("zscore", "rank", "minmax", "none")
+Transform = Literal["zscore", "rank", "minmax", "none"]
 
 
 def zscore(values, inputs: PolicyInputs, scope: str, clip: float | None = 3.0, eps: float = 1e-6) -> torch.Tensor:
@@ -50,13 +52,6 @@ def minmax(values, inputs: PolicyInputs, scope: str, eps: float = 1e-8) -> torch
     return torch.where(mask, out, torch.zeros_like(out)).to(values.dtype)
 
 
-def log_context(values: torch.Tensor, n_context: torch.Tensor) -> torch.Tensor:
-    """Divide by log of the number of visible context tokens (>= 2), as attention entropy's normalization."""
-    n = n_context.double()
-    out = torch.where(n >= 2, values.double() / n.clamp(min=2).log(), torch.zeros_like(n))
-    return out.to(values.dtype)
-
-
 _TRANSFORMS = {
     "zscore": lambda values, inputs, scope, seed, clip: zscore(values, inputs, scope, clip=clip),
     "rank": lambda values, inputs, scope, seed, clip: rank(values, inputs, scope, seed=seed),
@@ -66,6 +61,5 @@ _TRANSFORMS = {
 
 
 def transform(values, inputs: PolicyInputs, scope: str, kind: str, seed: int = 0, clip: float | None = 3.0):
-    if kind not in _TRANSFORMS:
-        raise ValueError(f"transform={kind!r} is not one of {TRANSFORMS}")
+    check_choice("transform", kind, Transform)
     return _TRANSFORMS[kind](values, inputs, scope, seed, clip)

@@ -16,28 +16,30 @@ The signal S is the token's context dependency (a KL to a counterfactual forward
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 from ..types import PolicyInputs, PolicyOutput
 from .normalize import minmax
 from .registry import register_policy
-from .scope import check_choice
+from ..options import check_choice
 
-THRESHOLD_MODES = ("absolute", "quantile")
+ThresholdMode = Literal["absolute", "quantile"]
 
 
-@register_policy("pgpo", kind="weights")
+@register_policy("pgpo")
 def pgpo(
     inputs: PolicyInputs,
     signal: str = "context_dependency",
     tau: float = 0.4,
     beta: float = 2.0,
-    threshold_mode: str = "absolute",
+    threshold_mode: ThresholdMode = "absolute",
     low_weight_floor: float = 0.0,
     mass_normalization: bool = True,
 ) -> PolicyOutput:
     """Suppress tokens below the tau gate, ramp those above it to 1 + beta, conserve each response's mass."""
-    check_choice("threshold_mode", threshold_mode, THRESHOLD_MODES)
+    check_choice("threshold_mode", threshold_mode, ThresholdMode, owner="pgpo")
     if not 0 < tau < 1:
         raise ValueError(f"tau must be in (0, 1), got {tau}")
     mask = inputs.mask

@@ -19,11 +19,10 @@ PolicyFn = Callable[..., PolicyOutput]
 
 @dataclass(frozen=True)
 class PolicyInfo:
-    """fn(inputs: PolicyInputs, **options) -> PolicyOutput. kind: "mask" (0/1 weights) or "weights" (soft)."""
+    """fn(inputs: PolicyInputs, **options) -> PolicyOutput."""
 
     name: str
     fn: PolicyFn
-    kind: str
     description: str
 
     def options(self):
@@ -34,12 +33,9 @@ POLICIES: Registry[PolicyInfo] = Registry("policy")
 PolicySpec = Spec[PolicyInfo]
 
 
-def register_policy(name: str, kind: str = "mask"):
-    if kind not in ("mask", "weights"):
-        raise ValueError(f"policy {name}: kind must be 'mask' or 'weights'")
-
+def register_policy(name: str):
     def decorate(fn: PolicyFn) -> PolicyFn:
-        POLICIES.add(name, PolicyInfo(name, fn, kind, (fn.__doc__ or "").strip().splitlines()[0]))
+        POLICIES.add(name, PolicyInfo(name, fn, (fn.__doc__ or "").strip().splitlines()[0]))
         return fn
 
     return decorate
@@ -64,6 +60,16 @@ def weight_stats(weights: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
         "policy/weight_std": float(w.std(unbiased=False)),
         "policy/ess_fraction": float(total * total / (w.numel() * square)) if square > 0 else 0.0,
     }
+
+
+def weight_histogram(weights: torch.Tensor, mask: torch.Tensor, bins: int = 30) -> dict[str, list[float]]:
+    """Histogram of the weights of the valid tokens on ``bins`` equal bins over [0, max weight] (what the
+    report draws; logged by the trainers so the report never recomputes a policy)."""
+    w = weights[mask].double()
+    top = float(w.max()) if w.numel() else 1.0
+    edges = torch.linspace(0.0, max(top, 1e-6), bins + 1, dtype=torch.float64)
+    counts = torch.histc(w, bins=bins, min=0.0, max=float(edges[-1])) if w.numel() else torch.zeros(bins)
+    return {"edges": [round(float(e), 6) for e in edges], "counts": [int(c) for c in counts]}
 
 
 def apply_policy(spec, inputs: PolicyInputs) -> PolicyOutput:

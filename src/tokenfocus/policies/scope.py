@@ -12,17 +12,14 @@ broken deterministically and exactly k are chosen (TRL's ``>= quantile`` can cho
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 
-from ..types import SCOPES, PolicyInputs
+from ..options import check_choice
+from ..types import PolicyInputs, Scope
 
-SIDES = ("low", "high", "middle")
-
-
-def check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not one of {tuple(choices)}")
+Side = Literal["low", "high", "middle"]
 
 
 def check_ratio(ratio: float, low: float = 0.0, high: float = 1.0) -> None:
@@ -30,9 +27,9 @@ def check_ratio(ratio: float, low: float = 0.0, high: float = 1.0) -> None:
         raise ValueError(f"ratio must be in [{low}, {high}], got {ratio}")
 
 
-def unit_ids(inputs: PolicyInputs, scope: str) -> torch.Tensor:
+def unit_ids(inputs: PolicyInputs, scope: Scope) -> torch.Tensor:
     """(B,) long: the scope unit of each row, numbered 0..U-1."""
-    check_choice("scope", scope, SCOPES)
+    check_choice("scope", scope, Scope)
     b = inputs.mask.shape[0]
     device = inputs.mask.device
     if scope == "sequence":
@@ -85,8 +82,8 @@ def select_exact(
     values: torch.Tensor,
     inputs: PolicyInputs,
     ratio: float,
-    side: str,
-    scope: str,
+    side: Side,
+    scope: Scope,
     seed: int = 0,
 ) -> torch.Tensor:
     """Bool (B, T): the bottom ("low"), top ("high") or remaining ("middle") tokens of each scope unit.
@@ -95,7 +92,7 @@ def select_exact(
     middle is what neither low nor high selects.
     """
     check_ratio(ratio, 0.0, 1.0 if side != "middle" else 0.5)
-    check_choice("side", side, SIDES)
+    check_choice("side", side, Side)
     mask = inputs.mask
     if not mask.any():
         return torch.zeros_like(mask)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from ..types import PolicyInputs, PolicyOutput
+from ..types import PolicyInputs, PolicyOutput, Scope
 from .registry import register_policy
-from .scope import seeded_uniform, select_exact
+from .scope import Side, seeded_uniform, select_exact
 
 
 @register_policy("full")
@@ -21,11 +21,30 @@ def full(inputs: PolicyInputs) -> PolicyOutput:
     return PolicyOutput(inputs.mask.float())
 
 
-@register_policy("random")
-def random(inputs: PolicyInputs, ratio: float = 0.2, scope: str = "batch", seed: int = 0) -> PolicyOutput:
-    """Exactly ceil(ratio * N) uniformly random tokens per scope unit; seeded by (seed, step)."""
+def random_subset(inputs: PolicyInputs, ratio: float = 0.2, scope: Scope = "batch", seed: int = 0) -> torch.Tensor:
+    """(B, T) bool: exactly ceil(ratio * N) uniformly random valid tokens per scope unit, seeded by (seed, step)."""
     noise = seeded_uniform(inputs.mask.shape, seed + 7919, inputs.step, inputs.mask.device)
-    selected = select_exact(noise, inputs, ratio, "low", scope, seed)
+    return select_exact(noise, inputs, ratio, "low", scope, seed)
+
+
+def anchor_explorer_subsets(inputs: PolicyInputs, signal: str = "attention_entropy", ratio: float = 0.2,
+                            scope: Scope = "batch", seed: int = 0) -> dict[str, torch.Tensor]:
+    """{"anchors", "middle", "explorers"}: (B, T) bool partition of the valid tokens into the bottom ``ratio``,
+    the rest and the top ``ratio`` of ``signal`` (exact-k per scope unit, ties by seeded jitter).
+
+    The one definition of the flagship's subsets, used by the trainer's diagnostics and the evidence
+    analysis; the ``anchors20`` / ``explorers20`` method presets are ``quantile`` with the same arguments.
+    """
+    values = inputs.signal(signal)
+    anchors = select_exact(values, inputs, ratio, "low", scope, seed)
+    explorers = select_exact(values, inputs, ratio, "high", scope, seed)
+    return {"anchors": anchors, "middle": inputs.mask & ~anchors & ~explorers, "explorers": explorers}
+
+
+@register_policy("random")
+def random(inputs: PolicyInputs, ratio: float = 0.2, scope: Scope = "batch", seed: int = 0) -> PolicyOutput:
+    """Exactly ceil(ratio * N) uniformly random tokens per scope unit; seeded by (seed, step)."""
+    selected = random_subset(inputs, ratio, scope, seed)
     return PolicyOutput(selected.float(), {"selected_fraction": _fraction(selected, inputs.mask)})
 
 
@@ -34,8 +53,8 @@ def quantile(
     inputs: PolicyInputs,
     signal: str = "attention_entropy",
     ratio: float = 0.2,
-    side: str = "low",
-    scope: str = "batch",
+    side: Side = "low",
+    scope: Scope = "batch",
     seed: int = 0,
 ) -> PolicyOutput:
     """Bottom ("low": anchors), top ("high": explorers) or remaining ("middle") ratio of a signal, exact-k."""

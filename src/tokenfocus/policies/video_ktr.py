@@ -10,13 +10,16 @@ ties); loss = seq_mean_token_mean over selected tokens. selection="exact" is the
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
-from ..types import PolicyInputs, PolicyOutput
+from ..types import PolicyInputs, PolicyOutput, Scope
 from .registry import register_policy
-from .scope import check_choice, check_ratio, select_exact, unit_ids
+from ..options import check_choice
+from .scope import check_ratio, select_exact, unit_ids
 
-SELECTIONS = ("quantile", "exact")
+Selection = Literal["quantile", "exact"]
 
 
 def quantile_threshold_mask(values: torch.Tensor, inputs: PolicyInputs, ratio: float, scope: str) -> torch.Tensor:
@@ -39,13 +42,13 @@ def video_ktr(
     inputs: PolicyInputs,
     signals: tuple = ("predictive_entropy",),
     ratio: float = 0.2,
-    scope: str = "group",
-    selection: str = "quantile",
+    scope: Scope = "group",
+    selection: Selection = "quantile",
     signed: bool = True,
     seed: int = 0,
 ) -> PolicyOutput:
     """Union over signals of each signal's top-ratio tokens per scope unit."""
-    check_choice("selection", selection, SELECTIONS)
+    check_choice("selection", selection, Selection, owner="video_ktr")
     check_ratio(ratio)
     if isinstance(signals, str) or not signals:
         raise ValueError("video_ktr: signals must be a non-empty list of signal names")

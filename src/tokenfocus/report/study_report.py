@@ -1,7 +1,8 @@
 """`tokenfocus report DIR`: one self-contained HTML file (plots embedded) plus PNGs, from run files alone.
 
 DIR is a study directory (``study.json`` + one run directory per arm and seed) or a single run directory.
-Read: metrics.jsonl (last record per step), eval/*-final.json, samples/tokens.jsonl, config.yaml.
+Read: metrics.jsonl (last record per step), eval/*-final.json, samples/tokens.jsonl, policy_weights.jsonl,
+evidence.json. Nothing is recomputed: the report imports no training code.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import math
 from pathlib import Path
 
-from ..io import atomic_write_text, latest_metrics, read_jsonl
+from ..io import POLICY_WEIGHTS_FILE, atomic_write_text, latest_metrics, read_jsonl
 from .token_page import STYLE, token_section
 
 CLAIMS = (
@@ -39,8 +40,10 @@ def load_runs(root: Path) -> list[dict]:
                  for p in sorted((run_dir / "eval").glob("*-final.json"))}
         samples = run_dir / "samples" / "tokens.jsonl"
         evidence = run_dir / "evidence.json"
+        weights = run_dir / POLICY_WEIGHTS_FILE  # the last record per step (a resumed run logs its steps again)
         runs.append({"arm": arm, "seed": seed, "dir": run_dir, "metrics": latest_metrics(run_dir / "metrics.jsonl"),
                      "evals": evals, "samples": read_jsonl(samples) if samples.is_file() else [],
+                     "weights": {r["step"]: r for r in read_jsonl(weights)} if weights.is_file() else {},
                      "evidence": json.loads(evidence.read_text()) if evidence.is_file() else None})
     if not runs or not any(r["metrics"] for r in runs):
         raise ValueError(f"{root} holds no run with metrics.jsonl steps; point report at a run or study directory")
@@ -203,24 +206,22 @@ def _accuracy_bars(runs):
 
 
 def _weight_histogram(runs):
-    from ..policies import apply_policy
-    from ..types import PolicyInputs
-
+    """The logged policy-weight histograms (``policy_weights.jsonl``) of one Low2High run near p = 0, 0.5, 1."""
     def draw(ax):
-        import torch
-
-        rows = next((m["samples"] for m in runs if m["samples"]), [])
-        values = [v for r in rows for v in r["signals"].get("attention_entropy", [])]
-        if not values:
-            ax.text(0.5, 0.5, "no samples", ha="center")
+        # Low2High's arm, else any run with soft weights (a 0/1 subset's histogram ends at weight 1).
+        soft = [m for m in runs if m["weights"] and m["arm"] == "low2high"] or [
+            m for m in runs if any(r["edges"][-1] != 1.0 for r in m["weights"].values())]
+        if not soft:
+            ax.text(0.5, 0.5, "no soft-weight run logged policy_weights.jsonl", ha="center", transform=ax.transAxes)
             return
-        signal = torch.tensor(values)[None]
-        mask = torch.ones_like(signal, dtype=torch.bool)
-        for progress in (0.0, 0.5, 1.0):
-            weights = apply_policy({"name": "low2high"}, PolicyInputs(mask, {"attention_entropy": signal},
-                                                                       progress=progress)).weights[0]
-            ax.hist(weights.numpy(), bins=30, alpha=0.5, label=f"Low2High weights at p = {progress}")
-        ax.set_xlabel("token weight (on sample responses' attention entropy)")
+        run = soft[0]
+        rows = sorted(run["weights"].values(), key=lambda r: r["step"])
+        for target in (0.0, 0.5, 1.0):
+            row = min(rows, key=lambda r: abs(r["progress"] - target))
+            ax.stairs(row["counts"], row["edges"], fill=True, alpha=0.45,
+                      label=f"step {row['step']} (p = {row['progress']:.2f})")
+        ax.set_xlabel(f"token weight ({run['arm']}, seed {run['seed']}; all valid tokens of the generation batch)")
+        ax.set_ylabel("tokens")
         ax.legend(fontsize=7)
     return draw
 
@@ -305,9 +306,6 @@ def _evidence_html(runs: list[dict]) -> str:
             f"attention entropy. Mean ± std over seeds.</p><table id=\"evidence\"><tr>{head}</tr>{body}</table>")
 
 
-SAMPLE_SIGNALS = ("attention_entropy", "attention_mass", "predictive_entropy", "position")
-
-
 def render_report(root: Path) -> Path:
     """Write ``root/report.html`` and ``root/plots/*.png``; return the HTML path."""
     root = Path(root)
@@ -335,7 +333,7 @@ def render_report(root: Path) -> Path:
     figure_html = "".join(f'<figure id="fig-{n}"><img alt="{html.escape(c)}" src="data:image/png;base64,{b}">'
                           f"<figcaption>{html.escape(c)}</figcaption></figure>" for n, c, b in figures)
     sets = {f"{m['arm']} (seed {m['seed']})": m["samples"] for m in runs if m["samples"]}
-    shown = [name for name in SAMPLE_SIGNALS if any(name in r["signals"] for rows in sets.values() for r in rows)]
+    shown = list(dict.fromkeys(name for rows in sets.values() for r in rows for name in r["signals"]))
     heatmaps = (token_section(sets, shown, "attention_entropy") if sets else "<p>No sample responses saved.</p>")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>tokenfocus report — {html.escape(root.name)}</title>

@@ -2,12 +2,17 @@
 
 from . import attention_entropy, attention_mass, logprobs, position, predictive_entropy, random_signal  # noqa: F401  (registers)
 from .engine import compute_signals, forward_capture
+from .plan import AttentionPlan, SignalPass, SignalSource, attention_plan
 from .registry import SIGNALS, SignalInfo, SignalSpec, parse_signal_spec, parse_signal_specs, register_signal
 
 __all__ = [
     "SIGNALS",
+    "AttentionPlan",
     "SignalInfo",
+    "SignalPass",
+    "SignalSource",
     "SignalSpec",
+    "attention_plan",
     "compute_signals",
     "forward_capture",
     "parse_signal_spec",

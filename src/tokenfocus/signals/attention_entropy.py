@@ -17,25 +17,24 @@ log-context normalization, which is [secondary]).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
-from ..capture.entropy_attention import resolve_layers
+from ..capture.recorder import Backend, Precision, resolve_layers
+from ..options import check_choice
 from ..types import AttentionRecord, ForwardCapture
 from .registry import register_signal
 
-HEAD_REDUCTIONS = ("mean", "max", "min", "median", "none")
-QUERY_POSITIONS = ("predicting", "self")
-NORMALIZATIONS = ("log_context", "none")
-SINK_MODES = ("include", "exclude")
+HeadReduce = Literal["mean", "max", "min", "median", "none"]
+QueryPosition = Literal["predicting", "self"]
+Normalize = Literal["log_context", "none"]
+SinkMode = Literal["include", "exclude"]
 _SINK_GUARD = 1e-6
 
 
-def _check(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"attention_entropy: {name}={value!r} is not one of {choices}")
-
-
-def normalized_entropy(record: AttentionRecord, normalize: str = "log_context", sink: str = "include") -> torch.Tensor:
+def normalized_entropy(record: AttentionRecord, normalize: Normalize = "log_context",
+                       sink: SinkMode = "include") -> torch.Tensor:
     """(B, H, T) per-row entropy after optional sink exclusion and log-context normalization."""
     entropy, n_keys = record.entropy, record.n_keys[:, None, :]
     if sink == "exclude":
@@ -53,7 +52,7 @@ def normalized_entropy(record: AttentionRecord, normalize: str = "log_context", 
     return entropy
 
 
-def reduce_heads(values: torch.Tensor, head_reduce: str) -> torch.Tensor:
+def reduce_heads(values: torch.Tensor, head_reduce: HeadReduce) -> torch.Tensor:
     """(B, H, T) -> (B, T), or (H, B, T) for 'none'."""
     if head_reduce == "mean":
         return values.mean(1)
@@ -66,7 +65,7 @@ def reduce_heads(values: torch.Tensor, head_reduce: str) -> torch.Tensor:
     return values.transpose(0, 1)
 
 
-def align_to_tokens(rows: torch.Tensor, query_position: str) -> torch.Tensor:
+def align_to_tokens(rows: torch.Tensor, query_position: QueryPosition) -> torch.Tensor:
     """Move per-row values (..., T) to the token they score: token t <- row t-1 for 'predicting'."""
     if query_position == "self":
         return rows
@@ -75,8 +74,8 @@ def align_to_tokens(rows: torch.Tensor, query_position: str) -> torch.Tensor:
     return out
 
 
-def rows_to_tokens(capture: ForwardCapture, per_layer: list[torch.Tensor], head_reduce: str,
-                   query_position: str) -> torch.Tensor:
+def rows_to_tokens(capture: ForwardCapture, per_layer: list[torch.Tensor], head_reduce: HeadReduce,
+                   query_position: QueryPosition) -> torch.Tensor:
     """Per-layer (B, H, T) row values -> (B, T) token values: reduce heads, mean over layers, move each row's
     value to the token it scores, zero off the response mask."""
     rows = torch.stack([reduce_heads(values, head_reduce) for values in per_layer]).mean(0)
@@ -89,18 +88,20 @@ def rows_to_tokens(capture: ForwardCapture, per_layer: list[torch.Tensor], head_
 def attention_entropy(
     capture: ForwardCapture,
     layers="middle",
-    head_reduce: str = "mean",
-    query_position: str = "predicting",
-    normalize: str = "log_context",
-    sink: str = "include",
-    backend: str = "lse",
-    precision: str = "fp32",
+    head_reduce: HeadReduce = "mean",
+    query_position: QueryPosition = "predicting",
+    normalize: Normalize = "log_context",
+    sink: SinkMode = "include",
+    backend: Backend = "lse",
+    precision: Precision = "fp32",
 ) -> torch.Tensor:
     """Shannon entropy of the attention row that scores each response token (nats, or [0, 1] normalized)."""
-    _check("head_reduce", head_reduce, HEAD_REDUCTIONS)
-    _check("query_position", query_position, QUERY_POSITIONS)
-    _check("normalize", normalize, NORMALIZATIONS)
-    _check("sink", sink, SINK_MODES)
+    check_choice("head_reduce", head_reduce, HeadReduce, owner="attention_entropy")
+    check_choice("query_position", query_position, QueryPosition, owner="attention_entropy")
+    check_choice("normalize", normalize, Normalize, owner="attention_entropy")
+    check_choice("sink", sink, SinkMode, owner="attention_entropy")
+    check_choice("backend", backend, Backend, owner="attention_entropy")
+    check_choice("precision", precision, Precision, owner="attention_entropy")
     chosen = resolve_layers(layers, capture.num_layers)
     missing = [layer for layer in chosen if layer not in capture.attention]
     if missing:

@@ -7,7 +7,7 @@ RL_TOKEN_CREDIT.md §1.8 (evidence-gathering analyses): for the query row q(c) t
 with E the prompt (``keys="prompt"``: every real token before the row's first response token) or a
 caller-given set (``keys="marked"`` with ``compute_signals(..., key_marks=...)``, e.g. the operand digits).
 1 - M_prompt is the share on earlier response tokens. Recorded without a T x T matrix from the entropy
-pass's log-normalizer (INTEGRATION_NOTES.md §5.5; ``capture.entropy_attention.key_mass``).
+pass's log-normalizer (INTEGRATION_NOTES.md §5.5; ``capture.kernels.key_mass``).
 
 sink="exclude" removes the first valid key (the attention sink) from the distribution and renormalizes:
 M' = (M - p_s [first key marked]) / (1 - p_s).
@@ -15,14 +15,17 @@ M' = (M - p_s [first key marked]) / (1 - p_s).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
-from ..capture.entropy_attention import resolve_layers
+from ..capture.recorder import Backend, Precision, resolve_layers
+from ..options import check_choice
 from ..types import ForwardCapture
-from .attention_entropy import HEAD_REDUCTIONS, QUERY_POSITIONS, SINK_MODES, _check, rows_to_tokens
+from .attention_entropy import HeadReduce, QueryPosition, SinkMode, rows_to_tokens
 from .registry import register_signal
 
-KEY_SETS = ("prompt", "marked")
+KeySet = Literal["prompt", "marked"]
 _SINK_GUARD = 1e-6
 
 
@@ -30,18 +33,20 @@ _SINK_GUARD = 1e-6
 def attention_mass(
     capture: ForwardCapture,
     layers="middle",
-    head_reduce: str = "mean",
-    query_position: str = "predicting",
-    keys: str = "prompt",
-    sink: str = "include",
-    backend: str = "lse",
-    precision: str = "fp32",
+    head_reduce: HeadReduce = "mean",
+    query_position: QueryPosition = "predicting",
+    keys: KeySet = "prompt",
+    sink: SinkMode = "include",
+    backend: Backend = "lse",
+    precision: Precision = "fp32",
 ) -> torch.Tensor:
     """Attention probability the row scoring each response token puts on the prompt (or marked) keys, in [0, 1]."""
-    _check("head_reduce", head_reduce, HEAD_REDUCTIONS)
-    _check("query_position", query_position, QUERY_POSITIONS)
-    _check("keys", keys, KEY_SETS)
-    _check("sink", sink, SINK_MODES)
+    check_choice("head_reduce", head_reduce, HeadReduce, owner="attention_mass")
+    check_choice("query_position", query_position, QueryPosition, owner="attention_mass")
+    check_choice("keys", keys, KeySet, owner="attention_mass")
+    check_choice("sink", sink, SinkMode, owner="attention_mass")
+    check_choice("backend", backend, Backend, owner="attention_mass")
+    check_choice("precision", precision, Precision, owner="attention_mass")
     chosen = resolve_layers(layers, capture.num_layers)
     missing = [layer for layer in chosen if layer not in capture.attention or capture.attention[layer].key_mass is None]
     if missing:

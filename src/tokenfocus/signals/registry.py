@@ -8,17 +8,18 @@ optional ``label`` (the key its values are stored under; defaults to the name):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import torch
 
+from ..options import check_choice
 from ..registry import Registry, Spec, function_options
 from ..types import ForwardCapture
 
 SignalFn = Callable[..., torch.Tensor]
 
-REQUIREMENTS = ("attention", "logits", "key_mass")
-COSTS = ("free", "forward", "forward+attention")
+Requirement = Literal["attention", "logits", "key_mass"]
+Cost = Literal["free", "forward", "forward+attention"]
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,8 @@ class SignalInfo:
 
     name: str
     fn: SignalFn
-    requires: frozenset[str]
-    cost: str
+    requires: frozenset[Requirement]
+    cost: Cost
     description: str
 
     def options(self) -> dict[str, Any]:
@@ -45,10 +46,10 @@ class SignalInfo:
 SIGNALS: Registry[SignalInfo] = Registry("signal")
 
 
-def register_signal(name: str, *, requires: tuple[str, ...] = (), cost: str = "free", description: str = ""):
-    unknown = set(requires) - set(REQUIREMENTS)
-    if unknown or cost not in COSTS:
-        raise ValueError(f"signal {name}: requires must be within {REQUIREMENTS}, cost one of {COSTS}")
+def register_signal(name: str, *, requires: tuple[Requirement, ...] = (), cost: Cost = "free", description: str = ""):
+    for requirement in requires:
+        check_choice("requires", requirement, Requirement, owner=f"signal {name}")
+    check_choice("cost", cost, Cost, owner=f"signal {name}")
 
     def decorate(fn: SignalFn) -> SignalFn:
         SIGNALS.add(name, SignalInfo(name, fn, frozenset(requires), cost, description or (fn.__doc__ or "").strip()))

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+
+from .base import Example, Task, TaskOptions, register_task
 
 TIERS = ("D1", "D2", "D3", "H1", "H2")
 TRAIN_TIERS = ("D1", "D2", "D3")
@@ -25,9 +27,6 @@ class Problem:
     answer: int
     tier: str
     prompt: str
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _draw(tier: str, rng: random.Random) -> str:
@@ -79,3 +78,38 @@ def generate_problems(n: int, *, split: str = "train", tiers=None, seed: int = 0
         seen.add(expression)
         problems.append(Problem(expression, _evaluate(expression), tier, PROMPT_TEMPLATE.format(expression=expression)))
     return problems
+
+
+@dataclass(frozen=True)
+class ArithmeticOptions(TaskOptions):
+    """tiers: the training tiers (default D1-D3); held-out splits use their own defaults (test: D1-D3,
+    hard-test: H1-H2), so every arm and seed is scored on the same kind of problem."""
+
+    tiers: list | None = None
+
+
+@register_task
+class Arithmetic(Task):
+    """Generated arithmetic with difficulty tiers (testbed T1, RL_TOKEN_CREDIT.md §0.4)."""
+
+    name = "arithmetic"
+    Options = ArithmeticOptions
+    splits = SPLITS
+
+    def check(self) -> list[str]:
+        unknown = [t for t in self.options.tiers or () if t not in TIERS]
+        return [f"tiers: unknown tier(s) {unknown}; valid tiers: {list(TIERS)}"] if unknown else []
+
+    def examples(self, split: str, n: int, seed: int = 0, tiers=None) -> list[Example]:
+        return [Example(p.prompt, str(p.answer), p.tier) for p in generate_problems(n, split=split, tiers=tiers,
+                                                                                     seed=seed)]
+
+    def train_examples(self, n: int | None = None) -> list[Example]:
+        return self.examples("train", n or self.options.n_train, self.options.seed, tiers=self.options.tiers)
+
+    def gold_examples(self, n: int, seed: int | None = None, tiers=None) -> list[Example]:
+        """Gold short solutions "a+b = c\nAnswer: c" drawn with ``seed`` (default: the task seed + 1000)."""
+        seed = self.options.seed + 1000 if seed is None else seed
+        drawn = generate_problems(n, split="train", tiers=tiers or self.options.tiers, seed=seed)
+        return [Example(p.prompt, str(p.answer), p.tier, f"{p.expression} = {p.answer}\nAnswer: {p.answer}")
+                for p in drawn]

@@ -7,7 +7,12 @@ after "####" with thousands separators removed.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+from .base import Example, Task, TaskOptions, register_task
+
+HUB_ID = "openai/gsm8k"
 
 INSTRUCTION = ' Give the final answer in the form "Answer: N".'
 
@@ -31,13 +36,13 @@ def load_gsm8k(source: str, split: str = "train", limit: int | None = None) -> l
         if not path.is_file():
             raise DatasetError(f"GSM8K file not found: {path}. Pass a path to {split}.jsonl or 'openai/gsm8k'.")
         numbered = _read_jsonl(path)
-    elif source == "openai/gsm8k":
+    elif source == HUB_ID:
         try:
             from datasets import load_dataset
 
-            numbered = list(enumerate(load_dataset("openai/gsm8k", "main", split=split), start=1))
+            numbered = list(enumerate(load_dataset(HUB_ID, "main", split=split), start=1))
         except Exception as error:  # noqa: BLE001 - network / cache failures are the user's to fix
-            raise DatasetError(f"Could not load openai/gsm8k from the hub ({error}); pass a local JSONL path") from error
+            raise DatasetError(f"Could not load {HUB_ID} from the hub ({error}); pass a local JSONL path") from error
     else:
         raise DatasetError(f"GSM8K source {source!r} is neither a .jsonl path, a directory, nor 'openai/gsm8k'")
     out = []
@@ -66,3 +71,44 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
         except json.JSONDecodeError as error:
             raise DatasetError(f"{path}:{number}: not valid JSON ({error.msg})") from None
     return rows
+
+
+@dataclass(frozen=True)
+class GSM8KOptions(TaskOptions):
+    """path: a GSM8K .jsonl file, a folder holding {train,test}.jsonl, or the hub id ``openai/gsm8k``."""
+
+    path: str = HUB_ID
+
+
+@register_task
+class GSM8K(Task):
+    """GSM8K grade-school math (testbed T5). RL prompts come from the front of the train split, warm-up gold
+    solutions from its back; every held-out split reads the test split."""
+
+    name = "gsm8k"
+    Options = GSM8KOptions
+    splits = ("train", "test", "hard-test")
+
+    def check(self) -> list[str]:
+        source = self.options.path
+        if source != HUB_ID and not Path(source).expanduser().exists():
+            return [f"path: dataset file {source} not found; pass a GSM8K .jsonl path or {HUB_ID!r}"]
+        return []
+
+    def relative_to(self, base: Path) -> "GSM8K":
+        path = self.options.path
+        if path == HUB_ID or Path(path).expanduser().is_absolute():
+            return self
+        return GSM8K(replace(self.options, path=str(Path(base) / path)))
+
+    def examples(self, split: str, n: int, seed: int = 0) -> list[Example]:
+        rows = load_gsm8k(self.options.path, "train" if split == "train" else "test", limit=n)
+        return [_example(r) for r in rows]
+
+    def gold_examples(self, n: int, seed: int | None = None, tiers=None) -> list[Example]:
+        rows = load_gsm8k(self.options.path, "train", limit=None)
+        return [_example(r) for r in rows[-n:]]  # RL reads from the front
+
+
+def _example(row: dict) -> Example:
+    return Example(row["prompt"], row["answer"], row["tier"], row["solution"])

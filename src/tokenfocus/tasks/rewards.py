@@ -13,6 +13,26 @@ import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Literal
+
+RewardKind = Literal["answer", "digits"]
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """The reward of a train config (``reward:``). kind "answer": 1 for a correct final answer (+ ``format_bonus``
+    with an "Answer:" line); "digits": the digit fraction, a dense reward for smoke tests on random models.
+    ``answer_line_only``: read answers from the last "Answer: N" line only, in training and evaluation."""
+
+    kind: RewardKind = "answer"
+    timeout_s: float = 5.0
+    format_bonus: float = 0.0
+    answer_line_only: bool = False
+
+    def problems(self) -> list[str]:
+        return [f"timeout_s must be > 0, got {self.timeout_s}"] if self.timeout_s <= 0 else []
+
 
 # math-verify warns on every call that we disabled its signal-based timeout (we time out ourselves).
 logging.getLogger("math_verify").setLevel(logging.ERROR)

@@ -23,14 +23,15 @@ from pathlib import Path
 
 import torch
 
-from .io import write_json
+from ..io import write_json
+from ..tasks import Example
 
 SIGNAL_LAYERS = "middle"
 
 
 def number_token_marks(batch, tokenizer) -> torch.Tensor:
     """(B, T) bool: prompt tokens (before the response) whose text is made of digits only."""
-    from .types import prompt_keys
+    from ..types import prompt_keys
 
     prompt = prompt_keys(batch)
     vocab_digits = {}
@@ -44,19 +45,19 @@ def number_token_marks(batch, tokenizer) -> torch.Tensor:
     return marks
 
 
-def evidence_analysis(model, tokenizer, problems: list[dict], *, max_new_tokens: int = 24, ratio: float = 0.2,
+def evidence_analysis(model, tokenizer, problems: list[Example], *, max_new_tokens: int = 24, ratio: float = 0.2,
                       answer_line_only: bool = True, seed: int = 0) -> dict:
-    """Greedy answers to ``problems`` ({prompt, answer}) and the §1.8 numbers on them (see the module doc)."""
-    from .diagnostics import entropy_dynamics
-    from .policies import apply_policy
-    from .rollout import generate_rollout
-    from .signals import compute_signals
-    from .tasks import AnswerReward
-    from .types import PolicyInputs
+    """Greedy answers to ``problems`` and the §1.8 numbers on them (see the module doc)."""
+    from ..diagnostics import entropy_dynamics
+    from ..policies import anchor_explorer_subsets
+    from ..rollout import generate_rollout
+    from ..signals import compute_signals
+    from ..tasks import AnswerReward
+    from ..types import PolicyInputs
 
-    rollout = generate_rollout(model, tokenizer, [p["prompt"] for p in problems], max_new_tokens=max_new_tokens)
+    rollout = generate_rollout(model, tokenizer, [p.prompt for p in problems], max_new_tokens=max_new_tokens)
     correct = torch.tensor(AnswerReward(answer_line_only=answer_line_only)(
-        rollout.completions, [p["answer"] for p in problems])) >= 0.5
+        rollout.completions, [p.answer for p in problems])) >= 0.5
     batch = rollout.batch
     entropy_spec = {"name": "attention_entropy", "layers": SIGNAL_LAYERS}
     signals = compute_signals(model, batch, [
@@ -69,10 +70,8 @@ def evidence_analysis(model, tokenizer, problems: list[dict], *, max_new_tokens:
          "label": "evidence_mass_nosink"}], key_marks=marks))
     mask = batch.response_mask
     inputs = PolicyInputs(mask, {"attention_entropy": signals["attention_entropy"]}, step=seed)
-    anchors = apply_policy({"name": "quantile", "signal": "attention_entropy", "ratio": ratio, "side": "low"},
-                           inputs).weights > 0
-    explorers = apply_policy({"name": "quantile", "signal": "attention_entropy", "ratio": ratio, "side": "high"},
-                             inputs).weights > 0
+    subsets = anchor_explorer_subsets(inputs, "attention_entropy", ratio)
+    anchors, explorers = subsets["anchors"], subsets["explorers"]
     entropy = signals["attention_entropy"]
     out = {"n": len(problems), "accuracy": float(correct.float().mean()),
            "evidence_tokens_per_prompt": float(marks.sum(-1).float().mean()),
@@ -89,8 +88,8 @@ def run_evidence(root: Path, n: int = 64, max_new_tokens: int = 24, force: bool 
 
     Runs that already have one are skipped unless ``force`` (so it can follow a study that is still running).
     """
+    from ..models import load_model
     from .evaluate import EvalConfig, eval_problems
-    from .models import load_model
 
     root = Path(root)
     index = root / "study.json"
@@ -125,8 +124,7 @@ def run_evidence(root: Path, n: int = 64, max_new_tokens: int = 24, force: bool 
             continue
         started = time.time()
         model, tokenizer = load_model(model_path)
-        problems = eval_problems(EvalConfig(model=model_path, task=task["name"], split="test", n=n, seed=seed,
-                                            path=task.get("path")))
+        problems = eval_problems(EvalConfig(model=model_path, task=task, split="test", n=n, seed=seed))
         result = evidence_analysis(model, tokenizer, problems, max_new_tokens=max_new_tokens,
                                    answer_line_only=strict, seed=seed)
         result.update({"model": model_path, "seed": seed, "seconds": time.time() - started})

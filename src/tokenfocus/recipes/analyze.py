@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .io import manifest, write_json, write_jsonl
-from .report.token_page import render_token_page
-from .rollout import PromptError, generate_rollout, token_pieces
-from .signals import compute_signals, parse_signal_specs
+from ..io import manifest, write_json, write_jsonl
+from ..report.token_page import render_token_page
+from ..rollout import PromptError, generate_rollout, token_pieces
+from ..signals import compute_signals, parse_signal_specs
 
 DEFAULT_SIGNALS = ("attention_entropy", "predictive_entropy", "logprobs", "position")
 
@@ -76,7 +76,7 @@ def run_analyze(config: AnalyzeConfig, progress: bool = True, log=print) -> Path
         raise ValueError(f"ratio must be in [0, 0.5], got {config.ratio}")
     if not config.prompts:
         raise PromptError("No prompts: pass --prompt, --prompts-file or --arithmetic N")
-    from .models import load_model
+    from ..models import load_model
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -93,7 +93,7 @@ def run_analyze(config: AnalyzeConfig, progress: bool = True, log=print) -> Path
     tensors = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "response_mask": batch.response_mask}
     tensors.update({f"signal.{name}": v.contiguous() for name, v in values.items()})
     save_file(tensors, str(out / "signals.safetensors"))
-    write_jsonl(out / "tokens.jsonl", _token_rows(rollout, values, tokenizer))
+    write_jsonl(out / "tokens.jsonl", token_rows(rollout, values, tokenizer))
     signals = [{"name": s.name, "label": s.label, **s.options} for s in specs]
     write_json(out / "analysis.json", {**asdict(config), "signals": signals})
     write_json(out / "manifest.json", manifest(seeds={"seed": config.seed}, elapsed_s=time.perf_counter() - started))
@@ -101,7 +101,7 @@ def run_analyze(config: AnalyzeConfig, progress: bool = True, log=print) -> Path
     return page
 
 
-def _token_rows(rollout, values: dict[str, torch.Tensor], tokenizer) -> list[dict]:
+def token_rows(rollout, values: dict[str, torch.Tensor], tokenizer) -> list[dict]:
     rows = []
     batch = rollout.batch
     for r in range(batch.shape[0]):

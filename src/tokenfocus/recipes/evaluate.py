@@ -8,22 +8,20 @@ to ``RUN_DIR/eval/<split>-<model tag>.json`` and, as one ``eval/...`` line, to `
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .io import append_jsonl, write_json
-from .rollout import generate_rollout
-from .tasks import AnswerReward, generate_problems, load_gsm8k
-
-SPLITS = ("train", "test", "hard-test")
+from ..io import append_jsonl, write_json
+from ..rollout import generate_rollout
+from ..tasks import AnswerReward, Example, build_task
 
 
 @dataclass
 class EvalConfig:
     model: str
-    task: str = "arithmetic"
+    task: dict = field(default_factory=lambda: {"name": "arithmetic"})  # a task spec (tasks.build_task)
     split: str = "test"
     n: int = 64
     k: int = 4
@@ -31,21 +29,12 @@ class EvalConfig:
     max_new_tokens: int = 48
     seed: int = 0
     batch_size: int = 16
-    path: str | None = None  # GSM8K source
-    tiers: tuple | None = None
     answer_line_only: bool = False  # read answers from the last "Answer:" line only (the training reward's rule)
 
 
-def eval_problems(config: EvalConfig) -> list[dict]:
-    if config.split not in SPLITS:
-        raise ValueError(f"split {config.split!r} is not one of {SPLITS}")
-    if config.task == "arithmetic":
-        problems = generate_problems(config.n, split=config.split, tiers=config.tiers, seed=config.seed)
-        return [{"prompt": p.prompt, "answer": str(p.answer), "tier": p.tier} for p in problems]
-    if config.task == "gsm8k":
-        split = "test" if config.split != "train" else "train"
-        return load_gsm8k(config.path or "openai/gsm8k", split, limit=config.n)
-    raise ValueError(f"task {config.task!r} is not one of ('arithmetic', 'gsm8k')")
+def eval_problems(config: EvalConfig) -> list[Example]:
+    """The held-out problems of the config's task and split (the same problems for the same seed)."""
+    return build_task(config.task).eval_examples(config.split, config.n, config.seed)
 
 
 def _accuracy_by_tier(correct: list[float], tiers: list[str]) -> dict[str, float]:
@@ -58,9 +47,9 @@ def _accuracy_by_tier(correct: list[float], tiers: list[str]) -> dict[str, float
 
 def evaluate(model, tokenizer, config: EvalConfig, progress: bool = False) -> dict:
     problems = eval_problems(config)
-    prompts = [p["prompt"] for p in problems]
-    answers = [p["answer"] for p in problems]
-    tiers = [p["tier"] for p in problems]
+    prompts = [p.prompt for p in problems]
+    answers = [p.answer for p in problems]
+    tiers = [p.tier for p in problems]
     reward = AnswerReward(answer_line_only=config.answer_line_only)
     started = time.perf_counter()
     greedy = generate_rollout(model, tokenizer, prompts, max_new_tokens=config.max_new_tokens, temperature=0.0,
@@ -75,7 +64,7 @@ def evaluate(model, tokenizer, config: EvalConfig, progress: bool = False) -> di
         sampled_correct = [sum(scores[i * config.k:(i + 1) * config.k]) / config.k for i in range(len(prompts))]
     lengths = greedy.completion_lengths
     return {
-        "split": config.split, "task": config.task, "n": len(prompts), "k": config.k,
+        "split": config.split, "task": config.task["name"], "n": len(prompts), "k": config.k,
         "pass@1": sum(pass1) / len(pass1),
         f"mean@{config.k}": sum(sampled_correct) / len(sampled_correct) if config.k > 0 else None,
         "pass@1_by_tier": _accuracy_by_tier(pass1, tiers),
@@ -89,7 +78,7 @@ def evaluate(model, tokenizer, config: EvalConfig, progress: bool = False) -> di
 
 
 def run_eval(config: EvalConfig, run_dir: Path, progress: bool = False) -> dict:
-    from .models import load_model
+    from ..models import load_model
 
     torch.manual_seed(config.seed)
     model, tokenizer = load_model(config.model)

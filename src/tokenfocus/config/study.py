@@ -1,0 +1,129 @@
+"""`tokenfocus study` configuration: arms x seeds of train configs sharing a model, a task and settings.
+
+    model: smollm2-135m-instruct
+    task: {name: arithmetic, tiers: [D1, D2, D3], n_train: 256}
+    train: {reward: {...}, trl: {...}, diagnostics: {every: 5}, save_steps: 10}   # shared by every arm
+        # diagnostics_arms: [full]   restricts the (costly) gradient diagnostics to some arms
+    arms: {full: dapo, random20: random20, anchors20: anchors20, low2high: low2high,
+           anchors20_all: {signals: [...], policy: {...}, loss: {preset: dapo}}}   # a method per arm
+    seeds: [0, 1, 2]
+    eval: {splits: [test, hard-test], n: 64, k: 0, max_new_tokens: 48}
+    samples: 6          # responses per arm rendered as token heatmaps in the report
+    dir: runs/study
+    warmup: {n_train: 512, epochs: 1, learning_rate: 1.0e-5}   # optional SFT on gold solutions first
+
+Every arm's train config is built and validated before anything runs.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..options import check_keys, parse_section
+from ..tasks import Task, parse_task
+from .schema import ConfigError, load_yaml
+from ..signals import SignalPass
+from .train import TrainConfig, build_train_config
+from .warmup import WarmupConfig
+
+STUDY_KEYS = {"model": str, "task": dict, "train": dict, "arms": dict, "seeds": list, "eval": dict,
+              "samples": int, "dir": str, "description": str, "warmup": dict}
+TRAIN_KEYS = {"reward": dict, "trl": dict, "diagnostics": dict, "diagnostics_arms": list, "save_steps": int,
+              "signal_pass": SignalPass}
+INITIAL_ARM = "initial"  # the starting model's evaluation, listed beside the arms
+
+
+@dataclass(frozen=True)
+class StudyEval:
+    """Held-out evaluation of every trained model: greedy pass@1 (and mean@k when k > 0) on ``n`` problems."""
+
+    splits: list = field(default_factory=lambda: ["test", "hard-test"])
+    n: int = 64
+    k: int = 0
+    max_new_tokens: int = 48
+
+
+@dataclass
+class StudyConfig:
+    model: str
+    task: Task
+    arms: dict
+    train: dict = field(default_factory=dict)
+    seeds: list = field(default_factory=lambda: [0])
+    eval: StudyEval = field(default_factory=StudyEval)
+    samples: int = 6
+    dir: str = "runs/study"
+    description: str = ""
+    warmup: WarmupConfig | None = None
+    base: Path | None = None  # the study file's folder: method paths in arms are relative to it
+
+    @property
+    def start_model(self) -> str:
+        """What every arm trains from: the warm-up's result when there is a warm-up, else ``model``."""
+        return str(Path(self.dir) / "warmup" / "final") if self.warmup else self.model
+
+    def run_config(self, arm: str, seed: int) -> TrainConfig:
+        method = self.arms[arm]
+        data = {"model": self.start_model, "task": self.task.spec(), "method": copy.deepcopy(method),
+                "reward": dict(self.train.get("reward", {})), "trl": dict(self.train.get("trl", {})),
+                "run": {"dir": str(Path(self.dir) / f"{arm}-s{seed}"), "seed": seed}}
+        if isinstance(method, dict) and "signal_source" in method:
+            data["method"] = {k: v for k, v in method.items() if k != "signal_source"}
+            data["signal_source"] = method["signal_source"]
+        if "save_steps" in self.train:
+            data["run"]["save_steps"] = self.train["save_steps"]
+        if "signal_pass" in self.train:
+            data["signal_pass"] = self.train["signal_pass"]
+        arms = self.train.get("diagnostics_arms")
+        if self.train.get("diagnostics") is not None and (arms is None or arm in arms):
+            data["diagnostics"] = copy.deepcopy(self.train["diagnostics"])
+        return build_train_config(data, base=self.base, where=f"arm {arm!r}")
+
+    def to_dict(self) -> dict:
+        """The study as plain data (study.yaml)."""
+        return {**self.index(), "train": self.train, "samples": self.samples, "dir": self.dir,
+                "warmup": None if self.warmup is None else vars(self.warmup)}
+
+    def index(self) -> dict:
+        """What study.json records about the study itself."""
+        return {"description": self.description, "model": self.model, "task": self.task.spec(), "arms": self.arms,
+                "seeds": self.seeds, "eval": vars(self.eval)}
+
+
+def load_study_config(path: Path) -> StudyConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study config not found: {path}")
+    data = load_yaml(path)
+    problems: list[str] = []
+    check_keys("study", data, STUDY_KEYS, problems)
+    for key in ("model", "task", "arms"):
+        if key not in data:
+            problems.append(f"missing required key {key!r}")
+    if isinstance(data.get("train"), dict):
+        check_keys("train", data["train"], TRAIN_KEYS, problems)
+    if INITIAL_ARM in (data.get("arms") or {}):
+        problems.append(f"arms: {INITIAL_ARM!r} is reserved for the starting model's evaluation; rename that arm")
+    task = parse_task(data["task"], problems) if isinstance(data.get("task"), dict) else None
+    if task is not None:
+        task = task.relative_to(path.parent)
+    evaluation = parse_section(StudyEval, data.get("eval"), "eval", problems)
+    warmup = parse_section(WarmupConfig, data["warmup"], "warmup", problems) if "warmup" in data else None
+    if problems:
+        raise ConfigError(f"{path}: invalid study config:\n  - " + "\n  - ".join(problems))
+    arms = {arm: str(method) if isinstance(method, int) else method for arm, method in data["arms"].items()}
+    study = StudyConfig(model=data["model"], task=task, arms=arms, train=data.get("train", {}),
+                        seeds=data.get("seeds", [0]), eval=evaluation, samples=data.get("samples", 6),
+                        dir=data.get("dir", "runs/study"), description=data.get("description", ""), warmup=warmup,
+                        base=path.parent)
+    errors = []
+    for arm in study.arms:  # every arm's train config is validated before anything runs
+        try:
+            study.run_config(arm, study.seeds[0])
+        except ConfigError as error:
+            errors.append(str(error))
+    if errors:
+        raise ConfigError(f"{path}:\n" + "\n".join(errors))
+    return study

@@ -1,0 +1,175 @@
+"""`tokenfocus train` configuration: data, validated in full before any model loads.
+
+    model: smollm2-135m-instruct             # any load_model spec
+    task: {name: arithmetic, tiers: [D1, D2, D3], n_train: 256, seed: 0}   # any registered task + its options
+        # or {name: gsm8k, path: data/gsm8k/train.jsonl (or openai/gsm8k), n_train: 512}
+    method: anchors20                        # a method preset, a method YAML path, or inline
+                                             # {signals: [...], policy: {...}, loss: {preset: ..., ...}}
+    signal_source: rollout                   # or current (policy reads the training forward's entropy)
+    signal_pass: auto                        # fused (inside the training forward) when one step = one
+                                             # generation batch, else separate (one no-grad forward); or force
+    reward: {kind: answer, timeout_s: 5.0, format_bonus: 0.0, answer_line_only: false}   # tasks.RewardConfig
+    trl: {max_steps: 20, num_generations: 4, per_device_train_batch_size: 4, ...}   # any GRPOConfig field
+    run: {dir: runs/anchors, seed: 0, save_steps: 10, save_total_limit: 2}
+    diagnostics: {every: 10, ratio: 0.2, project_dim: 4096}   # optional gradient geometry (diag/... metrics)
+
+Every problem is reported at once, each with the fix: unknown or duplicate keys (with the closest valid
+key), wrong types, out-of-range values, a missing dataset file, TRL fields that the method owns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..diagnostics import DiagnosticsConfig
+from ..options import check_keys, parse_section, suggest
+from ..signals import SignalPass, SignalSource
+from ..tasks import RewardConfig, Task, parse_task
+from .method import MethodConfig, resolve_method
+from .schema import ConfigError, load_yaml
+
+TOP_KEYS = {"model": str, "task": dict, "method": str | int | dict, "signal_source": SignalSource,
+            "signal_pass": SignalPass, "reward": dict, "trl": dict, "run": dict, "diagnostics": dict | None}
+# CPU-friendly defaults that differ from GRPOConfig's (GPU) defaults; any of them can be overridden.
+TRL_DEFAULTS = {
+    "max_steps": 10, "num_generations": 4, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
+    "max_completion_length": 32, "learning_rate": 1e-6, "temperature": 1.0, "logging_steps": 1,
+    "use_cpu": True, "bf16": False, "gradient_checkpointing": False, "report_to": [], "lr_scheduler_type": "constant",
+    "warmup_steps": 0, "save_strategy": "steps", "disable_tqdm": True,
+}
+# GRPOConfig fields a train config must not set under trl:, and where they are set instead.
+OWNED_TRL_FIELDS = {"output_dir": "run.dir", "seed": "run.seed", "save_steps": "run.save_steps",
+                    "save_total_limit": "run.save_total_limit", "loss_type": "method (the loss preset)",
+                    "top_entropy_quantile": "method (a quantile policy)", "epsilon": "method.loss.epsilon_low",
+                    "epsilon_high": "method.loss.epsilon_high", "beta": "method.loss.beta",
+                    "delta": "method.loss.delta", "importance_sampling_level": "method.loss.ratio_level"}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The run directory, the run's seed and checkpointing (every ``save_steps`` optimizer steps)."""
+
+    dir: str = "runs/train"
+    seed: int = 0
+    save_steps: int = 10
+    save_total_limit: int | None = None
+
+    def problems(self) -> list[str]:
+        found = [f"save_steps must be >= 1, got {self.save_steps}"] if self.save_steps < 1 else []
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            found.append(f"save_total_limit must be >= 1, got {self.save_total_limit}")
+        return found
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str
+    task: Task
+    method: MethodConfig
+    signal_source: SignalSource
+    signal_pass: SignalPass
+    reward: RewardConfig
+    trl: dict
+    run: RunConfig
+    diagnostics: DiagnosticsConfig | None
+    source: dict  # the config as given (after path resolution and overrides)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.dir)
+
+    def trl_args(self) -> dict:
+        args = {**TRL_DEFAULTS, **self.trl}
+        args.update(output_dir=self.run.dir, seed=self.run.seed, save_steps=self.run.save_steps,
+                    beta=self.method.loss.beta)  # TRL loads a reference model and its log-probs only when beta != 0
+        if self.run.save_total_limit is not None:
+            args["save_total_limit"] = self.run.save_total_limit
+        return args
+
+    def to_dict(self) -> dict:
+        """What a run's config.yaml records: the config as given, the resolved method and GRPOConfig fields."""
+        return {**self.source, "task": self.task.spec(), "resolved_method": self.method.to_dict(), "run": asdict(self.run),
+                "trl_resolved": self.trl_args()}
+
+
+def build_train_config(data: dict, base: Path | None = None, where: str = "train config") -> TrainConfig:
+    """Validate a train config given as data; file paths in it are relative to ``base``. Raises ConfigError
+    listing every problem."""
+    problems: list[str] = []
+    check_keys("top level", data, TOP_KEYS, problems)
+    if problems:
+        raise ConfigError(f"{where}: invalid train config:\n  - " + "\n  - ".join(problems))
+    task = parse_task(data.get("task", {"name": "arithmetic"}), problems)
+    if task is not None and base is not None:
+        task = task.relative_to(base)
+        problems.extend(f"task.{p}" for p in task.check())
+    reward = parse_section(RewardConfig, data.get("reward"), "reward", problems)
+    run = parse_section(RunConfig, data.get("run"), "run", problems)
+    diagnostics = None
+    if data.get("diagnostics") is not None:
+        diagnostics = parse_section(DiagnosticsConfig, data["diagnostics"], "diagnostics", problems)
+    method = None
+    try:
+        method = resolve_method(data.get("method", "dapo"), base)
+    except (ConfigError, ValueError) as error:
+        problems.append(str(error))
+    signal_source = data.get("signal_source", "rollout")
+    if method is not None and signal_source == "current" and any(s.name != "predictive_entropy" for s in method.signals):
+        problems.append("signal_source: 'current' reads the training forward's predictive entropy only; the method "
+                        f"computes {[s.label for s in method.signals]}")
+    trl = dict(data.get("trl") or {})
+    _check_trl(trl, problems)
+    if problems:
+        raise ConfigError(f"{where}: invalid train config:\n  - " + "\n  - ".join(problems))
+    config = TrainConfig(str(data.get("model", "smollm2-135m-instruct")), task, method, signal_source,
+                         data.get("signal_pass", "auto"), reward, trl, run, diagnostics, dict(data))
+    _check_grpo_args(config, problems)
+    if problems:
+        raise ConfigError(f"{where}: invalid train config:\n  - " + "\n  - ".join(problems))
+    return config
+
+
+def _check_trl(trl: dict, problems: list[str]) -> None:
+    from trl import GRPOConfig
+
+    valid = {f.name for f in dataclasses.fields(GRPOConfig)}
+    for key in trl:
+        if key in OWNED_TRL_FIELDS:
+            problems.append(f"trl.{key}: set it through {OWNED_TRL_FIELDS[key]} instead")
+        elif key not in valid:
+            problems.append(f"trl: unknown GRPOConfig field {key!r}{suggest(key, valid)}")
+
+
+def _check_grpo_args(config: TrainConfig, problems: list[str]) -> None:
+    from trl import GRPOConfig
+
+    try:
+        args = GRPOConfig(**config.trl_args())
+    except (ValueError, TypeError) as error:
+        problems.append(f"trl: GRPOConfig rejected the settings: {error}")
+        return
+    if args.max_steps < 1:
+        problems.append("trl.max_steps must be >= 1")
+
+
+def apply_overrides(data: dict, overrides: dict[str, Any] | None) -> dict:
+    """``{"run.dir": ..., "trl.max_steps": ...}`` applied to a copy of the config data."""
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        if key:
+            data.setdefault(section, {})[key] = value
+        else:
+            data[section] = value
+    return data
+
+
+def load_train_config(path: Path, overrides: dict | None = None) -> TrainConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    # Relative file paths in a config are relative to the config file, not to the working directory.
+    return build_train_config(apply_overrides(load_yaml(path), overrides), base=path.parent, where=str(path))

@@ -1,0 +1,116 @@
+"""How per-token weights enter a trainer's loss: the piece every tokenfocus trainer (GRPO now; DPO, SFT and
+distillation next) shares, framework glue only.
+
+    forward captures ──► signals_from_forward ──► {label: (B, C)} ──► weights ──► (B_local, C) detached
+                         (completion layout)                          (policy on the whole batch
+                                                                       gathered across processes)
+
+Selection runs on the whole generation batch gathered across processes (groups may straddle ranks; each
+row carries its group id), each rank keeps its rows; the policy's stats and signal statistics on the
+selected / unselected tokens come back for logging.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+
+from ..policies import apply_policy, parse_policy_spec, weight_histogram
+from ..signals import attention_plan, parse_signal_specs
+from ..signals.registry import evaluate
+from ..types import AttentionRecord, ForwardCapture, PolicyInputs, TokenBatch, prompt_keys
+
+
+def gather_padded(accelerator, tensor: torch.Tensor, pad_value=0) -> torch.Tensor:
+    """Gather (B_local, C_local) tensors of every process into (B_total, C_max), padding dim 1."""
+    padded = accelerator.pad_across_processes(tensor, dim=1, pad_index=pad_value)
+    return accelerator.gather(padded)
+
+
+def local_rows(accelerator, batch_local: int) -> slice:
+    start = accelerator.process_index * batch_local
+    return slice(start, start + batch_local)
+
+
+def signal_summary(values: torch.Tensor, mask: torch.Tensor, prefix: str) -> dict[str, float]:
+    """Mean and quantiles of a signal over the tokens of ``mask``."""
+    selected = values[mask].double()
+    if selected.numel() == 0:
+        return {}
+    q = torch.quantile(selected, torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64))
+    return {f"{prefix}/mean": float(selected.mean()), f"{prefix}/q10": float(q[0]), f"{prefix}/q50": float(q[1]),
+            f"{prefix}/q90": float(q[2])}
+
+
+def to_token_layout(values: torch.Tensor, shape, width: int) -> torch.Tensor:
+    """(B, C) completion-layout values -> (B, T) token layout (the last C columns), same token index."""
+    out = torch.zeros(shape, dtype=torch.float32, device=values.device)
+    out[:, shape[1] - width:] = values.detach().float()
+    return out
+
+
+class TokenWeighting:
+    """The signals a method computes and the policy that turns them into weights, parsed once."""
+
+    def __init__(self, signals=(), policy=None, num_layers: int = 0):
+        self.signals = parse_signal_specs(signals) if signals else []
+        self.policy = parse_policy_spec(policy or {"name": "full"})
+        self.num_layers = num_layers
+        self.plan = attention_plan(self.signals, num_layers)
+        if self.plan.keys == "marked":  # a trainer can mark the prompt, not caller-given spans: refuse, never guess
+            marked = [s.label for s in self.signals if "key_mass" in s.entry.requires]
+            raise ValueError(f"signals {marked}: in training, attention_mass supports keys='prompt' only; "
+                             "keys='marked' needs key_marks, which only compute_signals(..., key_marks=...) takes")
+
+    def recorder(self, model, prompt_mask: torch.Tensor | None = None, width: int = 0, specs=None):
+        """The attention recorder the specs (default: the method's) need, with the prompt keys marked when they read
+        attention mass; ``nullcontext(None)`` when they need no attention."""
+        plan = self.plan if specs is None else attention_plan(specs, self.num_layers)
+        if not plan.layers:
+            return nullcontext(None)
+        marks = None
+        if plan.keys == "prompt" and prompt_mask is not None:
+            completion = torch.zeros(prompt_mask.shape[0], width, dtype=torch.bool, device=prompt_mask.device)
+            marks = torch.cat([prompt_mask.bool(), completion], dim=1)
+        return plan.recorder(model, key_marks=marks)
+
+    def signals_from_forward(self, input_ids, attention_mask, completion_mask, logps, entropies,
+                             records: dict[int, AttentionRecord], specs=None) -> dict[str, torch.Tensor]:
+        """(B, C) signals from one forward's captures: attention records, the trainer's log-probs and entropies."""
+        full, width = attention_mask.shape[1], completion_mask.shape[1]
+        response_mask = torch.zeros_like(attention_mask, dtype=torch.bool)
+        response_mask[:, full - width:] = completion_mask.bool()
+        batch = TokenBatch(input_ids, attention_mask.bool(), response_mask)
+        marked = any(r.key_mass is not None for r in records.values())
+        capture = ForwardCapture(
+            batch=batch, num_layers=self.num_layers,
+            attention={k: AttentionRecord(r.entropy, r.n_keys, r.sink_prob, r.key_mass) for k, r in records.items()},
+            logprobs=to_token_layout(logps, attention_mask.shape, width),
+            predictive_entropy=to_token_layout(entropies, attention_mask.shape, width),
+            key_marks=prompt_keys(batch) if marked else None,
+        )
+        specs = self.signals if specs is None else specs
+        return {spec.label: evaluate(spec, capture)[:, full - width:] for spec in specs}
+
+    def weights(self, accelerator, mask: torch.Tensor, signals: dict[str, torch.Tensor], advantages: torch.Tensor,
+                groups: torch.Tensor, progress: float, step: int):
+        """Apply the policy on the generation batch of every process; keep this rank's rows.
+
+        Returns (local weights (B_local, C_local), stats, global selected mass (0-d), weight histogram)."""
+        b_local, c_local = mask.shape
+        mask_all = gather_padded(accelerator, mask.long()).bool()
+        signals_all = {k: gather_padded(accelerator, v.float()) for k, v in signals.items()}
+        inputs = PolicyInputs(mask_all.cpu(), {k: v.cpu() for k, v in signals_all.items()},
+                              accelerator.gather(groups).cpu(), accelerator.gather(advantages.detach().float()).cpu(),
+                              progress, step=step)
+        policy = apply_policy(self.policy, inputs)
+        stats = dict(policy.stats)
+        kept = (policy.weights > 0) & inputs.mask
+        for name, values in inputs.signals.items():
+            stats.update(signal_summary(values, inputs.mask, f"signal/{name}"))
+            stats.update(signal_summary(values, kept, f"signal/{name}/selected"))
+            stats.update(signal_summary(values, inputs.mask & ~kept, f"signal/{name}/unselected"))
+        weights_all = policy.weights.to(mask.device)
+        histogram = weight_histogram(policy.weights, inputs.mask)
+        return weights_all[local_rows(accelerator, b_local), :c_local], stats, weights_all.sum(), histogram
