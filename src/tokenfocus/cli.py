@@ -195,5 +195,31 @@ def signals():
         typer.echo(f"{'':20s} options: {options}")
 
 
+@app.command()
+def tasks():
+    """List the registered tasks, their splits and options."""
+    from dataclasses import fields
+
+    from .tasks import TASKS
+
+    for name, cls in sorted(TASKS.items()):
+        options = ", ".join(f"{f.name}={f.default!r}" for f in fields(cls.Options))
+        typer.echo(f"{name:12s} splits={list(cls.splits)}  {(cls.__doc__ or '').strip().splitlines()[0]}")
+        typer.echo(f"{'':12s} options: {options}")
+
+
+@app.command()
+def presets():
+    """List the method presets (signals + policy + loss), with the paper each reproduces."""
+    from .config import method_preset, method_presets
+
+    for name in method_presets():
+        method = method_preset(name)
+        signals = ", ".join(s.label for s in method.signals) or "-"
+        arxiv = f" (arXiv {method.arxiv})" if method.arxiv else ""
+        typer.echo(f"{name:17s} policy={method.policy.name:10s} signals={signals}")
+        typer.echo(f"{'':17s} {method.paper}{arxiv}")
+
+
 if __name__ == "__main__":
     app()

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..options import check_keys, parse_section
+from ..signals import SignalPass
 from ..tasks import Task, parse_task
 from .schema import ConfigError, load_yaml
-from ..signals import SignalPass
 from .train import TrainConfig, build_train_config
 from .warmup import WarmupConfig
 

@@ -20,6 +20,7 @@ from .config import DiagnosticsConfig
 from .entropy_dynamics import entropy_dynamics
 from .gradient_geometry import CountSketch, geometry, group_subset_gradients, informative_groups
 
+
 def diagnosis_signals(config: DiagnosticsConfig) -> list:
     """The signal specs a diagnosis reads (their labels are the keys of ``inputs.signals``)."""
     return [{"name": "attention_entropy", "layers": config.layers}, "predictive_entropy",

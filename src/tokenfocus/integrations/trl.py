@@ -35,7 +35,6 @@ from ..types import PolicyInputs
 from .token_weights import TokenWeighting
 
 
-
 class TokenFocusGRPOTrainer(GRPOTrainer):
     """GRPOTrainer whose loss applies a token policy's weights; generation, rewards and logging are TRL's."""
 

@@ -13,9 +13,9 @@ from typing import Literal
 
 import torch
 
+from ..options import check_choice
 from ..types import PolicyInputs, PolicyOutput, Scope, relative_position
 from .registry import register_policy
-from ..options import check_choice
 from .scope import Side, check_ratio, exact_count, seeded_uniform, select_exact, unit_ids
 
 PositionKind = Literal["relative", "absolute"]

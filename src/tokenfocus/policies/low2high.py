@@ -20,10 +20,10 @@ from typing import Literal
 
 import torch
 
+from ..options import check_choice
 from ..types import PolicyInputs, PolicyOutput
 from .normalize import transform
 from .registry import register_policy
-from ..options import check_choice
 from .scope import per_unit_mean, unit_ids, unit_means
 
 _SCHEDULES = {

@@ -11,8 +11,8 @@ from typing import Literal
 
 import torch
 
-from ..types import PolicyInputs
 from ..options import check_choice
+from ..types import PolicyInputs
 from .scope import per_unit_mean, rank_within_units, seeded_uniform, unit_ids
 
 Transform = Literal["zscore", "rank", "minmax", "none"]

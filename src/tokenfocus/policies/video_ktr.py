@@ -14,9 +14,9 @@ from typing import Literal
 
 import torch
 
+from ..options import check_choice
 from ..types import PolicyInputs, PolicyOutput, Scope
 from .registry import register_policy
-from ..options import check_choice
 from .scope import check_ratio, select_exact, unit_ids
 
 Selection = Literal["quantile", "exact"]

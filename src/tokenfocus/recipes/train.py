@@ -21,6 +21,7 @@ from ..config import TrainConfig
 from ..integrations.callbacks import GracefulStop, MetricsFile
 from ..io import append_jsonl, atomic_write_text, manifest, write_json
 
+
 def build_dataset(config: TrainConfig):
     """The task's training prompts as TRL's conversational dataset (answer and tier as extra columns)."""
     from datasets import Dataset

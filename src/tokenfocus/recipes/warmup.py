@@ -26,6 +26,7 @@ from ..integrations.callbacks import MetricsFile
 from ..io import write_json
 from ..tasks import Task
 
+
 def gold_rows(task: Task, config: WarmupConfig) -> list[dict]:
     """Prompt / gold completion pairs for the warm-up, in the chat format TRL's SFTTrainer takes."""
     drawn = task.gold_examples(config.n_train, seed=config.seed, tiers=config.tiers)

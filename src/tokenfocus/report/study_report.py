@@ -216,8 +216,8 @@ def _weight_histogram(runs):
             return
         run = soft[0]
         rows = sorted(run["weights"].values(), key=lambda r: r["step"])
-        for target in (0.0, 0.5, 1.0):
-            row = min(rows, key=lambda r: abs(r["progress"] - target))
+        nearest = [min(rows, key=lambda r: abs(r["progress"] - target)) for target in (0.0, 0.5, 1.0)]
+        for row in {r["step"]: r for r in nearest}.values():  # a short run has fewer than three distinct steps
             ax.stairs(row["counts"], row["edges"], fill=True, alpha=0.45,
                       label=f"step {row['step']} (p = {row['progress']:.2f})")
         ax.set_xlabel(f"token weight ({run['arm']}, seed {run['seed']}; all valid tokens of the generation batch)")

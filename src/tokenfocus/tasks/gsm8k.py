@@ -82,8 +82,10 @@ class GSM8KOptions(TaskOptions):
 
 @register_task
 class GSM8K(Task):
-    """GSM8K grade-school math (testbed T5). RL prompts come from the front of the train split, warm-up gold
-    solutions from its back; every held-out split reads the test split."""
+    """GSM8K grade-school math (testbed T5).
+
+    RL prompts come from the front of the train split, warm-up gold solutions from its back; every held-out
+    split reads the test split."""
 
     name = "gsm8k"
     Options = GSM8KOptions
