@@ -1,10 +1,13 @@
-"""Helpers for tests: tiny random llama models and padded batches built in the test."""
+"""Helpers shared by test files: tiny random llama models, padded batches and the naive references."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 
 from tokenfocus.models import build_tiny_llama
+from tokenfocus.types import TokenBatch
 
 
 def tiny(attn: str = "sdpa", **options):
@@ -26,3 +29,108 @@ def padded_batch(lengths, width, side="left", vocab=90, seed=0):
             mask[r, :n] = True
     ids = ids.masked_fill(~mask, 2)
     return ids, mask
+
+
+def rollout_batch(prompt_lengths, completion_lengths, prompt_width, completion_width, seed=0):
+    """[left-padded prompt | right-padded completion] as in TRL; pad id 2 also appears as a real EOS."""
+    g = torch.Generator().manual_seed(seed)
+    b = len(prompt_lengths)
+    ids = torch.randint(3, 90, (b, prompt_width + completion_width), generator=g)
+    attn = torch.zeros_like(ids, dtype=torch.bool)
+    resp = torch.zeros_like(attn)
+    for r, (p, c) in enumerate(zip(prompt_lengths, completion_lengths)):
+        attn[r, prompt_width - p : prompt_width + c] = True
+        resp[r, prompt_width : prompt_width + c] = True
+        if c:
+            ids[r, prompt_width + c - 1] = 2  # a real EOS equal to the pad id
+    ids = ids.masked_fill(~attn, 2)
+    return TokenBatch(ids, attn, resp)
+
+
+def eager_entropies(model, ids, mask):
+    """Per-layer (B, H, T) entropy from output_attentions=True on the eager implementation (the reference)."""
+    original = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            out = model(input_ids=ids, attention_mask=mask.long(), output_attentions=True)
+    finally:
+        model.set_attn_implementation(original)
+    result = []
+    for attn in out.attentions:
+        p = attn.double()
+        result.append(-torch.where(p > 0, p * p.log(), torch.zeros_like(p)).sum(-1))
+    return result
+
+
+def eager_probabilities(model, ids, mask):
+    """Per-layer (B, H, T, T) attention probabilities from the eager implementation (the reference)."""
+    original = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            position_ids = (mask.long().cumsum(-1) - 1).clamp_min(0)
+            out = model(input_ids=ids, attention_mask=mask.long(), position_ids=position_ids, output_attentions=True)
+    finally:
+        model.set_attn_implementation(original)
+    return [a.double() for a in out.attentions]
+
+
+def reference_entropy(q, k, allowed, scale, *, softcap=None, sinks=None, bias=None):
+    """Materialized fp64 softmax entropy: the definition, nothing clever."""
+    q, k = q.double(), k.double()
+    s = (q @ k.transpose(-1, -2)) * scale
+    if softcap is not None:
+        s = softcap * torch.tanh(s / softcap)
+    if bias is not None:
+        s = s + bias.double()
+    s = s.masked_fill(~allowed, float("-inf"))
+    if sinks is not None:
+        s = torch.cat([s, sinks.double().view(1, -1, 1, 1).expand(*s.shape[:-1], 1)], -1)
+    p = torch.softmax(s, -1)
+    return -torch.where(p > 0, p * p.log(), torch.zeros_like(p)).sum(-1)
+
+
+def causal(s):
+    """(1, 1, s, s) bool lower-triangular mask."""
+    return torch.ones(s, s, dtype=torch.bool).tril()[None, None]
+
+
+# --- token policies -------------------------------------------------------------------------------------
+
+POLICY_SIGNALS = ("attention_entropy", "predictive_entropy", "context_dependency")
+
+
+def policy_inputs(b=6, t=12, seed=0, p_valid=0.7, progress=0.3, step=0, constant=False, groups=3):
+    """Random PolicyInputs: a random valid mask, the three POLICY_SIGNALS (zero where masked), `groups` groups."""
+    from tokenfocus.types import PolicyInputs
+
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand(b, t, generator=g) < p_valid
+    signals = {}
+    for name in POLICY_SIGNALS:
+        values = torch.full((b, t), 0.5) if constant else torch.rand(b, t, generator=g)
+        signals[name] = values * mask
+    group_ids = torch.arange(b) // max(1, b // groups)
+    advantages = torch.randn(b, generator=g)
+    return PolicyInputs(mask, signals, group_ids, advantages, progress, step)
+
+
+def all_policy_specs():
+    """One spec per registered policy (combinators wrap two others), with several scopes where they apply."""
+    from tokenfocus.policies import POLICIES
+
+    specs = []
+    for name, info in POLICIES.entries.items():
+        options = info.options()
+        if "policies" in options:
+            specs.append({"name": name, "policies": [{"name": "quantile", "side": "high"}, {"name": "random"}]})
+        elif "scope" in options:
+            specs += [{"name": name, "scope": s} for s in ("sequence", "group", "batch")]
+        else:
+            specs.append({"name": name})
+    return specs
+
+
+# The GSM8K test data (openai/grade-school-math, MIT) shipped next to the checkout: /work/shared/data/gsm8k.
+GSM8K_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_capture import eager_entropies
+from helpers import eager_entropies
 from tokenfocus.capture import record_attention_entropy
 from tokenfocus.models import load_model
 

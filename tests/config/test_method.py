@@ -1,31 +1,92 @@
-"""Every preset config parses; bad configs list all their problems at once."""
+"""The one preset system: every method preset parses to a validated MethodConfig, by name and by path alike;
+configs/PAPERS.md matches the presets; bad method configs list all their problems at once."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from tokenfocus.methods import ConfigError, MethodConfig
+from tokenfocus.config import ConfigError, MethodConfig, method_preset, method_presets, resolve_method
+from tokenfocus.config.method import METHODS_DIR
+from tokenfocus.losses import LOSS_PRESETS, loss_preset
+from tokenfocus.policies import POLICIES
 
-import yaml
+PAPERS = Path(__file__).parents[2] / "configs" / "PAPERS.md"
 
-ALL = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
-STUDIES = [p for p in ALL if "arms" in yaml.safe_load(p.read_text())]
-CONFIGS = [p for p in ALL if p not in STUDIES]  # method configs (signals + policy + loss)
+
+def papers_table(path: Path = PAPERS) -> list[dict]:
+    """Rows of the paper -> preset table: {paper, arxiv, presets (the backticked names)}."""
+    rows = []
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and re.fullmatch(r"\d{4}\.\d{5}|—|-|", cells[1]) and cells[0] not in ("paper", ""):
+            rows.append({"paper": cells[0], "arxiv": cells[1], "presets": re.findall(r"`([^`]+)`", cells[2])})
+    return rows
 
 
 def test_there_are_paper_presets():
-    assert len(CONFIGS) >= 10
-    index = (Path(__file__).parents[1] / "configs" / "PAPERS.md").read_text()
-    for path in CONFIGS:
-        assert path.name in index, f"{path.name} is not listed in configs/PAPERS.md"
+    assert len(method_presets()) >= 14
+    assert {"dapo", "grpo", "8020", "random20", "anchors20", "explorers20", "low2high", "pgpo", "video_ktr",
+            "d3s"} <= set(method_presets())
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_config_validates(path):
-    config = MethodConfig.from_yaml(path)
-    assert config.paper and config.policy["name"]
+@pytest.mark.parametrize("name", method_presets())
+def test_a_preset_is_the_same_object_by_name_and_by_path(name):
+    by_name = resolve_method(name)
+    by_path = resolve_method(str(METHODS_DIR / f"{name}.yaml"))
+    assert by_name == by_path
+    assert by_name is method_preset(name)  # parsed once
+    assert by_name.policy.name in POLICIES
+    if by_name.signals:
+        assert {s.label for s in by_name.signals} >= _read(by_name)
+
+
+def _read(method: MethodConfig) -> set[str]:
+    from tokenfocus.config.method import read_signals
+
+    return read_signals(method.policy)
+
+
+def check_papers_md(path: Path) -> None:
+    rows = papers_table(path)
+    listed = {name: row for row in rows for name in row["presets"]}
+    assert set(listed) == set(method_presets()), (sorted(set(method_presets()) - set(listed)),
+                                                  sorted(set(listed) - set(method_presets())))
+    for name, row in listed.items():
+        preset = method_preset(name)
+        assert preset.arxiv == (row["arxiv"] if re.fullmatch(r"\d{4}\.\d{5}", row["arxiv"]) else ""), name
+
+
+def test_papers_md_lists_every_preset_with_its_arxiv_id():
+    check_papers_md(PAPERS)
+
+
+@pytest.mark.parametrize("change", [("`anchors20`", "`anchors20x`"), ("| 2503.14476 |", "| 2503.14477 |")])
+def test_papers_md_check_fails_on_a_wrong_table(tmp_path, change):
+    """The check above can fail: a misspelt preset or a wrong arXiv id is caught."""
+    fake = tmp_path / "PAPERS.md"
+    fake.write_text(PAPERS.read_text().replace(*change))
+    with pytest.raises(AssertionError):
+        check_papers_md(fake)
+
+
+def test_presets_reproduce_the_flagship_subsets_and_losses():
+    anchors = method_preset("anchors20")
+    assert (anchors.policy.name, anchors.policy.options["side"], anchors.policy.options["ratio"]) == ("quantile", "low", 0.2)
+    assert anchors.loss == loss_preset("dapo", normalizer="selected")
+    assert method_preset("low2high").loss == LOSS_PRESETS["dapo"]
+    assert method_preset("8020").policy.options == {"signal": "predictive_entropy", "ratio": 0.2, "side": "high",
+                                                    "scope": "batch"}
+
+
+def test_a_policy_reading_an_uncomputed_signal_is_refused():
+    with pytest.raises(ConfigError, match=r"reads signal\(s\) \['attention_entropy'\].*add them to signals"):
+        MethodConfig.from_dict({"policy": {"name": "quantile", "signal": "attention_entropy"}})
+    with pytest.raises(ConfigError, match=r"reads signal\(s\) \['predictive_entropy'\]"):
+        MethodConfig.from_dict({"signals": ["attention_entropy"], "policy": {
+            "name": "union", "policies": [{"name": "quantile", "signal": "predictive_entropy"}]}})
 
 
 def test_bad_config_lists_every_problem(tmp_path):
@@ -44,6 +105,16 @@ def test_bad_config_lists_every_problem(tmp_path):
         assert expected in message, message
 
 
+def test_a_bad_option_value_is_refused_when_parsed():
+    with pytest.raises(ConfigError, match=r"side='top' is not one of \('low', 'high', 'middle'\)"):
+        MethodConfig.from_dict({"signals": ["attention_entropy"], "policy": {"name": "quantile", "side": "top"}})
+
+
+def test_unknown_preset_names_the_presets():
+    with pytest.raises(ConfigError, match="'anchor20' is neither a preset .*anchors20"):
+        resolve_method("anchor20")
+
+
 def test_duplicate_yaml_keys_are_refused(tmp_path):
     dup = tmp_path / "dup.yaml"
     dup.write_text("policy: {name: full}\npolicy: {name: random}\n")
@@ -56,24 +127,3 @@ def test_out_of_range_loss_values(tmp_path):
     bad.write_text("loss: {preset: dapo, epsilon_low: 1.5, beta: -1}\n")
     with pytest.raises(ConfigError, match="epsilon_low.*beta and entropy_coef must be >= 0"):
         MethodConfig.from_yaml(bad)
-
-
-@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs" / "train").glob("*.yaml")),
-                         ids=lambda p: p.name)
-def test_train_configs_validate(path):
-    from tokenfocus.train_config import load_train_config
-
-    config = load_train_config(path)
-    assert config.resolved_method is not None and config.trl_args()["max_steps"] >= 1
-
-
-@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
-def test_study_configs_validate(path):
-    from tokenfocus.study import load_study_config
-
-    study = load_study_config(path)
-    assert {"full", "random20", "anchors20", "explorers20", "low2high"} <= set(study.arms)
-
-
-def test_the_required_study_configs_exist():
-    assert {p.name for p in STUDIES} >= {"quickstart.yaml", "study-arith.yaml"}

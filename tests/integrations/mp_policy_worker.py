@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import sys
-from types import SimpleNamespace
 
 import torch
 from accelerate import Accelerator
 
-from tokenfocus.integrations.trl import TokenFocusGRPOTrainer
-from tokenfocus.losses import compute_loss, get_preset
+from tokenfocus.config import method_preset
+from tokenfocus.integrations.token_weights import TokenWeighting
+from tokenfocus.losses import compute_loss
 
 B_TOTAL, G, C = 8, 4, 9
 
@@ -37,14 +37,12 @@ def main(out_dir: str) -> None:
     width = int(mask[rows].sum(-1).max())  # each rank pads its completions to its own width, as TRL does
     local = dict(mask=mask[rows, :width], signal=signal[rows, :width], adv=advantages[rows],
                  logprobs=logprobs[rows, :width], old=old[rows, :width])
-    fake = SimpleNamespace(accelerator=acc, num_generations=G, state=SimpleNamespace(global_step=0),
-                           tf_policy={"name": "quantile", "signal": "attention_entropy", "ratio": 0.2,
-                                      "side": "high", "scope": "global"})
+    weighting = TokenWeighting(policy={"name": "quantile", "signal": "attention_entropy", "ratio": 0.2,
+                                       "side": "high", "scope": "global"})
     groups = torch.arange(rows.start, rows.stop) // G
-    weights, stats, selected = TokenFocusGRPOTrainer._policy_across_processes(
-        fake, local["mask"], {"attention_entropy": local["signal"]}, local["adv"], groups, 0.0)
-    preset = get_preset("explorers20")
-    loss, _ = compute_loss(preset.loss, local["logprobs"], local["old"], local["adv"], local["mask"], weights,
+    weights, stats, selected, _ = weighting.weights(acc, local["mask"], {"attention_entropy": local["signal"]},
+                                                    local["adv"], groups, progress=0.0, step=0)
+    loss, _ = compute_loss(method_preset("explorers20").loss, local["logprobs"], local["old"], local["adv"], local["mask"], weights,
                            global_count=selected / world)
     result = {"rank": rank, "world": world, "weights": weights.tolist(), "selected": float(selected),
               "loss": float(loss), "rows": [rows.start, rows.stop], "width": width}

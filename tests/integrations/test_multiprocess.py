@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tokenfocus.losses import compute_loss, get_preset
+from tokenfocus.config import method_preset
+from tokenfocus.losses import compute_loss
 from tokenfocus.policies import apply_policy
 from tokenfocus.types import PolicyInputs
 
@@ -50,7 +51,7 @@ def test_global_scope_selection_and_normalizer_across_two_processes(tmp_path):
         assert torch.equal(local, expected), r["rank"]
         assert single.weights[start:stop, local.shape[1]:].sum() == 0
         assert r["selected"] == float(single.weights.sum())
-    loss, _ = compute_loss(get_preset("explorers20").loss, logprobs, old, advantages, mask, single.weights)
+    loss, _ = compute_loss(method_preset("explorers20").loss, logprobs, old, advantages, mask, single.weights)
     ddp_average = sum(r["loss"] for r in ranks) / 2
     assert abs(ddp_average - loss.item()) < 1e-6
 

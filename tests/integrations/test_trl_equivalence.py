@@ -11,7 +11,8 @@ from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
 from helpers import tiny
-from tokenfocus.losses import compute_loss, get_preset
+from tokenfocus.config import method_preset
+from tokenfocus.losses import compute_loss, loss_preset
 from tokenfocus.policies import apply_policy
 from tokenfocus.types import PolicyInputs
 
@@ -61,7 +62,7 @@ def our_logprobs(trainer, model, inputs):
 @pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
 def test_uniform_weights_equal_trl_loss(tmp_path, loss_type):
     trainer, model = make_trainer(tmp_path, loss_type)
-    preset = get_preset(loss_type)
+    loss = loss_preset(loss_type)
     for seed in range(3):
         inputs = random_inputs(seed)
         g = torch.Generator().manual_seed(100 + seed)
@@ -71,7 +72,7 @@ def test_uniform_weights_equal_trl_loss(tmp_path, loss_type):
         trl_loss = trainer._compute_loss(model, inputs)
         logps, _ = our_logprobs(trainer, model, inputs)
         ours, _ = compute_loss(
-            preset.loss, logps, inputs["old_per_token_logps"], inputs["advantages"], inputs["completion_mask"].bool(),
+            loss, logps, inputs["old_per_token_logps"], inputs["advantages"], inputs["completion_mask"].bool(),
             max_length=C, global_count=inputs["num_items_in_batch"].float() if loss_type == "dapo" else None,
         )
         assert abs(ours.item() - trl_loss.item()) <= 1e-6, (loss_type, seed, ours.item(), trl_loss.item())
@@ -79,7 +80,7 @@ def test_uniform_weights_equal_trl_loss(tmp_path, loss_type):
 
 def test_8020_preset_selects_trl_top_entropy_quantile_tokens(tmp_path):
     trainer, model = make_trainer(tmp_path, "dapo", top_entropy_quantile=0.2)
-    policy = get_preset("8020").policy
+    policy = method_preset("8020").policy
     for seed in range(5):
         inputs = random_inputs(seed)
         with torch.no_grad():

@@ -106,9 +106,7 @@ def load_study_config(path: Path) -> StudyConfig:
         check_keys("train", data["train"], TRAIN_KEYS, problems)
     if INITIAL_ARM in (data.get("arms") or {}):
         problems.append(f"arms: {INITIAL_ARM!r} is reserved for the starting model's evaluation; rename that arm")
-    task = parse_task(data["task"], problems) if isinstance(data.get("task"), dict) else None
-    if task is not None:
-        task = task.relative_to(path.parent)
+    task = parse_task(data["task"], problems, base=path.parent) if isinstance(data.get("task"), dict) else None
     evaluation = parse_section(StudyEval, data.get("eval"), "eval", problems)
     warmup = parse_section(WarmupConfig, data["warmup"], "warmup", problems) if "warmup" in data else None
     if problems:

@@ -102,10 +102,7 @@ def build_train_config(data: dict, base: Path | None = None, where: str = "train
     check_keys("top level", data, TOP_KEYS, problems)
     if problems:
         raise ConfigError(f"{where}: invalid train config:\n  - " + "\n  - ".join(problems))
-    task = parse_task(data.get("task", {"name": "arithmetic"}), problems)
-    if task is not None and base is not None:
-        task = task.relative_to(base)
-        problems.extend(f"task.{p}" for p in task.check())
+    task = parse_task(data.get("task", {"name": "arithmetic"}), problems, base=base)
     reward = parse_section(RewardConfig, data.get("reward"), "reward", problems)
     run = parse_section(RunConfig, data.get("run"), "run", problems)
     diagnostics = None

@@ -1,12 +1,13 @@
 """The token-mean denominators of one loss call when the batch is split over processes and accumulation steps.
 
-A token mean over the whole generation batch (``norm="token_mean"``, ``token_count="global"``: DAPO) must
-not depend on how the batch was split. Each process computes ``sum_local(w l) / Z_local`` and the trainer
-sums the gradients of ``P`` processes x ``A`` accumulation steps, so with the global count ``N``
+A token mean over an optimizer step's tokens (``norm="token_mean"``, ``token_count="global"``: DAPO) must
+not depend on how they were split. Each process computes ``sum_local(w l) / Z_local``, accumulation sums
+``A`` micro-batches and DDP averages ``P`` processes, so with the global count ``N``
 (all valid tokens, or the selected weight mass for ``normalizer="selected"``) each call divides by
 
-    Z_local = N / (P * A / S)    counts of the generation batch (TRL's ``num_items_in_batch``; S = steps
-                                 per generation, because one generation batch feeds S optimizer steps)
+    Z_local = N / P * A / S      counts of the generation batch (TRL's ``num_items_in_batch``): the batch is
+                                 S micro-batches per process and an optimizer step takes A of them, so one
+                                 step's tokens are N * A / S; DDP averages the P processes' gradients
     Z_local = N / P, then / A    counts of this micro-batch gathered over processes (the fused pass, where
                                  one micro-batch is the whole generation batch of its process)
 
@@ -48,5 +49,5 @@ def token_counts(config: LossConfig, valid_tokens: torch.Tensor, selected_mass: 
     if counted_over == "micro_batch":
         rescale, divisor = num_processes, accumulation
     else:
-        rescale, divisor = num_processes * (accumulation / steps_per_generation), 1
+        rescale, divisor = num_processes * (steps_per_generation / accumulation), 1
     return TokenCounts(count / rescale, valid_tokens.float() / rescale, divisor)

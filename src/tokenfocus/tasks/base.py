@@ -106,8 +106,9 @@ def register_task(cls: type[Task]) -> type[Task]:
     return cls
 
 
-def parse_task(spec: dict, problems: list[str], section: str = "task") -> Task | None:
-    """Validate a task spec ``{name, <options>}``; None with ``problems`` appended when it is invalid."""
+def parse_task(spec: dict, problems: list[str], section: str = "task", base: Path | None = None) -> Task | None:
+    """Validate a task spec ``{name, <options>}`` (file options relative to ``base``, a config file's folder);
+    None with ``problems`` appended when it is invalid."""
     if not isinstance(spec, dict):
         problems.append(f"{section}: expected a mapping with a 'name', got {spec!r}")
         return None
@@ -123,6 +124,8 @@ def parse_task(spec: dict, problems: list[str], section: str = "task") -> Task |
     # The task's own checks (a missing file, an unknown tier) run on the options that fit, so all are listed.
     schema = section_schema(cls.Options)
     task = cls(parsed or cls.Options(**{k: v for k, v in options.items() if k in schema and matches(v, schema[k])}))
+    if base is not None:
+        task = task.relative_to(base)
     problems.extend(f"{section}.{p}" for p in task.check())
     return task if len(problems) == before else None
 

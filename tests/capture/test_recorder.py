@@ -1,29 +1,12 @@
-"""The recorder inside a real HF model: equality with eager attentions, hook hygiene, recompute, chunking."""
+"""The recorder inside a real HF model: equality with eager attentions, hook hygiene, recompute, chunking, key mass."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from tokenfocus.capture import capture, find_decoder_layers, record_attention_entropy
-
-from helpers import padded_batch, tiny
-
-
-def eager_entropies(model, ids, mask):
-    """Per-layer (B, H, T) entropy from output_attentions=True on the eager implementation (the reference)."""
-    original = model.config._attn_implementation
-    model.set_attn_implementation("eager")
-    try:
-        with torch.no_grad():
-            out = model(input_ids=ids, attention_mask=mask.long(), output_attentions=True)
-    finally:
-        model.set_attn_implementation(original)
-    result = []
-    for attn in out.attentions:
-        p = attn.double()
-        result.append(-torch.where(p > 0, p * p.log(), torch.zeros_like(p)).sum(-1))
-    return result
+from helpers import eager_entropies, eager_probabilities, padded_batch, reference_entropy, tiny
+from tokenfocus.capture import AttentionEntropyRecorder, find_decoder_layers, record_attention_entropy
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
@@ -70,39 +53,6 @@ def test_recorder_removed_after_exception():
     assert not any(hasattr(layer.self_attn, "_tokenfocus_recorder") for layer in find_decoder_layers(model))
 
 
-def test_capture_hooks_removed_on_exit_and_exception():
-    model, _ = tiny()
-    points = ["embed", "layers.0.attn", "layers.1.mlp", "layers.1.resid_post", "final_norm"]
-    ids, mask = padded_batch([5], 5)
-
-    def hook_count():
-        return sum(len(m._forward_hooks) for m in model.modules())
-
-    with torch.no_grad():  # transformers installs its own output-recording hooks on first use; count after that
-        model(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True)
-    baseline = hook_count()
-    with torch.no_grad(), capture(model, {p: None for p in points} | {"layers.0.resid_post": lambda x: x.norm(dim=-1)}) as cap:
-        assert hook_count() == baseline + 6
-        out = model(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True)
-    assert hook_count() == baseline
-    # hidden_states = (embeddings, output of layer 0, final norm of layer 1's output); the reducer ran in the hook.
-    torch.testing.assert_close(cap["embed"][0], out.hidden_states[0])
-    torch.testing.assert_close(cap["final_norm"][0], out.hidden_states[2])
-    torch.testing.assert_close(model.model.norm(cap["layers.1.resid_post"][0]), out.hidden_states[2])
-    torch.testing.assert_close(cap["layers.0.resid_post"][0], out.hidden_states[1].norm(dim=-1))
-    with pytest.raises(ValueError, match="boom"):
-        with capture(model, {"embed": None}):
-            assert hook_count() == baseline + 1
-            raise ValueError("boom")
-    assert hook_count() == baseline
-    with pytest.raises(ValueError, match="Valid"):
-        with capture(model, {"layers.0.banana": None}):
-            pass
-    with pytest.raises(ValueError, match="2 layers"):
-        with capture(model, {"layers.5.attn": None}):
-            pass
-
-
 def test_gradient_checkpoint_recompute_records_once():
     model, _ = tiny()
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -140,7 +90,7 @@ def test_bad_layers_and_backend_are_rejected():
     with pytest.raises(ValueError, match="out of range"):
         with record_attention_entropy(model, [7]):
             pass
-    with pytest.raises(ValueError, match="backend"):
+    with pytest.raises(ValueError, match="attention_entropy: backend='magic' is not one of"):
         with record_attention_entropy(model, "all", backend="magic"):
             pass
 
@@ -151,10 +101,6 @@ class _FakeAttention(torch.nn.Module):
 
 def test_recorder_switches_to_exact_path_where_the_identity_breaks():
     """Soft-capping, learned sinks and additive biases are recorded exactly (chunked), and the reason is kept."""
-    from test_entropy_identity import reference_entropy
-
-    from tokenfocus.capture.entropy_attention import AttentionEntropyRecorder
-
     g = torch.Generator().manual_seed(5)
     b, h, s, d = 2, 4, 10, 8
     q, k = torch.randn(b, h, s, d, generator=g) * 2, torch.randn(b, 2, s, d, generator=g)
@@ -192,3 +138,34 @@ def test_model_precision_on_a_bf16_model_is_close_to_fp32():
     with pytest.raises(ValueError, match="precision"):
         with record_attention_entropy(model, "all", precision="fp8"):
             pass
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("backend", ["lse", "chunked"])
+def test_recorded_key_mass_equals_eager_sum_over_marked_columns(side, backend):
+    model, _ = tiny(layers=2, hidden=48, heads=6, kv_heads=2)
+    ids, mask = padded_batch([11, 6, 3, 11], 11, side=side, seed=4)
+    g = torch.Generator().manual_seed(1)
+    marks = (torch.rand(ids.shape, generator=g) < 0.4) & mask
+    reference = eager_probabilities(model, ids, mask)
+    positions = (mask.long().cumsum(-1) - 1).clamp_min(0)
+    # two forwards of two rows each read consecutive rows of the marks
+    with record_attention_entropy(model, "all", backend=backend, key_marks=marks) as recorder, torch.no_grad():
+        for rows in (slice(0, 2), slice(2, 4)):
+            model(input_ids=ids[rows], attention_mask=mask[rows].long(), position_ids=positions[rows])
+    for layer, record in recorder.result().items():
+        expected = (reference[layer] * marks[:, None, None, :].double()).sum(-1)  # (B, H, T)
+        real_rows = mask[:, None, :].expand_as(expected)  # padding query rows carry no meaning
+        assert (record.key_mass.double() - expected)[real_rows].abs().max() < 1e-5, layer
+        assert record.key_mass.min() >= 0 and record.key_mass.max() <= 1 + 1e-5
+
+
+def test_key_marks_given_at_construction_must_cover_every_forward_row():
+    """Marks are consumed b rows per forward of b rows: a second forward past the last mark row is refused."""
+    model, _ = tiny()
+    ids, mask = padded_batch([6, 4], 6)
+    with torch.no_grad(), record_attention_entropy(model, [0], key_marks=mask[:1]) as recorder:
+        model(input_ids=ids[:1], attention_mask=mask[:1].long())
+        assert recorder.result()[0].key_mass.shape == (1, 4, 6)
+        with pytest.raises(ValueError, match="key_marks has shape"):
+            model(input_ids=ids[1:], attention_mask=mask[1:].long())

@@ -1,4 +1,5 @@
-"""The LSE identity H = LSE - scale * q . Attn(q, K, K) against hand-derived cases and an fp64 reference."""
+"""The LSE identity H = LSE - scale * q . Attn(q, K, K), the chunked path and key mass against hand-derived
+cases and an fp64 reference."""
 
 from __future__ import annotations
 
@@ -9,28 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tokenfocus.capture.entropy_attention import entropy_chunked, entropy_lse
-from tokenfocus.signals.attention_entropy import normalized_entropy
-from tokenfocus.types import AttentionRecord
-
-
-def reference_entropy(q, k, allowed, scale, *, softcap=None, sinks=None, bias=None):
-    """Materialized fp64 softmax entropy: the definition, nothing clever."""
-    q, k = q.double(), k.double()
-    s = (q @ k.transpose(-1, -2)) * scale
-    if softcap is not None:
-        s = softcap * torch.tanh(s / softcap)
-    if bias is not None:
-        s = s + bias.double()
-    s = s.masked_fill(~allowed, float("-inf"))
-    if sinks is not None:
-        s = torch.cat([s, sinks.double().view(1, -1, 1, 1).expand(*s.shape[:-1], 1)], -1)
-    p = torch.softmax(s, -1)
-    return -torch.where(p > 0, p * p.log(), torch.zeros_like(p)).sum(-1)
-
-
-def causal(s):
-    return torch.ones(s, s, dtype=torch.bool).tril()[None, None]
+from helpers import causal, reference_entropy
+from tokenfocus.capture.kernels import entropy_chunked, entropy_lse, key_mass
 
 
 def left_padded_allowed(lengths, s):
@@ -105,20 +86,18 @@ def test_chunked_path_handles_softcap_bias_and_sinks_exactly():
     assert (got.double() - ref).abs().max() < 1e-5
 
 
-def test_sink_exclusion_closed_form_matches_explicit_renormalization():
-    """H' of the distribution with the first key removed and the rest renormalized (RL_TOKEN_CREDIT §1.2 step 5)."""
-    g = torch.Generator().manual_seed(2)
-    b, h, s = 2, 3, 12
-    logits = torch.randn(b, h, s, s, generator=g) * 2
-    allowed = causal(s).expand(b, 1, s, s)
-    p = torch.softmax(logits.double().masked_fill(~allowed, float("-inf")), -1)
-    entropy = -torch.where(p > 0, p * p.log(), torch.zeros_like(p)).sum(-1)
-    n_keys = allowed[:, 0].sum(-1).float()
-    record = AttentionRecord(entropy.float(), n_keys, p[..., 0].float())
-    got = normalized_entropy(record, normalize="log_context", sink="exclude")
-    rest = p[..., 1:] / p[..., 1:].sum(-1, keepdim=True).clamp_min(1e-300)
-    explicit = -torch.where(rest > 0, rest * rest.log(), torch.zeros_like(rest)).sum(-1)
-    n_rest = (n_keys - 1)[:, None, :].double()
-    expected = torch.where(n_rest >= 2, explicit / n_rest.clamp_min(2).log(), torch.zeros_like(explicit))
-    assert (got.double() - expected).abs().max() < 1e-5
-    assert torch.isfinite(got).all()
+def test_all_keys_marked_gives_mass_one_and_none_marked_gives_zero():
+    torch.manual_seed(0)
+    q, k = torch.randn(2, 3, 9, 8), torch.randn(2, 3, 9, 8)
+    _, lse = entropy_chunked(q, k, None, 0.35)
+    ones = key_mass(q, k, None, 0.35, lse, torch.ones(2, 9, dtype=torch.bool))
+    assert (ones - 1).abs().max() < 1e-5
+    zeros = key_mass(q, k, None, 0.35, lse, torch.zeros(2, 9, dtype=torch.bool))
+    assert zeros.abs().max() == 0
+    # soft-capped scores: the mass follows the capped distribution, summing to one over a partition
+    _, lse_cap = entropy_chunked(q, k, None, 0.35, softcap=2.0)
+    first = torch.zeros(2, 9, dtype=torch.bool)
+    first[:, :4] = True
+    total = key_mass(q, k, None, 0.35, lse_cap, first, softcap=2.0) + key_mass(q, k, None, 0.35, lse_cap, ~first,
+                                                                                 softcap=2.0)
+    assert (total - 1).abs().max() < 1e-5

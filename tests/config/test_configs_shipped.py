@@ -1,0 +1,36 @@
+"""Every train and study config shipped in configs/ validates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tokenfocus.config import load_study_config, load_train_config
+
+CONFIGS = Path(__file__).parents[2] / "configs"
+STUDIES = sorted(p for p in CONFIGS.glob("*.yaml") if "arms" in yaml.safe_load(p.read_text()))
+
+
+def test_configs_holds_only_studies_and_train_configs():
+    """Method presets live in the package (tokenfocus/config/methods), not beside the study configs."""
+    assert set(CONFIGS.glob("*.yaml")) == set(STUDIES)
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "train").glob("*.yaml")), ids=lambda p: p.name)
+def test_train_configs_validate(path):
+    config = load_train_config(path)
+    assert config.method.name and config.trl_args()["max_steps"] >= 1
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
+def test_study_configs_validate(path):
+    study = load_study_config(path)
+    assert {"full", "random20", "anchors20", "explorers20", "low2high"} <= set(study.arms)
+    for arm in study.arms:
+        assert study.run_config(arm, study.seeds[0]).run_dir.name == f"{arm}-s{study.seeds[0]}"
+
+
+def test_the_required_study_configs_exist():
+    assert {p.name for p in STUDIES} >= {"quickstart.yaml", "study-arith.yaml"}

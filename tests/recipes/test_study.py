@@ -1,0 +1,123 @@
+"""`tokenfocus study` end to end on a tiny model: every arm and seed, the warm-up, evidence gathering, resuming
+without rerunning, and the report rendered from the study's own files."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+import yaml
+
+from tokenfocus.config import load_study_config
+from tokenfocus.recipes.evidence import run_evidence
+from tokenfocus.recipes.study import run_study
+from tokenfocus.report.study_report import load_runs, render_report, verdicts
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    config = root / "study.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": "tiny-llama:layers=2,hidden=64,heads=4,kv_heads=2,intermediate=128",
+        "task": {"name": "arithmetic", "tiers": ["D1", "D2"], "n_train": 64},
+        "train": {"reward": {"kind": "digits"}, "save_steps": 2,
+                  "trl": {"max_steps": 3, "num_generations": 4, "per_device_train_batch_size": 8,
+                          "max_completion_length": 12, "learning_rate": 1e-3},
+                  "diagnostics": {"every": 2, "project_dim": 256, "bootstrap": 4}},
+        "arms": {"full": "dapo", "random20": "random20", "anchors20": "anchors20", "explorers20": "explorers20",
+                 "low2high": "low2high"},
+        "seeds": [0, 1],
+        "eval": {"splits": ["test", "hard-test"], "n": 6, "k": 0, "max_new_tokens": 8},
+        "samples": 2,
+        "dir": str(root / "out"),
+        "warmup": {"n_train": 16, "epochs": 1, "learning_rate": 1e-3, "batch_size": 8},
+    }))
+    study = load_study_config(config)
+    run_study(study, log=lambda m: None)
+    run_evidence(root / "out", n=4, max_new_tokens=6, log=lambda m: None)
+    return root, study
+
+
+def test_evidence_gathering_numbers_for_every_model(study_dir):
+    """Attention mass on the prompt and on its number tokens (the operand digits), for every trained model
+    and the starting model; the digit marks count exactly the expression's digits."""
+    from tokenfocus.tasks import generate_problems
+
+    root, study = study_dir
+    index = json.loads((root / "out" / "study.json").read_text())
+    for run in index["runs"]:
+        result = json.loads((root / "out" / run["dir"] / "evidence.json").read_text())
+        digits = [sum(ch.isdigit() for ch in p.expression) for p in generate_problems(4, split="test", seed=run["seed"])]
+        assert result["evidence_tokens_per_prompt"] == pytest.approx(sum(digits) / 4)
+        for key in ("prompt_mass/all", "prompt_mass/anchors", "prompt_mass/explorers", "evidence_mass/all"):
+            assert 0.0 <= result[key] <= 1.0, (run["dir"], key)
+        assert result["evidence_mass/all"] <= result["prompt_mass/all"] + 1e-6  # the digits are part of the prompt
+        expected_model = str(root / "out" / "warmup" / "final") if run["arm"] == "initial" else str(
+            root / "out" / run["dir"] / "final")
+        assert result["model"] == expected_model
+    messages = []
+    assert run_evidence(root / "out", n=4, max_new_tokens=6, log=messages.append) == []  # all there: skipped
+    assert len(messages) == len(index["runs"]) and all("skipped" in m for m in messages)
+    with pytest.raises(ValueError, match="neither a study directory"):
+        run_evidence(root)
+
+
+def test_study_runs_every_arm_and_seed_and_resumes_without_rerunning(study_dir):
+    root, study = study_dir
+    index = json.loads((root / "out" / "study.json").read_text())
+    assert {(r["arm"], r["seed"]) for r in index["runs"]} == {(a, s) for a in [*study.arms, "initial"] for s in (0, 1)}
+    assert all(r["status"] == "done" for r in index["runs"])
+    for run in index["runs"]:
+        run_dir = root / "out" / run["dir"]
+        assert (run_dir / "eval" / "test-final.json").is_file()
+        assert run["arm"] == "initial" or (run_dir / "samples" / "tokens.jsonl").is_file()
+    # Every arm trains from the warm-up model, which SFT moved away from the base model.
+    warm = root / "out" / "warmup" / "final"
+    assert all(yaml.safe_load((root / "out" / r["dir"] / "config.yaml").read_text())["model"] == str(warm)
+               for r in index["runs"] if r["arm"] != "initial")
+    from tokenfocus.models import load_model
+
+    base, _ = load_model(study.model)
+    tuned, _ = load_model(str(warm))
+    changed = [n for n, p in tuned.state_dict().items() if not torch.equal(p, base.state_dict()[n])]
+    assert len(changed) > 10
+    sft_losses = [row["loss/train"] for row in map(json.loads, (warm.parent / "metrics.jsonl").open())
+                  if "loss/train" in row]
+    assert len(sft_losses) == 2 and all(math.isfinite(v) for v in sft_losses)  # 16 rows / batch 8
+    # The gradient diagnostics also log evidence gathering: attention mass on the prompt.
+    diag_rows = [row for row in map(json.loads, (root / "out" / "full-s0" / "metrics.jsonl").open())
+                 if "diag/prompt_mass/all" in row]
+    assert diag_rows and all(0.0 <= row["diag/prompt_mass/all"] <= 1.0 for row in diag_rows)
+    # Same initial model, data and sampling seed: every arm sees the same first generation batch.
+    first = {r["arm"]: [json.loads(line) for line in (root / "out" / r["dir"] / "metrics.jsonl").open()][0]
+             for r in index["runs"] if r["seed"] == 0 and r["arm"] != "initial"}
+    assert len({round(row["reward/mean"], 9) for row in first.values()}) == 1
+    # Interrupt: drop one run's results; a rerun trains only that one.
+    shutil.rmtree(root / "out" / "low2high-s1")
+    messages = []
+    run_study(study, log=messages.append)
+    trained = [m for m in messages if m.startswith("[") and ("training" in m or "resuming" in m)]
+    assert len(trained) == 1 and "low2high s1" in trained[0]
+    assert sum("skipped" in m for m in messages) == 9
+    assert any("warm-up model found, reused" in m for m in messages)
+    assert not any(m.startswith("[initial") for m in messages)  # the starting model is not evaluated again
+
+
+def test_the_report_renders_from_the_study_files(study_dir):
+    """The study's own files carry everything the report reads: every claim gets a verdict, every figure a PNG.
+    (The verdict logic itself is tested on constructed runs in tests/report/test_study_report.py.)"""
+    root, _ = study_dir
+    runs = load_runs(root / "out")
+    assert any(run["weights"] for run in runs if run["arm"] == "low2high")  # policy_weights.jsonl was logged
+    claims = verdicts(runs)
+    assert set(claims) == {"random20_matches_full", "anchors_stable_aligned", "explorers_large_volatile",
+                           "low2high_beats_full"}
+    assert claims["random20_matches_full"][0] == "inconclusive"  # a random model's accuracy is at the floor
+    assert all(evidence for _, evidence in claims.values())
+    render_report(root / "out")
+    assert {p.name for p in (root / "out" / "plots").glob("*.png")} == {
+        "reward.png", "accuracy.png", "grad_cos.png", "grad_norm.png", "entropy.png", "weights.png", "evidence.png"}
