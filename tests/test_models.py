@@ -67,3 +67,82 @@ def test_packaged_default_is_trainable_smollm2():
     assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (1, 2, 2)
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()  # tied
     assert all(p.dtype == torch.float32 and p.requires_grad for p in model.parameters())
+
+
+def test_check_model_spec_loads_nothing(tmp_path, monkeypatch):
+    from tokenfocus.models import check_model_spec
+
+    monkeypatch.setattr(models, "build_tiny_llama", lambda **k: pytest.fail("a model was built"))
+    assert check_model_spec("tiny-llama:layers=3,hidden=48,heads=6,kv_heads=3") == []
+    assert check_model_spec("tiny-llama:layers=0") == ["tiny-llama options must be >= 1: layers=0"]
+    assert "even head size" in check_model_spec("tiny-llama:hidden=36,heads=4")[0]
+    assert "valid integer options" in check_model_spec("tiny-llama:depth=2")[0]
+    assert "GGUF file not found" in check_model_spec(str(tmp_path / "m.gguf"))[0]
+    (tmp_path / "notes.txt").write_text("x")
+    assert "is a file, not a model directory" in check_model_spec(str(tmp_path / "notes.txt"))[0]
+    assert "Accepted" in check_model_spec("no such model")[0]
+    assert "expected a model spec string" in check_model_spec(3)[0]
+    assert check_model_spec("nonexistent/model") == []  # online: left to load_model, which fails fast
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    [problem] = check_model_spec("nonexistent/model")
+    assert "no directory of that name" in problem and "local Hugging Face cache" in problem and "HF_HUB_OFFLINE" in problem
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    path = tmp_path_factory.mktemp("saved")
+    model, tok = load_model("tiny-llama")
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def _copy(saved, target, skip=()):
+    import shutil
+
+    target.mkdir()
+    for file in saved.iterdir():
+        if file.name not in skip:
+            shutil.copy(file, target / file.name)
+    return target
+
+
+def test_incomplete_model_directories_name_what_is_missing(saved, tmp_path):
+    from tokenfocus.models import check_model_spec
+
+    assert check_model_spec(str(saved)) == []
+    only_config = tmp_path / "only_config"
+    only_config.mkdir()
+    (only_config / "config.json").write_text((saved / "config.json").read_text())
+    with pytest.raises(ModelSpecError) as error:
+        load_model(str(only_config))
+    assert "no weights" in str(error.value) and "no tokenizer files" in str(error.value)
+    truncated = _copy(saved, tmp_path / "truncated")
+    data = (saved / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelSpecError, match="model.safetensors is truncated"):
+        load_model(str(truncated))
+    broken = _copy(saved, tmp_path / "broken")
+    (broken / "config.json").write_text('{"model_type": "lla')
+    assert "config.json is not valid JSON" in check_model_spec(str(broken))[0]
+    sharded = _copy(saved, tmp_path / "sharded", skip=("model.safetensors",))
+    (sharded / "model.safetensors.index.json").write_text('{"weight_map": {"a": "model-00001-of-00002.safetensors"}}')
+    assert "missing: ['model-00001-of-00002.safetensors']" in check_model_spec(str(sharded))[0]
+
+
+def test_an_unreachable_hub_fails_fast_naming_both_readings(monkeypatch, tmp_path):
+    """'nonexistent/model' is not a local directory and not cached; with the hub unreachable the error comes at
+    once (no ~50 s of retries) and names both readings."""
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(models, "_hub_reachable", lambda timeout_s=3.0: "huggingface.co:443 is unreachable (test)")
+    started = time.monotonic()
+    with pytest.raises(ModelSpecError) as error:
+        load_model("nonexistent/model")
+    assert time.monotonic() - started < 10
+    message = str(error.value)
+    assert "no directory of that name" in message and "local Hugging Face cache" in message and "unreachable" in message
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelSpecError, match="HF_HUB_OFFLINE is set"):
+        load_model("nonexistent/model")

@@ -67,3 +67,17 @@ def test_parse_section_builds_the_dataclass_when_everything_fits():
 ])
 def test_matches_accepts_int_for_float_and_rejects_bool_for_int(value, kind, expected):
     assert matches(value, kind) is expected
+
+
+def test_numeric_strings_are_coerced_to_the_declared_number():
+    """PyYAML reads 1e-5 (no dot) as a string; a float field takes it as 1e-05, an int field "1e3" as 1000."""
+    from tokenfocus.options import coerce
+
+    assert coerce("1e-5", float) == 1e-5 and coerce("3", float) == 3.0 and coerce("1e3", int) == 1000
+    assert coerce("2.5", int) == "2.5" and coerce("fast", float) == "fast" and coerce("nan", float) == "nan"
+    assert coerce("1e-5", str) == "1e-5" and coerce("7", int | None) == 7 and coerce(" -2 ", float) == -2.0
+    assert coerce("1", bool) == "1"
+    problems = []
+    assert parse_section(Brush, {"width": "2e0", "count": "4"}, "brush", problems) == Brush(2.0, 4) and not problems
+    parse_section(Brush, {"width": float("nan")}, "brush", problems)
+    assert problems == ["brush.width: expected a number, got nan"]

@@ -52,14 +52,18 @@ def analyze(
     temperature: float = typer.Option(0.0, min=0.0, help="0 = greedy."),
     seed: int = typer.Option(0),
     batch_size: int = typer.Option(8, min=1),
-    out: Path = typer.Option(Path("runs/analyze"), help="Run directory to write."),
+    out: Optional[Path] = typer.Option(None, help="Directory to write (default: runs/analyze, or the first free "
+                                                  "runs/analyze-N)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out (never a training run)."),
 ):
     """Generate responses, compute per-token signals, save them and write an HTML page."""
     from .models import ModelSpecError
     from .recipes.analyze import DEFAULT_SIGNALS, AnalyzeConfig, load_prompt_file, run_analyze
     from .rollout import PromptError
+    from .io import next_free_dir
     from .tasks import build_task
 
+    out = out if out is not None else next_free_dir(Path("runs/analyze"))
     try:
         prompts = list(prompt)
         if prompts_file is not None:
@@ -70,7 +74,7 @@ def analyze(
             model=model, prompts=prompts,
             signals=[_parse_signal_option(s) for s in signal] or list(DEFAULT_SIGNALS),
             color_by=color_by, ratio=ratio, max_new_tokens=max_new_tokens, temperature=temperature,
-            seed=seed, batch_size=batch_size, out=str(out),
+            seed=seed, batch_size=batch_size, out=str(out), overwrite=overwrite,
         )
         page = run_analyze(config, progress=sys.stderr.isatty(), log=lambda m: typer.echo(m, err=True))
     except (PromptError, ModelSpecError, ValueError) as error:
@@ -83,9 +87,13 @@ def analyze(
 @app.command()
 def train(
     config: Path = typer.Argument(..., help="Train config YAML (see tokenfocus.config.train)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in run.dir."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest complete checkpoint in run.dir."),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Override run.dir."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Override trl.max_steps."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace a non-empty run.dir (its contents are deleted)."),
+    allow_config_change: bool = typer.Option(False, "--allow-config-change",
+                                             help="With --resume: continue with a config that differs from the run's."),
 ):
     """GRPO training with token signals and a token policy (TRL 1.16), in a resumable run directory."""
     from .config import ConfigError, load_train_config
@@ -98,23 +106,32 @@ def train(
         overrides["trl.max_steps"] = max_steps
     try:
         cfg = load_train_config(config, overrides)
-        out, _ = run_train(cfg, resume=resume, log=lambda m: typer.echo(m, err=True))
+        out, _ = run_train(cfg, resume=resume, log=lambda m: typer.echo(m, err=True), overwrite=overwrite,
+                           allow_config_change=allow_config_change)
     except (ConfigError, ValueError) as error:
         _fail(str(error))
     typer.secho(f"run: {out.resolve()}  (metrics: {out / 'metrics.jsonl'})", fg=typer.colors.GREEN)
 
 
 @app.command()
-def study(config: Path = typer.Argument(..., help="Study config YAML (see tokenfocus.config.study).")):
+def study(
+    config: Path = typer.Argument(..., help="Study config YAML (see tokenfocus.config.study)."),
+    allow_config_change: bool = typer.Option(False, "--allow-config-change",
+                                             help="Continue a study whose config changed beyond adding arms/seeds."),
+):
     """Run every arm x seed of a study (resumable), evaluate them, and render the report."""
     from .config import ConfigError, load_study_config
-    from .recipes.study import run_study
+    from .recipes.study import StudyRunsFailed, run_study
     from .report.study_report import render_report
 
     try:
         cfg = load_study_config(config)
-        root = run_study(cfg, log=lambda m: typer.echo(m, err=True))
+        root = run_study(cfg, log=lambda m: typer.echo(m, err=True), allow_config_change=allow_config_change)
         page = render_report(root)
+    except StudyRunsFailed as failed:  # every other run finished: show them, then say what failed
+        page = render_report(failed.root)
+        typer.secho(f"report: {page.resolve()}", fg=typer.colors.YELLOW)
+        _fail(str(failed))
     except (ConfigError, ValueError) as error:
         _fail(str(error))
     typer.secho(f"report: {page.resolve()}", fg=typer.colors.GREEN)
@@ -165,6 +182,7 @@ def eval_command(
                                                   "path or openai/gsm8k)."),
     answer_line_only: bool = typer.Option(False, "--answer-line-only",
                                           help='Count only the last "Answer: N" line (the strict training reward).'),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier result of the same split and model."),
 ):
     """pass@1 (greedy) and mean@k (sampled) accuracy of a model or checkpoint on a split."""
     from .models import ModelSpecError
@@ -176,7 +194,7 @@ def eval_command(
                         max_new_tokens=max_new_tokens, seed=seed, answer_line_only=answer_line_only)
     try:
         build_task(spec).eval_examples(split, 1)  # a bad task, path or split fails before the model loads
-        result = run_eval(config, run_dir, progress=sys.stderr.isatty())
+        result = run_eval(config, run_dir, progress=sys.stderr.isatty(), overwrite=overwrite)
     except (ModelSpecError, DatasetError, ValueError) as error:
         _fail(str(error))
     summary = {key: value for key, value in result.items() if key.startswith(("pass@", "mean@")) and value is not None}

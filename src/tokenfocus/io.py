@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,82 @@ def write_jsonl(path: Path, rows) -> None:
     atomic_write_text(path, "".join(json.dumps(row, default=str) + "\n" for row in rows))
 
 
+# What marks a directory as a training run or a study: an analysis or evaluation never replaces it.
+RUN_MARKERS = ("config.yaml", "study.json", METRICS_FILE)
+
+
+def next_free_dir(base: Path) -> Path:
+    """``base`` when it does not exist or is empty, else the first free ``base-2``, ``base-3``, ..."""
+    base = Path(base)
+    candidate, n = base, 1
+    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+def prepare_output_dir(path: Path, overwrite: bool = False, what: str = "output directory") -> Path:
+    """Create ``path`` for a command's outputs, refusing to replace anything without ``overwrite``.
+
+    A file in its place, a non-empty directory (without ``overwrite``), a training run or study directory
+    (even with it), or a directory that cannot be written are errors that name the problem and the fix."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{what} {path} is a file; choose a directory")
+    if path.is_dir() and any(path.iterdir()):
+        marker = next((m for m in RUN_MARKERS if (path / m).exists()), None)
+        if marker is not None:
+            raise ValueError(f"{what} {path} holds a training run or study ({marker}); choose another directory")
+        if not overwrite:
+            raise ValueError(f"{what} {path} is not empty; pass --overwrite to replace it, or choose another")
+        import shutil
+
+        shutil.rmtree(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"{what} {path} cannot be written ({error.strerror}); choose another directory") from None
+    return path
+
+
+def set_aside_torn_tail(path: Path) -> Path | None:
+    """A file whose last line has no newline was torn by a killed writer: move that partial line to a side file
+    (``<name>.torn-<unix time>``) and cut it from the file, so that the next append starts a fresh line.
+    Returns the side file, or None when the file ends cleanly (or does not exist)."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    with open(path, "rb+") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return None
+        start = max(0, size - 65536)
+        while True:  # find the last newline, reading backwards in blocks
+            handle.seek(start)
+            block = handle.read(size - start)
+            cut = block.rfind(b"\n")
+            if cut >= 0 or start == 0:
+                break
+            start = max(0, start - 65536)
+        keep = start + cut + 1 if cut >= 0 else 0
+        handle.seek(keep)
+        tail = handle.read()
+        side = path.with_name(f"{path.name}.torn-{int(time.time() * 1000)}")
+        side.write_bytes(tail)
+        handle.truncate(keep)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return side
+
+
 def append_jsonl(path: Path, row: dict) -> None:
-    """Append one complete line with a single write and fsync (metrics files are append-only)."""
+    """Append one complete line with a single write and fsync (metrics files are append-only). A torn last line
+    left by a killed writer is set aside first (``set_aside_torn_tail``), never glued to the new line."""
+    set_aside_torn_tail(path)
     line = (json.dumps(row, default=str) + "\n").encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -49,12 +124,17 @@ def append_jsonl(path: Path, row: dict) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Read complete lines; a torn last line (a killed writer) is ignored, never half-parsed."""
+    """Read complete lines; a torn last line (a killed writer) is ignored, never half-parsed. A complete line
+    that is not JSON is an error naming the file and the line."""
     rows = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.endswith("\n"):
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.endswith("\n"):
+                continue
+            try:
                 rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: not a JSON line ({error.msg}); move or delete that line") from None
     return rows
 
 

@@ -3,6 +3,8 @@
 Sections of options (a train config's ``run:``, a task's options, the diagnostics) are dataclasses;
 ``parse_section`` checks a dict against one -- names, types from the annotations, ``Literal`` choices, and
 the dataclass's own ``problems()`` range checks -- appending every problem instead of stopping at the first.
+Numeric strings are numbers: PyYAML reads ``1e-5`` (no dot) as the string "1e-5", so ``coerce`` turns such a
+string into the float or int its field declares before the type check.
 
 An option with a fixed set of values is a ``Literal`` type in the function's signature; its choices are read
 from the type, so the signature, the checker and the error message never disagree:
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from typing import Any, Literal, TypeVar, get_args, get_origin
@@ -44,11 +48,11 @@ def suggest(key: str, valid) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _type_name(kind) -> str:
+def type_name(kind) -> str:
     if get_origin(kind) is Literal:
         return f"one of {get_args(kind)}"
     if get_origin(kind) in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(k) for k in get_args(kind))
+        return " or ".join(type_name(k) for k in get_args(kind))
     return getattr(kind, "__name__", str(kind))
 
 
@@ -73,14 +77,53 @@ def matches(value: Any, kind) -> bool:
     return isinstance(value, base)
 
 
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _number_kinds(kind) -> set:
+    """The numeric types among ``kind`` and its Union members (bool excluded: "1" is never a bool)."""
+    if kind in (int, float):
+        return {kind}
+    if get_origin(kind) in (typing.Union, types.UnionType):
+        return set().union(*(_number_kinds(k) for k in get_args(kind)))
+    return set()
+
+
+def coerce(value: Any, kind) -> Any:
+    """A numeric string ("1e-5", "3", "1e3") as the number ``kind`` declares (float, int, or a Union holding
+    them; an int only when the number is integral); any other value unchanged."""
+    if not isinstance(value, str) or matches(value, kind) or not _NUMBER.fullmatch(value.strip()):
+        return value
+    number = float(value)
+    wanted = _number_kinds(kind)
+    if float in wanted and math.isfinite(number):
+        return number
+    if int in wanted and math.isfinite(number) and number == int(number):
+        return int(number)
+    return value
+
+
+def coerce_section(data: dict, schema: dict[str, Any]) -> dict:
+    """``data`` with numeric strings converted for the numeric keys of ``schema``."""
+    return {k: coerce(v, schema[k]) if isinstance(k, str) and k in schema else v for k, v in data.items()}
+
+
 def check_keys(section: str, data: dict, schema: dict[str, Any], problems: list[str]) -> None:
     """Unknown keys (with the closest valid one) and wrong types, for a {key: annotation} schema."""
     for key, value in data.items():
-        if key not in schema:
+        if not isinstance(key, str) or key not in schema:
             problems.append(f"{section}: unknown key {key!r}{suggest(key, schema)}; valid: {sorted(schema)}")
         elif not matches(value, schema[key]):
-            problems.append(f"{section}.{key}: expected {_type_name(schema[key])}, got {type(value).__name__} "
+            problems.append(f"{section}.{key}: expected {type_name(schema[key])}, got {type(value).__name__} "
                             f"({value!r})")
+        elif isinstance(value, float) and math.isnan(value):
+            problems.append(f"{section}.{key}: expected a number, got nan")
+
+
+def fits(key: Any, value: Any, schema: dict[str, Any]) -> bool:
+    """Whether ``key`` is in ``schema`` and ``value`` fits its annotation (NaN fits no field)."""
+    return (isinstance(key, str) and key in schema and matches(value, schema[key])
+            and not (isinstance(value, float) and math.isnan(value)))
 
 
 S = TypeVar("S")
@@ -102,9 +145,10 @@ def parse_section(cls: type[S], data: dict | None, section: str, problems: list[
         return None
     before = len(problems)
     schema = section_schema(cls)
+    data = coerce_section(data, schema)
     check_keys(section, data, schema, problems)
     # Range checks run on the fields that fit, so every problem of the section is listed at once.
-    value = cls(**{k: v for k, v in data.items() if k in schema and matches(v, schema[k])})
+    value = cls(**{k: v for k, v in data.items() if fits(k, v, schema)})
     check = getattr(value, "problems", None)
     if callable(check):
         problems.extend(f"{section}.{p}" for p in check())

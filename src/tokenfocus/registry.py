@@ -75,6 +75,8 @@ class Registry(Generic[T]):
             spec = {"name": spec}
         if not isinstance(spec, dict) or "name" not in spec:
             raise ValueError(f"A {self.kind} spec is a name or a dict with a 'name' key; got {spec!r}")
+        if not isinstance(spec["name"], str) or not all(isinstance(k, str) for k in spec):
+            raise ValueError(f"A {self.kind} spec's name and option keys are strings; got {spec!r}")
         options = dict(spec)
         name = options.pop("name")
         label = options.pop("label", name)

@@ -101,7 +101,7 @@ def test_bad_config_lists_every_problem(tmp_path):
         MethodConfig.from_yaml(bad)
     message = str(error.value)
     for expected in ("unknown key(s) ['optimiser']", "Unknown signal 'attention_entropi'", "unknown option(s) ['rate']",
-                     "loss: unknown option(s) ['epsilon']"):
+                     "loss: unknown key 'epsilon'"):
         assert expected in message, message
 
 
@@ -127,3 +127,50 @@ def test_out_of_range_loss_values(tmp_path):
     bad.write_text("loss: {preset: dapo, epsilon_low: 1.5, beta: -1}\n")
     with pytest.raises(ConfigError, match="epsilon_low.*beta and entropy_coef must be >= 0"):
         MethodConfig.from_yaml(bad)
+
+
+def test_the_dry_run_is_generic_over_registered_policies(monkeypatch):
+    """A policy's own run-time check becomes a config problem with no code in config/: a policy registered
+    here refuses threshold > 1 when it runs, and MethodConfig lists that, at progress 0, before any model."""
+    from tokenfocus.policies.registry import PolicyInfo
+    from tokenfocus.types import PolicyOutput
+
+    def picky(inputs, threshold: float = 0.5):
+        """Refuses a threshold above 1 when it runs."""
+        if threshold > 1:
+            raise ValueError(f"threshold must be <= 1, got {threshold}")
+        return PolicyOutput(inputs.mask.float())
+
+    monkeypatch.setitem(POLICIES.entries, "picky", PolicyInfo("picky", picky, "test"))
+    assert MethodConfig.from_dict({"policy": {"name": "picky", "threshold": "1e-1"}}).policy.options == {"threshold": 0.1}
+    with pytest.raises(ConfigError, match=r"policy: 'picky' .* fails when it runs .*threshold must be <= 1, got 2.0"):
+        MethodConfig.from_dict({"policy": {"name": "picky", "threshold": 2.0}})
+
+
+def test_the_dry_run_sees_every_progress_and_the_synthetic_inputs_are_legal():
+    from tokenfocus.config.dry_run import PROGRESS, synthetic_inputs
+
+    inputs = synthetic_inputs({"a", "b"}, 1.0)
+    assert PROGRESS == (0.0, 0.5, 1.0) and not inputs.mask[-1].any() and inputs.mask[0].all()
+    assert set(inputs.signals) == {"a", "b"} and (inputs.signals["a"][~inputs.mask] == 0).all()
+    assert inputs.group_ids.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_every_registered_policy_passes_the_dry_run_with_its_defaults(name):
+    """No false alarms: each policy with default options (and the signals it reads) is accepted."""
+    from tokenfocus.config.dry_run import dry_run_policy
+    from tokenfocus.policies import parse_policy_spec
+
+    spec = {"name": name}
+    if name in ("product", "union", "intersection"):
+        spec["policies"] = [{"name": "random"}, {"name": "full"}]
+    policy = parse_policy_spec(spec)
+    labels = _read_policy(policy) | {"predictive_entropy", "attention_entropy", "context_dependency"}
+    assert dry_run_policy(policy, labels) == []
+
+
+def _read_policy(policy):
+    from tokenfocus.config.method import read_signals
+
+    return read_signals(policy)

@@ -63,3 +63,104 @@ def test_overrides_and_defaults(tmp_path):
     assert config.run_dir == tmp_path / "x" and config.trl_args()["max_steps"] == 3
     assert config.run.save_steps == 10 and config.trl_args()["save_steps"] == 10  # RunConfig's one default
     assert config.task.name == "arithmetic" and config.reward.kind == "answer"
+
+
+def write(tmp_path, name="c.yaml", **sections):
+    data = {"model": TINY, "method": "dapo", "run": {"dir": str(tmp_path / "run")}}
+    data.update(sections)
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def problems_of(path) -> str:
+    with pytest.raises(ConfigError) as error:
+        load_train_config(path)
+    return str(error.value)
+
+
+def test_numeric_strings_are_numbers(tmp_path):
+    """PyYAML reads 1e-5 (no dot) as the string "1e-5": in trl, our own sections and policy options it is a number."""
+    path = tmp_path / "c.yaml"
+    path.write_text(f"model: '{TINY}'\nrun: {{dir: {tmp_path / 'run'}}}\ntrl: {{learning_rate: 1e-5, max_steps: 1e1}}\n"
+                    "reward: {timeout_s: 5e0}\nmethod: {signals: [attention_entropy], "
+                    "policy: {name: quantile, ratio: 2e-1}}\n")
+    assert yaml.safe_load(path.read_text())["trl"]["learning_rate"] == "1e-5"  # what PyYAML does
+    config = load_train_config(path)
+    assert config.trl_args()["learning_rate"] == 1e-5 and config.trl_args()["max_steps"] == 10
+    assert config.reward.timeout_s == 5.0 and config.method.policy.options["ratio"] == 0.2
+
+
+def test_trl_values_out_of_range_are_listed(tmp_path):
+    message = problems_of(write(tmp_path, trl={
+        "learning_rate": -1e-5, "temperature": -1.0, "per_device_train_batch_size": 0, "max_completion_length": -3,
+        "num_generations": 1, "max_steps": "two", "top_p": 1.5}))
+    for expected in ("trl.learning_rate must be >= 0, got -1e-05", "trl.temperature must be > 0",
+                     "trl.per_device_train_batch_size must be >= 1, got 0", "trl.max_completion_length must be >= 1",
+                     "trl.num_generations must be >= 2, got 1", "trl.max_steps: expected int, got str ('two')",
+                     "trl.top_p must be in (0, 1]"):
+        assert expected in message, (expected, message)
+
+
+@pytest.mark.parametrize("policy, expected", [
+    ({"name": "quantile", "ratio": 1.5}, "ratio must be in [0.0, 1.0], got 1.5"),
+    ({"name": "random", "ratio": -0.2}, "ratio must be in [0.0, 1.0], got -0.2"),
+    ({"name": "low2high", "w_min": 1.5}, "need w_min <= 1 <= w_max"),
+    ({"name": "low2high", "schedule": "lin"}, "schedule='lin' is not one of"),
+    ({"name": "pgpo", "signal": "attention_entropy", "tau": 1.0}, "tau must be in (0, 1)"),
+    ({"name": "d3s_samples", "n_init": 2.0}, "ratio must be in"),
+    ({"name": "quantile", "ratio": "lots"}, "quantile.ratio: expected float, got str ('lots')"),
+])
+def test_policy_options_refused_at_run_time_are_config_problems(tmp_path, monkeypatch, policy, expected):
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    message = problems_of(write(tmp_path, method={"signals": ["attention_entropy"], "policy": policy}))
+    assert "policy:" in message and expected in message, message
+
+
+@pytest.mark.parametrize("method, expected", [
+    ({"signals": "attention_entropy", "policy": "full"},
+     "signals: expected a list of signal specs, got str ('attention_entropy')"),
+    ({"signals": [{"name": "attention_entropy", "layers": "e"}], "policy": "full"},
+     "signals: attention_entropy: layers='e': expected 'middle', 'all', an int or a list of ints"),
+    ({"signals": [{"name": "attention_entropy", "layers": []}], "policy": "full"}, "layers=[]"),
+    ({"policy": "full", "loss": "dapo"}, "loss: expected a mapping"),
+    ({"policy": "full", "loss": {"preset": "dapo", "epsilon_low": "wide"}}, "loss.epsilon_low: expected float"),
+])
+def test_a_bare_string_where_a_list_or_mapping_is_expected_names_the_key(tmp_path, method, expected):
+    assert expected in problems_of(write(tmp_path, method=method))
+
+
+@pytest.mark.parametrize("sections, expected", [
+    ({"reward": {"timeout_s": "fast"}}, "reward.timeout_s: expected float, got str ('fast')"),
+    ({"diagnostics": {"every": "often"}}, "diagnostics.every: expected int, got str ('often')"),
+    ({"diagnostics": {"layers": "e"}}, "diagnostics.layers='e'"),
+    ({"reward": {"timeout_s": float("nan")}}, "reward.timeout_s: expected a number, got nan"),
+    ({"model": "tiny-llama:layers=0"}, "model: tiny-llama options must be >= 1: layers=0"),
+    ({"model": "no such model"}, "model: Unknown model spec"),
+    ({"model": "/nonexistent/dir/model.gguf"}, "model: GGUF file not found"),
+    ({"task": {"name": ["arithmetic"]}}, "task.name: expected a registered task name"),
+])
+def test_values_that_used_to_fail_late_are_listed(tmp_path, sections, expected):
+    assert expected in problems_of(write(tmp_path, **sections))
+
+
+def test_run_dir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "taken").write_text("x")
+    assert "run.dir: " in problems_of(write(tmp_path, run={"dir": str(tmp_path / "taken")}))
+    assert "which is a file" in problems_of(write(tmp_path, run={"dir": str(tmp_path / "taken" / "run")}))
+
+
+def test_yaml_syntax_error_names_the_file_and_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text(f"model: {TINY}\ntrl: {{max_steps: 3\nrun: {{dir: x}}\n")
+    with pytest.raises(ConfigError, match=rf"{path}, line \d+, column \d+: invalid YAML"):
+        load_train_config(path)
+    path.write_text("model: [a\n")
+    with pytest.raises(ConfigError, match=rf"{path}, line 2"):
+        load_train_config(path)
+
+
+def test_offline_hub_id_that_is_not_cached_is_a_config_problem(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    message = problems_of(write(tmp_path, model="nonexistent/model"))
+    assert "model: 'nonexistent/model' is neither a local directory" in message and "HF_HUB_OFFLINE" in message

@@ -121,3 +121,72 @@ def test_the_report_renders_from_the_study_files(study_dir):
     render_report(root / "out")
     assert {p.name for p in (root / "out" / "plots").glob("*.png")} == {
         "reward.png", "accuracy.png", "grad_cos.png", "grad_norm.png", "entropy.png", "weights.png", "evidence.png"}
+
+
+def test_a_failing_run_does_not_stop_the_study(tmp_path, monkeypatch):
+    """random20 fails at seed 0 only: every other arm x seed still runs, study.json records the failure with its
+    error, the log names the arm and seed, and run_study ends with StudyRunsFailed listing it. (Training,
+    evaluation and loading are stubbed: this is the study's control flow.)"""
+    from tokenfocus import models
+    from tokenfocus.recipes import study as study_recipe
+    from tokenfocus.recipes import train as train_recipe
+
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": "tiny-llama", "task": {"name": "arithmetic", "n_train": 8},
+        "arms": {"full": "dapo", "random20": "random20", "low2high": "low2high"}, "seeds": [0, 1],
+        "eval": {"splits": ["test"], "n": 2}, "samples": 0, "dir": str(tmp_path / "out")}))
+    study = load_study_config(config)
+
+    def fake_train(cfg, resume=False, log=print, overwrite=False):
+        if cfg.run_dir.name == "random20-s0":
+            raise RuntimeError("CUDA out of memory")
+        (cfg.run_dir / "final").mkdir(parents=True)
+        return cfg.run_dir, None
+
+    def fake_eval(model, tokenizer, study, run_dir, seed):
+        (run_dir / "eval").mkdir(parents=True, exist_ok=True)
+        (run_dir / "eval" / "test-final.json").write_text("{}")
+
+    monkeypatch.setattr(train_recipe, "run_train", fake_train)
+    monkeypatch.setattr(models, "load_model", lambda spec: (None, None))
+    monkeypatch.setattr(study_recipe, "_evaluate_splits", fake_eval)
+    messages = []
+    with pytest.raises(study_recipe.StudyRunsFailed, match=r"1 run\(s\) failed: random20 s0 \(RuntimeError: CUDA out"):
+        run_study(study, log=messages.append)
+    index = json.loads((tmp_path / "out" / "study.json").read_text())
+    status = {(r["arm"], r["seed"]): r["status"] for r in index["runs"]}
+    assert status == {**{(a, s): "done" for a in ("initial", "full", "random20", "low2high") for s in (0, 1)},
+                      ("random20", 0): "failed"}
+    failed = next(r for r in index["runs"] if r["status"] == "failed")
+    assert failed["error"] == "RuntimeError: CUDA out of memory" and "fake_train" in failed["traceback"]
+    assert "[random20 s0] failed: RuntimeError: CUDA out of memory" in messages
+    # Rerunning retries the failed run only.
+    monkeypatch.setattr(train_recipe, "run_train", lambda cfg, resume=False, log=print, overwrite=False: (
+        (cfg.run_dir / "final").mkdir(parents=True), (cfg.run_dir, None))[1])
+    messages.clear()
+    run_study(study, log=messages.append)
+    assert [m for m in messages if "training" in m] == [f"[random20 s0] training -> {tmp_path / 'out' / 'random20-s0'}"]
+
+
+def test_a_study_may_grow_but_not_change_under_its_runs(tmp_path):
+    """Adding arms or seeds continues a study; changing what its finished runs were trained with is refused."""
+    from tokenfocus.recipes.study import run_study, study_changes
+
+    old = {"model": "m", "arms": {"full": "dapo"}, "seeds": [0], "train": {"trl": {"learning_rate": 1e-6}},
+           "description": "a"}
+    grown = {**old, "arms": {"full": "dapo", "anchors20": "anchors20"}, "seeds": [0, 1], "description": "b"}
+    assert study_changes(old, grown) == []
+    assert study_changes(old, {**grown, "arms": {"full": "grpo"}}) == ["arms.full: 'dapo' -> 'grpo'"]
+    assert study_changes(old, {**old, "train": {"trl": {"learning_rate": 1e-5}}}) == [
+        "train.trl.learning_rate: 1e-06 -> 1e-05"]
+
+    class Study:  # only what run_study reads before anything runs
+        dir = str(tmp_path)
+
+        def to_dict(self):
+            return {**old, "model": "other"}
+
+    (tmp_path / "study.yaml").write_text(__import__("yaml").safe_dump(old))
+    with pytest.raises(ValueError, match="(?s)model: 'm' -> 'other'.*--allow-config-change"):
+        run_study(Study())

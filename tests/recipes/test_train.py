@@ -98,7 +98,7 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path, reference, how):
 
 def test_existing_run_is_never_overwritten_and_resume_needs_a_checkpoint(tmp_path):
     config = load_train_config(write_config(tmp_path / "c.yaml", tmp_path / "run", max_steps=2, save_steps=1))
-    with pytest.raises(ValueError, match="no checkpoint-N"):
+    with pytest.raises(ValueError, match="no complete checkpoint-N"):
         run_train(config, resume=True)
     run_train(config)
     assert (tmp_path / "run" / "checkpoint-2").is_dir() and (tmp_path / "run" / "final").is_dir()

@@ -235,3 +235,52 @@ def test_report_in_a_headless_browser(study_dir, tmp_path):
 
     pixels = matplotlib.image.imread(str(shot))
     assert pixels.shape[0] > 100 and pixels[..., :3].std() > 0.05  # not a blank page
+
+
+# --- failed and missing runs of a study -------------------------------------------------------------------
+
+
+def write_study(root: Path, entries: list[dict], arms=("full", "random20", "low2high"), seeds=(0, 1)) -> None:
+    """study.json with ``entries``; a run directory with one metrics step for every entry that is not failed."""
+    for entry in entries:
+        if entry["status"] != "failed":
+            (root / entry["dir"]).mkdir(parents=True)
+            (root / entry["dir"] / "metrics.jsonl").write_text(json.dumps({"step": 1, "reward/mean": 0.5}) + "\n")
+    (root / "study.json").write_text(json.dumps({"arms": {a: a for a in arms}, "seeds": list(seeds), "runs": entries}))
+
+
+def test_failed_and_missing_runs_are_listed_and_left_out(tmp_path):
+    """full s0 done, random20 s0 failed, low2high s0 stopped part way; nothing at seed 1: the report lists the
+    failure with its error, and low2high s0 plus every seed-1 run as missing; load_runs skips the failed run."""
+    from tokenfocus.report.study_report import incomplete_runs
+
+    write_study(tmp_path, [
+        {"arm": "full", "seed": 0, "dir": "full-s0", "status": "done"},
+        {"arm": "random20", "seed": 0, "dir": "random20-s0", "status": "failed", "error": "ValueError: boom <b>"},
+        {"arm": "low2high", "seed": 0, "dir": "low2high-s0", "status": "partial"},
+    ])
+    runs = load_runs(tmp_path)
+    assert [(r["arm"], r["seed"]) for r in runs] == [("full", 0), ("low2high", 0)]
+    found = incomplete_runs(tmp_path)
+    assert found["failed"] == [{"arm": "random20", "seed": 0, "error": "ValueError: boom <b>"}]
+    assert [(m["arm"], m["seed"]) for m in found["missing"]] == [
+        ("low2high", 0), ("full", 1), ("random20", 1), ("low2high", 1)]
+    page = render_report(tmp_path).read_text()
+    section = page[page.index('<table id="incomplete">'):]
+    section = section[:section.index("</table>")]
+    assert "random20" in section and "ValueError: boom &lt;b&gt;" in section  # escaped
+    assert section.count("<td>missing</td>") == 4 and "never ran" in section and "part way" in section
+    assert "1 failed, 4 missing" in page
+
+
+def test_a_study_whose_runs_all_failed_still_renders(tmp_path):
+    write_study(tmp_path, [{"arm": "full", "seed": 0, "dir": "full-s0", "status": "failed", "error": "OSError: x"}],
+                arms=("full",), seeds=(0,))
+    assert load_runs(tmp_path, allow_empty=True) == []
+    page = render_report(tmp_path).read_text()
+    assert "OSError: x" in page and "1 failed, 0 missing" in page
+
+
+def test_a_complete_study_has_no_incomplete_section(tmp_path):
+    write_study(tmp_path, [{"arm": "full", "seed": 0, "dir": "full-s0", "status": "done"}], arms=("full",), seeds=(0,))
+    assert 'id="incomplete"' not in render_report(tmp_path).read_text()

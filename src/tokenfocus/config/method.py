@@ -8,19 +8,22 @@ A method is named (a preset: ``tokenfocus/config/methods/<name>.yaml``), a YAML 
 inline dict; all three resolve through ``MethodConfig.from_dict`` to the same validated object, whose
 signal and policy specs are already parsed (the trainer never parses them again). Every problem --
 unknown keys, names or options, a policy reading a signal the method does not compute, duplicate YAML
-keys -- is reported at once, before any model loads.
+keys, a policy option the policy itself refuses when it runs (found by a dry run on synthetic inputs,
+``dry_run.dry_run_policy``) -- is reported at once, before any model loads.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from ..losses import LossConfig, loss_preset
-from ..policies import PolicySpec, parse_policy_spec
+from ..options import check_keys, coerce_section, section_schema
+from ..policies import POLICIES, PolicySpec, parse_policy_spec
 from ..registry import Spec
-from ..signals import SignalSpec, parse_signal_specs
+from ..signals import SIGNALS, SignalSpec, parse_signal_specs
+from .dry_run import coerce_spec, dry_run_policy, form_problems, layer_problems, plan_problems
 from .schema import ConfigError, load_yaml
 
 TOP_LEVEL_KEYS = ("paper", "arxiv", "description", "signals", "policy", "loss")
@@ -40,36 +43,60 @@ class MethodConfig:
     @classmethod
     def from_dict(cls, data: dict, where: str = "method", name: str = "") -> "MethodConfig":
         problems = []
-        unknown = sorted(set(data) - set(TOP_LEVEL_KEYS))
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a mapping with signals, policy and loss, got {data!r}")
+        unknown = sorted((str(k) for k in set(data) - set(TOP_LEVEL_KEYS)))
         if unknown:
             problems.append(f"unknown key(s) {unknown}; valid keys: {list(TOP_LEVEL_KEYS)}")
         signals: tuple[SignalSpec, ...] = ()
-        try:
-            signals = tuple(parse_signal_specs(data["signals"])) if data.get("signals") else ()
-        except ValueError as error:
-            problems.append(f"signals: {error}")
+        raw_signals = data.get("signals")
+        if raw_signals and not isinstance(raw_signals, (list, tuple)):
+            problems.append(f"signals: expected a list of signal specs, got {type(raw_signals).__name__} "
+                            f"({raw_signals!r}); write signals: [{raw_signals!r}]")
+        elif raw_signals and any(form_problems(s, "signal") for s in raw_signals):
+            problems += [f"signals: {p}" for s in raw_signals for p in form_problems(s, "signal")]
+        elif raw_signals:
+            try:
+                signals = tuple(parse_signal_specs([coerce_spec(s, SIGNALS) for s in raw_signals]))
+                found = [p for spec in signals for p in layer_problems(spec)]
+                problems += [f"signals: {p}" for p in found or plan_problems(list(signals))]
+            except ValueError as error:
+                problems.append(f"signals: {error}")
         policy = None
+        raw_policy = data.get("policy", {"name": "full"})
         try:
-            policy = parse_policy_spec(data.get("policy", {"name": "full"}))
+            found = form_problems(raw_policy, "policy")
+            if found:
+                raise ValueError("; ".join(found))
+            policy = parse_policy_spec(coerce_spec(raw_policy, POLICIES))
         except ValueError as error:
             problems.append(f"policy: {error}")
         loss = None
-        loss_data = dict(data.get("loss", {"preset": "dapo"}))
-        try:
-            valid = {f.name for f in fields(LossConfig)}
-            preset = loss_data.pop("preset", "dapo")
-            bad = sorted(set(loss_data) - valid)
-            if bad:
-                raise ValueError(f"unknown option(s) {bad}; valid: preset, {', '.join(sorted(valid))}")
-            loss = loss_preset(preset, **loss_data)
-        except ValueError as error:
-            problems.append(f"loss: {error}")
+        raw_loss = data.get("loss", {"preset": "dapo"})
+        schema = {"preset": str, **section_schema(LossConfig)}
+        if not isinstance(raw_loss, dict):
+            problems.append(f"loss: expected a mapping {{preset: ..., <LossConfig options>}}, got {raw_loss!r}")
+        else:
+            loss_data = coerce_section(raw_loss, schema)
+            before = len(problems)
+            check_keys("loss", loss_data, schema, problems)
+            try:
+                if len(problems) == before:
+                    loss = loss_preset(loss_data.pop("preset", "dapo"), **loss_data)
+            except ValueError as error:
+                problems.append(f"loss: {error}")
         if policy is not None and not unknown:
             labels = {spec.label for spec in signals}
-            missing = sorted(read_signals(policy) - labels)
+            missing = []
+            try:
+                missing = sorted(read_signals(policy) - labels)
+            except (ValueError, TypeError) as error:
+                problems.append(f"policy: {error}")
             if missing and not any(p.startswith("signals") for p in problems):
                 problems.append(f"policy {policy.name!r} reads signal(s) {missing}, which the method does not compute; "
                                 f"add them to signals (computed: {sorted(labels) or 'none'})")
+            elif not missing and not problems:
+                problems += [f"policy: {p}" for p in dry_run_policy(policy, labels)]
         if problems:
             raise ConfigError(f"{where}: " + "\n  - ".join(["invalid method config:"] + problems))
         return cls(signals, policy, loss, name, str(data.get("paper", "")), str(data.get("arxiv", "")),
@@ -103,7 +130,8 @@ def read_signals(policy: Spec) -> set[str]:
             names.add(value)
         elif isinstance(value, (list, tuple)):
             names.update(v for v in value if isinstance(v, str))
-    for child in options.get("policies") or ():
+    children = options.get("policies") or ()
+    for child in children if isinstance(children, (list, tuple)) else ():
         names |= read_signals(parse_policy_spec(child))
     return names
 

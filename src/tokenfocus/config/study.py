@@ -21,11 +21,12 @@ import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..options import check_keys, parse_section
+from ..models import check_model_spec
+from ..options import check_keys, coerce_section, parse_section
 from ..signals import SignalPass
 from ..tasks import Task, parse_task
 from .schema import ConfigError, load_yaml
-from .train import TrainConfig, build_train_config
+from .train import TrainConfig, build_train_config, run_dir_problems
 from .warmup import WarmupConfig
 
 STUDY_KEYS = {"model": str, "task": dict, "train": dict, "arms": dict, "seeds": list, "eval": dict,
@@ -43,6 +44,13 @@ class StudyEval:
     n: int = 64
     k: int = 0
     max_new_tokens: int = 48
+
+    def problems(self) -> list[str]:
+        found = [f"{name} must be >= {low}, got {getattr(self, name)}"
+                 for name, low in (("n", 1), ("k", 0), ("max_new_tokens", 1)) if getattr(self, name) < low]
+        if not self.splits or not all(isinstance(x, str) for x in self.splits):
+            found.append(f"splits: expected a non-empty list of split names, got {self.splits!r}")
+        return found
 
 
 @dataclass
@@ -79,7 +87,8 @@ class StudyConfig:
         arms = self.train.get("diagnostics_arms")
         if self.train.get("diagnostics") is not None and (arms is None or arm in arms):
             data["diagnostics"] = copy.deepcopy(self.train["diagnostics"])
-        return build_train_config(data, base=self.base, where=f"arm {arm!r}")
+        # The warm-up's model does not exist before the warm-up runs; ``model`` itself is checked on loading.
+        return build_train_config(data, base=self.base, where=f"arm {arm!r}", check_model=self.warmup is None)
 
     def to_dict(self) -> dict:
         """The study as plain data (study.yaml)."""
@@ -96,28 +105,52 @@ def load_study_config(path: Path) -> StudyConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"study config not found: {path}")
-    data = load_yaml(path)
+    data = coerce_section(load_yaml(path), STUDY_KEYS)
     problems: list[str] = []
     check_keys("study", data, STUDY_KEYS, problems)
     for key in ("model", "task", "arms"):
         if key not in data:
             problems.append(f"missing required key {key!r}")
-    if isinstance(data.get("train"), dict):
-        check_keys("train", data["train"], TRAIN_KEYS, problems)
-    if INITIAL_ARM in (data.get("arms") or {}):
+    if isinstance(data.get("model"), str):
+        problems += [f"model: {p}" for p in check_model_spec(data["model"])]
+    train = coerce_section(data["train"], TRAIN_KEYS) if isinstance(data.get("train"), dict) else {}
+    check_keys("train", train, TRAIN_KEYS, problems)
+    arms = data.get("arms") if isinstance(data.get("arms"), dict) else {}
+    if "arms" in data and not arms:
+        problems.append("arms: expected a non-empty mapping {arm name: method}")
+    if INITIAL_ARM in arms:
         problems.append(f"arms: {INITIAL_ARM!r} is reserved for the starting model's evaluation; rename that arm")
-    task = parse_task(data["task"], problems, base=path.parent) if isinstance(data.get("task"), dict) else None
+    problems += [f"arms: arm names must be strings, got {arm!r}" for arm in arms if not isinstance(arm, str)]
+    unknown = [a for a in train.get("diagnostics_arms") or [] if a not in arms] if isinstance(
+        train.get("diagnostics_arms"), list) else []
+    if unknown:
+        problems.append(f"train.diagnostics_arms: {unknown} are not arms; arms: {sorted(map(str, arms))}")
+    seeds = data.get("seeds", [0])
+    if isinstance(seeds, list) and (not seeds or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)):
+        problems.append(f"seeds: expected a non-empty list of ints, got {seeds!r}")
+    if isinstance(data.get("samples"), int) and data["samples"] < 0:
+        problems.append(f"samples must be >= 0, got {data['samples']}")
+    if isinstance(data.get("dir"), str):
+        problems += [f"dir: {p}" for p in run_dir_problems(data["dir"])]
+    task = None
+    if isinstance(data.get("task"), dict) and not isinstance(data["task"].get("name"), str):
+        problems.append(f"task.name: expected a registered task name, got {data['task'].get('name')!r}")
+    elif isinstance(data.get("task"), dict):
+        task = parse_task(data["task"], problems, base=path.parent)
     evaluation = parse_section(StudyEval, data.get("eval"), "eval", problems)
+    if task is not None and evaluation is not None:
+        bad = [x for x in evaluation.splits if x not in task.splits]
+        if bad:
+            problems.append(f"eval.splits: {bad} are not splits of task {task.name!r}: {list(task.splits)}")
     warmup = parse_section(WarmupConfig, data["warmup"], "warmup", problems) if "warmup" in data else None
     if problems:
         raise ConfigError(f"{path}: invalid study config:\n  - " + "\n  - ".join(problems))
-    arms = {arm: str(method) if isinstance(method, int) else method for arm, method in data["arms"].items()}
-    study = StudyConfig(model=data["model"], task=task, arms=arms, train=data.get("train", {}),
-                        seeds=data.get("seeds", [0]), eval=evaluation, samples=data.get("samples", 6),
-                        dir=data.get("dir", "runs/study"), description=data.get("description", ""), warmup=warmup,
-                        base=path.parent)
+    arms = {arm: str(method) if isinstance(method, int) else method for arm, method in arms.items()}
+    study = StudyConfig(model=data["model"], task=task, arms=arms, train=train, seeds=seeds, eval=evaluation,
+                        samples=data.get("samples", 6), dir=data.get("dir", "runs/study"),
+                        description=data.get("description", ""), warmup=warmup, base=path.parent)
     errors = []
-    for arm in study.arms:  # every arm's train config is validated before anything runs
+    for arm in study.arms:  # every arm's train config is validated (model, TRL, policy dry run) before anything runs
         try:
             study.run_config(arm, study.seeds[0])
         except ConfigError as error:

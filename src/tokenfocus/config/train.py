@@ -14,22 +14,26 @@
     diagnostics: {every: 10, ratio: 0.2, project_dim: 4096}   # optional gradient geometry (diag/... metrics)
 
 Every problem is reported at once, each with the fix: unknown or duplicate keys (with the closest valid
-key), wrong types, out-of-range values, a missing dataset file, TRL fields that the method owns.
+key), wrong types, out-of-range values (TRL's too), a missing dataset file, TRL fields that the method owns,
+policy options the policy refuses when it runs, a model spec that cannot load, a run directory that is a file.
+Numeric strings count as numbers (PyYAML reads ``1e-5`` as a string).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ..diagnostics import DiagnosticsConfig
-from ..options import check_keys, parse_section, suggest
+from ..models import DEFAULT_MODEL, check_model_spec
+from ..options import check_keys, parse_section
 from ..signals import SignalPass, SignalSource
 from ..tasks import RewardConfig, Task, parse_task
+from .dry_run import layers_problem
 from .method import MethodConfig, resolve_method
 from .schema import ConfigError, load_yaml
+from .trl_fields import OWNED_TRL_FIELDS, check_trl  # noqa: F401 (OWNED_TRL_FIELDS re-exported)
 
 TOP_KEYS = {"model": str, "task": dict, "method": str | int | dict, "signal_source": SignalSource,
             "signal_pass": SignalPass, "reward": dict, "trl": dict, "run": dict, "diagnostics": dict | None}
@@ -40,14 +44,6 @@ TRL_DEFAULTS = {
     "use_cpu": True, "bf16": False, "gradient_checkpointing": False, "report_to": [], "lr_scheduler_type": "constant",
     "warmup_steps": 0, "save_strategy": "steps", "disable_tqdm": True,
 }
-# GRPOConfig fields a train config must not set under trl:, and where they are set instead.
-OWNED_TRL_FIELDS = {"output_dir": "run.dir", "seed": "run.seed", "save_steps": "run.save_steps",
-                    "save_total_limit": "run.save_total_limit", "loss_type": "method (the loss preset)",
-                    "top_entropy_quantile": "method (a quantile policy)", "epsilon": "method.loss.epsilon_low",
-                    "epsilon_high": "method.loss.epsilon_high", "beta": "method.loss.beta",
-                    "delta": "method.loss.delta", "importance_sampling_level": "method.loss.ratio_level"}
-
-
 @dataclass(frozen=True)
 class RunConfig:
     """The run directory, the run's seed and checkpointing (every ``save_steps`` optimizer steps)."""
@@ -61,7 +57,23 @@ class RunConfig:
         found = [f"save_steps must be >= 1, got {self.save_steps}"] if self.save_steps < 1 else []
         if self.save_total_limit is not None and self.save_total_limit < 1:
             found.append(f"save_total_limit must be >= 1, got {self.save_total_limit}")
+        found += [f"dir: {p}" for p in run_dir_problems(self.dir)]
         return found
+
+
+def run_dir_problems(path: str) -> list[str]:
+    """A run directory must be creatable: not empty, not an existing file, no file among its parents."""
+    if not path.strip():
+        return ["must be a directory path, got an empty string"]
+    try:
+        target = Path(path).expanduser()
+        for folder in (target, *target.parents):
+            if folder.exists() and not folder.is_dir():
+                what = "is an existing file" if folder == target else f"is inside {folder}, which is a file"
+                return [f"{path!r} {what}; choose a directory path"]
+    except (OSError, ValueError) as error:  # a NUL byte, a name too long for the file system
+        return [f"{path!r} is not a usable path ({error})"]
+    return []
 
 
 @dataclass(frozen=True)
@@ -95,19 +107,35 @@ class TrainConfig:
                 "trl_resolved": self.trl_args()}
 
 
-def build_train_config(data: dict, base: Path | None = None, where: str = "train config") -> TrainConfig:
+def build_train_config(data: dict, base: Path | None = None, where: str = "train config",
+                       check_model: bool = True) -> TrainConfig:
     """Validate a train config given as data; file paths in it are relative to ``base``. Raises ConfigError
-    listing every problem."""
+    listing every problem. ``check_model=False`` skips the model spec check (a study's warm-up model does not
+    exist until the warm-up has run)."""
     problems: list[str] = []
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: invalid train config: expected a mapping, got {data!r}")
     check_keys("top level", data, TOP_KEYS, problems)
     if problems:
         raise ConfigError(f"{where}: invalid train config:\n  - " + "\n  - ".join(problems))
-    task = parse_task(data.get("task", {"name": "arithmetic"}), problems, base=base)
+    task_spec = data.get("task", {"name": "arithmetic"})
+    task = None
+    if isinstance(task_spec.get("name"), str):
+        task = parse_task(task_spec, problems, base=base)
+    else:
+        problems.append(f"task.name: expected a registered task name, got {task_spec.get('name')!r}")
+    model = data.get("model", DEFAULT_MODEL)
+    if check_model:
+        problems += [f"model: {p}" for p in check_model_spec(model)]
     reward = parse_section(RewardConfig, data.get("reward"), "reward", problems)
     run = parse_section(RunConfig, data.get("run"), "run", problems)
     diagnostics = None
     if data.get("diagnostics") is not None:
         diagnostics = parse_section(DiagnosticsConfig, data["diagnostics"], "diagnostics", problems)
+        layers = layers_problem(diagnostics.layers) if diagnostics is not None else None
+        if layers:
+            problems.append(f"diagnostics.{layers}")
+            diagnostics = None
     method = None
     try:
         method = resolve_method(data.get("method", "dapo"), base)
@@ -117,39 +145,26 @@ def build_train_config(data: dict, base: Path | None = None, where: str = "train
     if method is not None and signal_source == "current" and any(s.name != "predictive_entropy" for s in method.signals):
         problems.append("signal_source: 'current' reads the training forward's predictive entropy only; the method "
                         f"computes {[s.label for s in method.signals]}")
-    trl = dict(data.get("trl") or {})
-    _check_trl(trl, problems)
+    trl = check_trl(dict(data.get("trl") or {}), problems)
     if problems:
         raise ConfigError(f"{where}: invalid train config:\n  - " + "\n  - ".join(problems))
-    config = TrainConfig(str(data.get("model", "smollm2-135m-instruct")), task, method, signal_source,
-                         data.get("signal_pass", "auto"), reward, trl, run, diagnostics, dict(data))
+    config = TrainConfig(str(model), task, method, signal_source, data.get("signal_pass", "auto"), reward, trl, run,
+                         diagnostics, dict(data))
     _check_grpo_args(config, problems)
     if problems:
         raise ConfigError(f"{where}: invalid train config:\n  - " + "\n  - ".join(problems))
     return config
 
 
-def _check_trl(trl: dict, problems: list[str]) -> None:
-    from trl import GRPOConfig
-
-    valid = {f.name for f in dataclasses.fields(GRPOConfig)}
-    for key in trl:
-        if key in OWNED_TRL_FIELDS:
-            problems.append(f"trl.{key}: set it through {OWNED_TRL_FIELDS[key]} instead")
-        elif key not in valid:
-            problems.append(f"trl: unknown GRPOConfig field {key!r}{suggest(key, valid)}")
-
-
 def _check_grpo_args(config: TrainConfig, problems: list[str]) -> None:
     from trl import GRPOConfig
 
     try:
-        args = GRPOConfig(**config.trl_args())
-    except (ValueError, TypeError) as error:
-        problems.append(f"trl: GRPOConfig rejected the settings: {error}")
-        return
-    if args.max_steps < 1:
-        problems.append("trl.max_steps must be >= 1")
+        GRPOConfig(**config.trl_args())
+    # GRPOConfig's (and TrainingArguments') own checks raise ValueError mostly, but a field combination can also
+    # end in an ImportError (an optional backend) or a TypeError; each is a problem of the settings, listed.
+    except Exception as error:  # noqa: BLE001
+        problems.append(f"trl: GRPOConfig rejected the settings: {type(error).__name__}: {error}")
 
 
 def apply_overrides(data: dict, overrides: dict[str, Any] | None) -> dict:
@@ -157,10 +172,11 @@ def apply_overrides(data: dict, overrides: dict[str, Any] | None) -> dict:
     data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
-        if key:
-            data.setdefault(section, {})[key] = value
-        else:
+        if not key:
             data[section] = value
+        elif isinstance(data.setdefault(section, {}), dict):
+            data[section][key] = value
+        # else: the section is not a mapping; validation reports it (the override has nowhere to go)
     return data
 
 

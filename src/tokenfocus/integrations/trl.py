@@ -32,11 +32,13 @@ from ..losses import LossConfig, compute_loss, token_counts
 from ..options import check_choice
 from ..signals import SignalPass, SignalSource, parse_signal_specs
 from ..types import PolicyInputs
+from .checkpoints import AtomicCheckpoints
 from .token_weights import TokenWeighting
 
 
-class TokenFocusGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer whose loss applies a token policy's weights; generation, rewards and logging are TRL's."""
+class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
+    """GRPOTrainer whose loss applies a token policy's weights; generation, rewards and logging are TRL's;
+    checkpoints are published whole (``AtomicCheckpoints``)."""
 
     def __init__(self, *args, signals=(), policy=None, loss: LossConfig | None = None,
                  signal_source: SignalSource = "rollout", signal_pass: SignalPass = "auto",

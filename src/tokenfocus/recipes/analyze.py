@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from ..io import manifest, write_json, write_jsonl
+from ..io import manifest, prepare_output_dir, write_json, write_jsonl
 from ..report.token_page import render_token_page
 from ..rollout import PromptError, generate_rollout, token_pieces
 from ..signals import compute_signals, parse_signal_specs
@@ -38,31 +38,57 @@ class AnalyzeConfig:
     seed: int = 0
     batch_size: int = 8
     out: str = "runs/analyze"
+    overwrite: bool = False  # replace a non-empty out directory (never a training run)
+
+
+def _prompt_of(row, where: str) -> str:
+    text = row if isinstance(row, str) else row.get("prompt", row.get("question")) if isinstance(row, dict) else None
+    if not isinstance(text, str):
+        raise PromptError(f"{where}: a row needs a string 'prompt' (or 'question') field, or is a string")
+    return text
 
 
 def load_prompt_file(path: Path) -> list[str]:
-    """One prompt per non-empty line of a text file, or the 'prompt' / 'question' field of each JSONL row."""
+    """Prompts from a file: one per non-empty line of a text file; the 'prompt' / 'question' field of each JSONL
+    row; or, for ``.json``, a JSON list of strings or rows (a JSONL file saved as ``.json`` is read as JSONL)."""
     path = Path(path)
     if not path.is_file():
         raise PromptError(f"Prompt file not found: {path}")
-    lines = path.read_text(encoding="utf-8").splitlines()
-    if path.suffix == ".jsonl":
-        prompts = []
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise PromptError(f"{path}:{number}: not valid JSON ({error.msg})") from error
-            text = row.get("prompt", row.get("question")) if isinstance(row, dict) else None
-            if not isinstance(text, str):
-                raise PromptError(f"{path}:{number}: a row needs a string 'prompt' (or 'question') field")
-            prompts.append(text)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise PromptError(f"Prompt file {path} is not UTF-8 text (byte {error.start}); save it as UTF-8") from None
+    lines = text.splitlines()
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            data = None  # perhaps JSON lines saved as .json
+        if isinstance(data, list):
+            prompts = [_prompt_of(row, f"{path}: item {i}") for i, row in enumerate(data)]
+        elif isinstance(data, dict):
+            prompts = [_prompt_of(data, str(path))]
+        else:
+            prompts = _jsonl_prompts(path, lines)
+    elif path.suffix == ".jsonl":
+        prompts = _jsonl_prompts(path, lines)
     else:
         prompts = [line for line in lines if line.strip()]
     if not prompts:
         raise PromptError(f"Prompt file {path} holds no prompts (one per line, or JSONL with a 'prompt' field)")
+    return prompts
+
+
+def _jsonl_prompts(path: Path, lines: list[str]) -> list[str]:
+    prompts = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise PromptError(f"{path}:{number}: not valid JSON ({error.msg})") from error
+        prompts.append(_prompt_of(row, f"{path}:{number}"))
     return prompts
 
 
@@ -78,8 +104,7 @@ def run_analyze(config: AnalyzeConfig, progress: bool = True, log=print) -> Path
         raise PromptError("No prompts: pass --prompt, --prompts-file or --arithmetic N")
     from ..models import load_model
 
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_dir(Path(config.out), config.overwrite, "--out")
     torch.manual_seed(config.seed)
     started = time.perf_counter()
     model, tokenizer = load_model(config.model)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..io import append_jsonl, write_json
+from ..io import append_jsonl, prepare_output_dir, write_json
 from ..rollout import generate_rollout
 from ..tasks import AnswerReward, Example, build_task
 
@@ -77,15 +77,28 @@ def evaluate(model, tokenizer, config: EvalConfig, progress: bool = False) -> di
     }
 
 
-def run_eval(config: EvalConfig, run_dir: Path, progress: bool = False) -> dict:
+def eval_result_path(config: EvalConfig, run_dir: Path) -> Path:
+    """``RUN_DIR/eval/<split>-<model tag>.json`` (the tag: a directory's name, or the model spec made a file name)."""
+    tag = Path(config.model).name if Path(config.model).exists() else config.model.replace("/", "_").replace(":", "_")
+    return Path(run_dir) / "eval" / f"{config.split}-{tag}.json"
+
+
+def run_eval(config: EvalConfig, run_dir: Path, progress: bool = False, overwrite: bool = False) -> dict:
+    """Evaluate and record; refuses (before loading the model) to replace an earlier result without ``overwrite``."""
     from ..models import load_model
 
+    run_dir = Path(run_dir)
+    target = eval_result_path(config, run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"--run-dir {run_dir} is a file; choose a directory")
+    if target.exists() and not overwrite:
+        raise ValueError(f"{target} already holds this evaluation; pass --overwrite to replace it")
+    if not target.parent.is_dir():
+        prepare_output_dir(target.parent, what="eval directory")  # created now: a bad --run-dir fails before loading
     torch.manual_seed(config.seed)
     model, tokenizer = load_model(config.model)
     result = evaluate(model, tokenizer, config, progress=progress)
-    run_dir = Path(run_dir)
-    tag = Path(config.model).name if Path(config.model).exists() else config.model.replace("/", "_").replace(":", "_")
-    write_json(run_dir / "eval" / f"{config.split}-{tag}.json", {"config": vars(config), **result})
+    write_json(target, {"config": vars(config), **result})
     line = {"event": "eval", "time": time.time(), "model": config.model,
             f"eval/{config.split}/pass@1": result["pass@1"]}
     if config.k > 0:

@@ -1,10 +1,12 @@
 """`tokenfocus train CONFIG.yaml`: GRPO with token signals and policies, in a run directory that loses nothing.
 
 Run directory: config.yaml (resolved), manifest.json, metrics.jsonl (append-only, one complete JSON object
-per line, namespaced keys), checkpoint-N/ (model, optimizer, scheduler, RNG states, trainer state, every
-run.save_steps). SIGTERM stops at the end of the current step after saving a checkpoint; after SIGKILL,
-``--resume`` continues from the last periodic checkpoint (the steps logged after it are logged again, and
-readers keep the last record of each step).
+per line, namespaced keys), checkpoint-N/ (model, optimizer, scheduler, RNG states, trainer state and a
+manifest of their sizes and hashes, every run.save_steps; written aside and renamed into place whole, see
+``tokenfocus.checkpoints``), final/ (also renamed into place). SIGTERM stops at the end of the current step
+after saving a checkpoint; after SIGKILL, ``--resume`` continues from the newest complete checkpoint (the steps
+logged after it are logged again, and readers keep the last record of each step). A new run never replaces a
+non-empty directory without ``--overwrite``; a resume refuses a changed config without ``--allow-config-change``.
 """
 
 from __future__ import annotations
@@ -17,9 +19,15 @@ from pathlib import Path
 import yaml
 from transformers import PrinterCallback
 
+from ..checkpoints import (MANIFEST, STAGING, checkpoint_dirs, clear_staging, latest_complete_checkpoint, publish,
+                           set_aside, step_of)
 from ..config import TrainConfig
 from ..integrations.callbacks import GracefulStop, MetricsFile
 from ..io import append_jsonl, atomic_write_text, manifest, write_json
+
+
+# Keys of config.yaml that may differ on resume: where the run lives.
+IGNORED_ON_RESUME = ("run.dir", "trl_resolved.output_dir")
 
 
 def build_dataset(config: TrainConfig):
@@ -47,31 +55,106 @@ def ensure_reference_path(model, run_dir: Path) -> None:
     model.config._name_or_path = str(target)
 
 
-def checkpoints(run_dir: Path) -> list[Path]:
-    found = [p for p in run_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+def config_differences(old: dict, new: dict, ignore=IGNORED_ON_RESUME) -> list[str]:
+    """``key: old -> new`` for every dotted key whose value differs between two config.yaml dicts."""
+    def flat(data, prefix=""):
+        out = {}
+        for key, value in (data or {}).items():
+            dotted = f"{prefix}{key}"
+            out.update(flat(value, dotted + ".") if isinstance(value, dict) else {dotted: value})
+        return out
+
+    a, b = flat(old), flat(yaml.safe_load(yaml.safe_dump(new, sort_keys=False)))
+    return [f"{key}: {a.get(key, '(absent)')!r} -> {b.get(key, '(absent)')!r}" for key in sorted(set(a) | set(b))
+            if key not in ignore and a.get(key, "(absent)") != b.get(key, "(absent)")]
 
 
-def run_train(config: TrainConfig, resume: bool = False, log=print):
-    """Train; returns the run directory. Refuses to overwrite a run that has checkpoints unless resuming."""
+def prepare_run_dir(config: TrainConfig, resume: bool, overwrite: bool, allow_config_change: bool,
+                    main_process: bool, log=print) -> Path | None:
+    """Apply the run-directory rules before anything loads; returns the checkpoint to resume from.
+
+    A new run refuses a non-empty directory unless ``overwrite``; ``resume`` takes the newest complete
+    checkpoint (broken newer ones are moved to ``broken/`` and named), and refuses a config that differs from
+    the run's ``config.yaml`` unless ``allow_config_change`` (the new one is then kept beside it)."""
+    run_dir = config.run_dir
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"run.dir {run_dir} is a file; choose a directory")
+    if resume and overwrite:
+        raise ValueError("--resume continues a run and --overwrite replaces it: pass one of them")
+    if not resume:
+        if main_process and run_dir.is_dir() and any(run_dir.iterdir()):
+            if not overwrite:
+                found = ", ".join(sorted(p.name for p in run_dir.iterdir())[:6])
+                hint = "pass --resume to continue it, " if checkpoint_dirs(run_dir) else ""
+                raise ValueError(f"{run_dir} is not empty ({found}); {hint}pass --overwrite to replace it, or choose "
+                                 "another run.dir (nothing is overwritten)")
+            log(f"--overwrite: removing the previous contents of {run_dir}")
+            shutil.rmtree(run_dir)
+        return None
+    chosen, skipped = latest_complete_checkpoint(run_dir)
+    for checkpoint, problems in skipped:
+        log(f"skipping {checkpoint.name}: {'; '.join(problems)}")
+        if main_process and checkpoint.exists():
+            log(f"  moved to {set_aside(checkpoint)}")
+    if chosen is None:
+        raise ValueError(f"--resume: no complete checkpoint-N in {run_dir}; start again with --overwrite")
+    saved = run_dir / "config.yaml"
+    if saved.is_file():
+        differences = config_differences(yaml.safe_load(saved.read_text()), config.to_dict())
+        if differences and not allow_config_change:
+            raise ValueError(f"--resume: the config differs from the run's config.yaml ({len(differences)} "
+                             "difference(s)):\n  " + "\n  ".join(differences) + "\nresume with the same config, "
+                             "or pass --allow-config-change to continue with this one (kept as "
+                             f"config-resume-{step_of(chosen)}.yaml)")
+        if differences and main_process:
+            atomic_write_text(run_dir / f"config-resume-{step_of(chosen)}.yaml",
+                              yaml.safe_dump(config.to_dict(), sort_keys=False))
+    if main_process:
+        clear_staging(run_dir)
+    log(f"resuming from {chosen.name}")
+    return chosen
+
+
+# Trainer state in a checkpoint that a final model directory does not hold.
+TRAINING_STATE_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth", "trainer_state.json",
+                        "training_args.bin", MANIFEST)
+
+
+def final_from_checkpoint(checkpoint: Path, run_dir: Path) -> None:
+    """Publish ``final/`` from a complete checkpoint's model and tokenizer files (same weights: no training)."""
+    staged = run_dir / STAGING / "final"
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir(parents=True)
+    for path in checkpoint.iterdir():
+        if path.is_file() and path.name not in TRAINING_STATE_FILES and not path.name.startswith("rng_state"):
+            shutil.copy2(path, staged / path.name)
+    publish(staged, run_dir / "final")
+
+
+def run_train(config: TrainConfig, resume: bool = False, log=print, overwrite: bool = False,
+              allow_config_change: bool = False):
+    """Train; returns (run directory, trainer). Never overwrites a run without ``overwrite`` (see
+    ``prepare_run_dir``)."""
     from trl import GRPOConfig
 
     from ..integrations.trl import TokenFocusGRPOTrainer
     from ..models import load_model
 
     run_dir = config.run_dir
-    existing = checkpoints(run_dir)
-    if resume and not existing:
-        raise ValueError(f"--resume: no checkpoint-N directory in {run_dir}; start without --resume")
-    if not resume and existing:
-        raise ValueError(f"{run_dir} already holds {existing[-1].name}; pass --resume to continue it, or choose "
-                         "another run.dir (nothing is overwritten)")
-    run_dir.mkdir(parents=True, exist_ok=True)
     main_process = int(os.environ.get("RANK", "0")) == 0  # torchrun / accelerate launch set RANK
+    chosen = prepare_run_dir(config, resume, overwrite, allow_config_change, main_process, log)
+    if chosen is not None and step_of(chosen) >= config.trl_args()["max_steps"]:
+        # Killed after its last checkpoint: nothing is left to train (a resumed Trainer would run one more step).
+        if main_process and not (run_dir / "final").is_dir():
+            final_from_checkpoint(chosen, run_dir)
+        log(f"{chosen.name} is the run's last step: it is complete ({run_dir / 'final'})")
+        return run_dir, None
+    run_dir.mkdir(parents=True, exist_ok=True)
     if main_process:
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+        if chosen is None:  # a resumed run keeps the config.yaml that describes its first steps
+            atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         write_json(run_dir / "manifest.json", manifest(seeds={"seed": config.run.seed},
-                                                       resumed_from=existing[-1].name if resume else None,
+                                                       resumed_from=chosen.name if chosen else None,
                                                        world_size=int(os.environ.get("WORLD_SIZE", "1"))))
     model, tokenizer = load_model(config.model)
     method = config.method
@@ -87,17 +170,22 @@ def run_train(config: TrainConfig, resume: bool = False, log=print):
         callbacks=[MetricsFile(run_dir / "metrics.jsonl", reward), stop],
     )
     trainer.remove_callback(PrinterCallback)  # metrics go to metrics.jsonl (and report_to), not stdout
-    if resume and main_process:
-        append_jsonl(run_dir / "metrics.jsonl", {"event": "resume", "from": existing[-1].name, "time": time.time()})
+    if chosen is not None and main_process:
+        append_jsonl(run_dir / "metrics.jsonl", {"event": "resume", "from": chosen.name, "time": time.time()})
     log(f"training {config.model} with policy {method.policy.name} ({trainer.tf_pass} signal pass) for "
         f"{trainer.args.max_steps} steps -> {run_dir}")
     try:
-        trainer.train(resume_from_checkpoint=str(existing[-1]) if resume else None)
+        trainer.train(resume_from_checkpoint=str(chosen) if chosen is not None else None)
     finally:
         stop.restore()
     if stop.requested:
         log(f"stopped by SIGTERM at step {trainer.state.global_step}; continue with --resume")
-    else:
-        trainer.save_model(str(run_dir / "final"))
-        tokenizer.save_pretrained(str(run_dir / "final"))
+    else:  # written aside and renamed: a final/ directory is always whole
+        staged = run_dir / STAGING / "final"
+        if main_process:
+            shutil.rmtree(staged, ignore_errors=True)
+        trainer.save_model(str(staged))
+        if main_process:
+            tokenizer.save_pretrained(str(staged))
+            publish(staged, run_dir / "final")
     return run_dir, trainer

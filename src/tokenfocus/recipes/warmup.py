@@ -30,8 +30,8 @@ from ..tasks import Task
 def gold_rows(task: Task, config: WarmupConfig) -> list[dict]:
     """Prompt / gold completion pairs for the warm-up, in the chat format TRL's SFTTrainer takes."""
     drawn = task.gold_examples(config.n_train, seed=config.seed, tiers=config.tiers)
-    return [{"prompt": [{"role": "user", "content": e.prompt}], "completion": [{"role": "assistant", "content": e.solution}]}
-            for e in drawn]
+    return [{"prompt": [{"role": "user", "content": e.prompt}],
+             "completion": [{"role": "assistant", "content": e.solution}]} for e in drawn]
 
 
 def run_warmup(model_spec: str, task: Task, config: WarmupConfig, out_dir: Path, log=print) -> Path:

@@ -26,11 +26,18 @@ CLAIMS = (
 )
 
 
-def load_runs(root: Path) -> list[dict]:
-    """[{arm, seed, dir, metrics: {step: row}, evals: {split: result}, samples: rows}] for a study or one run."""
+def _index(root: Path) -> dict | None:
     index = root / "study.json"
-    if index.is_file():
-        entries = json.loads(index.read_text())["runs"]
+    return json.loads(index.read_text()) if index.is_file() else None
+
+
+def load_runs(root: Path, allow_empty: bool = False) -> list[dict]:
+    """[{arm, seed, dir, metrics: {step: row}, evals: {split: result}, samples: rows}] for a study or one run.
+
+    A study's failed runs and runs without a directory are left out (``incomplete_runs`` lists them)."""
+    index = _index(root)
+    if index is not None:
+        entries = [e for e in index.get("runs", []) if e.get("status") != "failed" and e.get("dir") and (root / e["dir"]).is_dir()]
         dirs = [(e["arm"], e["seed"], root / e["dir"]) for e in entries]
     else:
         dirs = [(root.name, 0, root)]
@@ -45,9 +52,46 @@ def load_runs(root: Path) -> list[dict]:
                      "evals": evals, "samples": read_jsonl(samples) if samples.is_file() else [],
                      "weights": {r["step"]: r for r in read_jsonl(weights)} if weights.is_file() else {},
                      "evidence": json.loads(evidence.read_text()) if evidence.is_file() else None})
-    if not runs or not any(r["metrics"] for r in runs):
+    if not allow_empty and (not runs or not any(r["metrics"] for r in runs)):
         raise ValueError(f"{root} holds no run with metrics.jsonl steps; point report at a run or study directory")
     return runs
+
+
+def incomplete_runs(root: Path) -> dict[str, list[dict]]:
+    """A study's runs that did not finish: ``failed`` [{arm, seed, error}] (from study.json) and ``missing``
+    [{arm, seed, reason}]: an arm x seed of study.json's arms and seeds with no finished run (never ran, or
+    stopped part way)."""
+    index = _index(root)
+    if index is None:
+        return {"failed": [], "missing": []}
+    entries = index.get("runs", [])
+    failed = [{"arm": e["arm"], "seed": e["seed"], "error": e.get("error", "unknown error")}
+              for e in entries if e.get("status") == "failed"]
+    status = {(e["arm"], e["seed"]): e.get("status") for e in entries}
+    missing = []
+    for seed in index.get("seeds", []):
+        for arm in index.get("arms", {}):
+            state = status.get((arm, seed))
+            if state == "partial":
+                missing.append({"arm": arm, "seed": seed, "reason": "stopped part way (resume the study to finish it)"})
+            elif state is None:
+                missing.append({"arm": arm, "seed": seed, "reason": "never ran"})
+            elif state == "done" and not (root / f"{arm}-s{seed}").is_dir():
+                missing.append({"arm": arm, "seed": seed, "reason": "its run directory is gone"})
+    return {"failed": failed, "missing": missing}
+
+
+def _incomplete_html(root: Path) -> str:
+    found = incomplete_runs(root)
+    if not found["failed"] and not found["missing"]:
+        return ""
+    rows = "".join(f"<tr><td>{html.escape(str(r['arm']))}</td><td>{r['seed']}</td><td>failed</td>"
+                   f"<td style='text-align:left'>{html.escape(r['error'])}</td></tr>" for r in found["failed"])
+    rows += "".join(f"<tr><td>{html.escape(str(r['arm']))}</td><td>{r['seed']}</td><td>missing</td>"
+                    f"<td style='text-align:left'>{html.escape(r['reason'])}</td></tr>" for r in found["missing"])
+    return (f"<h2>Failed and missing runs</h2><p>{len(found['failed'])} failed, {len(found['missing'])} missing: the "
+            "summary, verdicts and curves below leave them out.</p><table id=\"incomplete\"><tr><th>arm</th>"
+            f"<th>seed</th><th>status</th><th>error / reason</th></tr>{rows}</table>")
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -309,7 +353,8 @@ def _evidence_html(runs: list[dict]) -> str:
 def render_report(root: Path) -> Path:
     """Write ``root/report.html`` and ``root/plots/*.png``; return the HTML path."""
     root = Path(root)
-    runs = load_runs(root)
+    incomplete = _incomplete_html(root)
+    runs = load_runs(root, allow_empty=bool(incomplete))  # a study whose runs all failed still gets its page
     plots = root / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     figures = []
@@ -340,6 +385,7 @@ def render_report(root: Path) -> Path:
 <style>{STYLE} figure{{display:inline-block;margin:.5rem}} img{{max-width:100%}}</style></head><body>
 <h1>tokenfocus report — {html.escape(root.name)}</h1>
 <p class="meta">{len(runs)} runs · rendered from the run files alone</p>
+{incomplete}
 <h2>Summary per arm</h2><table id="summary"><tr>{head}</tr>{body}</table>
 <h2>The paper's claims at this scale</h2>
 <table id="verdicts"><tr><th>claim (arXiv 2605.07660)</th><th>verdict</th><th>evidence</th></tr>{claim_rows}</table>

@@ -85,7 +85,7 @@ class Task(ABC):
         if config.kind == "digits":
             return DigitReward()
         return AnswerReward(timeout_s=config.timeout_s, format_bonus=config.format_bonus,
-                            answer_line_only=config.answer_line_only)
+                            answer_line_only=config.answer_line_only, memory_limit_mb=config.memory_limit_mb)
 
     def spec(self) -> dict:
         """The task as config data: ``build_task(task.spec())`` rebuilds it."""
@@ -114,7 +114,7 @@ def parse_task(spec: dict, problems: list[str], section: str = "task", base: Pat
         return None
     options = dict(spec)
     name = options.pop("name", None)
-    if name not in TASKS:
+    if not isinstance(name, str) or name not in TASKS:
         problems.append(f"{section}.name: {name!r} is not a registered task{suggest(str(name), TASKS)}; "
                         f"tasks: {sorted(TASKS)}")
         return None

@@ -1,0 +1,65 @@
+"""Study config validation (config/study.py): the study's own keys and every arm's train config -- model spec,
+TRL ranges, policy dry run -- are checked before anything runs."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tokenfocus.config import ConfigError, load_study_config
+
+TINY = "tiny-llama:layers=2,hidden=64,heads=4,kv_heads=2,intermediate=128"
+
+
+def study(tmp_path, **changes):
+    data = {"model": TINY, "task": {"name": "arithmetic", "n_train": 8}, "arms": {"full": "dapo"},
+            "seeds": [0], "dir": str(tmp_path / "out")}
+    data.update(changes)
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def problems_of(path) -> str:
+    with pytest.raises(ConfigError) as error:
+        load_study_config(path)
+    return str(error.value)
+
+
+def test_every_arm_gets_the_new_checks(tmp_path):
+    message = problems_of(study(tmp_path, arms={
+        "wide": {"signals": ["attention_entropy"], "policy": {"name": "quantile", "ratio": 1.5}}, "full": "dapo"},
+        train={"trl": {"learning_rate": -1.0, "num_generations": 1}}))
+    assert "arm 'wide'" in message and "ratio must be in [0.0, 1.0], got 1.5" in message
+    assert "trl.learning_rate must be >= 0" in message and "trl.num_generations must be >= 2" in message
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"model": "tiny-llama:heads=0"}, "model: tiny-llama options must be >= 1: heads=0"),
+    ({"task": {"name": ["arithmetic"]}}, "task.name: expected a registered task name"),
+    ({"seeds": []}, "seeds: expected a non-empty list of ints"),
+    ({"seeds": ["a"]}, "seeds: expected a non-empty list of ints"),
+    ({"arms": {}}, "arms: expected a non-empty mapping"),
+    ({"arms": ["full"]}, "study.arms: expected dict"),
+    ({"samples": -1}, "samples must be >= 0"),
+    ({"eval": {"n": 0, "splits": ["dev"]}}, "eval.n must be >= 1"),
+    ({"eval": {"splits": ["dev"]}}, "eval.splits: ['dev'] are not splits of task 'arithmetic'"),
+    ({"train": {"diagnostics_arms": ["ful"]}}, "train.diagnostics_arms: ['ful'] are not arms"),
+    ({"train": {"save_steps": "often"}}, "train.save_steps: expected int"),
+])
+def test_study_problems_are_listed(tmp_path, changes, expected):
+    assert expected in problems_of(study(tmp_path, **changes))
+
+
+def test_numeric_strings_and_run_dir_file(tmp_path):
+    config = load_study_config(study(tmp_path, samples="2", warmup={"learning_rate": "1e-5"}))
+    assert config.samples == 2 and config.warmup.learning_rate == 1e-5
+    (tmp_path / "taken").write_text("x")
+    assert "dir: " in problems_of(study(tmp_path, dir=str(tmp_path / "taken")))
+
+
+def test_a_warmup_study_does_not_check_the_not_yet_trained_model(tmp_path):
+    """Arms train from dir/warmup/final, which the warm-up writes; the study's own model is checked instead."""
+    config = load_study_config(study(tmp_path, warmup={"n_train": 8}))
+    assert config.start_model.endswith("warmup/final")
+    assert "model: " in problems_of(study(tmp_path, warmup={"n_train": 8}, model="tiny-llama:layers=0"))
