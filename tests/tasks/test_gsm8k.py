@@ -50,3 +50,12 @@ def test_sample_prompts_are_gsm8k_questions_not_arithmetic():
     for prompt, question in zip(prompts, questions):
         assert prompt.startswith(question) and prompt.endswith('Give the final answer in the form "Answer: N".')
         assert "Compute " not in prompt
+
+
+def test_a_non_utf8_dataset_file_is_named(tmp_path):
+    from tokenfocus.tasks import DatasetError, load_gsm8k
+
+    path = tmp_path / "train.jsonl"
+    path.write_bytes('{"question": "Caf\xe9?", "answer": "#### 1"}\n'.encode("latin-1"))
+    with pytest.raises(DatasetError, match="train.jsonl is not UTF-8"):
+        load_gsm8k(str(path))
