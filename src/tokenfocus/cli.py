@@ -113,23 +113,40 @@ def train(
     typer.secho(f"run: {out.resolve()}  (metrics: {out / 'metrics.jsonl'})", fg=typer.colors.GREEN)
 
 
+def _csv(value: str | None, kind, flag: str) -> list | None:
+    if value is None:
+        return None
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    try:
+        return [kind(item) for item in items] or None
+    except ValueError:
+        raise ValueError(f"{flag}: expected a comma-separated list of {kind.__name__}s, got {value!r}") from None
+
+
 @app.command()
 def study(
     config: Path = typer.Argument(..., help="Study config YAML (see tokenfocus.config.study)."),
     allow_config_change: bool = typer.Option(False, "--allow-config-change",
                                              help="Continue a study whose config changed beyond adding arms/seeds."),
+    arms: str = typer.Option(None, "--arms", help="Run only these arms (comma-separated): one slice of the study."),
+    seeds: str = typer.Option(None, "--seeds", help="Run only these seeds (comma-separated): one slice of the study."),
+    export: Path = typer.Option(None, "--export", help="Copy the light run files (no checkpoints) here after every "
+                                "finished run, merged with what is there: the folder to commit; report renders it."),
 ):
-    """Run every arm x seed of a study (resumable), evaluate them, and render the report."""
+    """Run every arm x seed of a study (resumable), or one slice of it, evaluate them, and render the report."""
     from .config import ConfigError, load_study_config
     from .recipes.study import StudyRunsFailed, run_study
     from .report.study_report import render_report
 
     try:
+        chosen_arms = _csv(arms, str, "--arms")
+        chosen_seeds = _csv(seeds, int, "--seeds")
         cfg = load_study_config(config)
-        root = run_study(cfg, log=lambda m: typer.echo(m, err=True), allow_config_change=allow_config_change)
-        page = render_report(root)
+        root = run_study(cfg, log=lambda m: typer.echo(m, err=True), allow_config_change=allow_config_change,
+                         arms=chosen_arms, seeds=chosen_seeds, export=export)
+        page = render_report(export or root)
     except StudyRunsFailed as failed:  # every other run finished: show them, then say what failed
-        page = render_report(failed.root)
+        page = render_report(export or failed.root)
         typer.secho(f"report: {page.resolve()}", fg=typer.colors.YELLOW)
         _fail(str(failed))
     except (ConfigError, ValueError) as error:
@@ -199,6 +216,45 @@ def eval_command(
         _fail(str(error))
     summary = {key: value for key, value in result.items() if key.startswith(("pass@", "mean@")) and value is not None}
     typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command("diagnose")
+def diagnose_command(
+    model: str = typer.Argument(..., help="Model spec or a checkpoint / final directory of a run."),
+    task: str = typer.Option("arithmetic", help="A registered task (tokenfocus tasks lists them)."),
+    tiers: Optional[str] = typer.Option(None, help="Training tiers, comma-separated (arithmetic), e.g. D2,D3."),
+    path: Optional[str] = typer.Option(None, help="The task's data source, for tasks that read one (gsm8k)."),
+    groups: int = typer.Option(8, help="Informative prompt groups (unequal rewards) per diagnosed batch."),
+    batches: int = typer.Option(4, help="Batches diagnosed (each on its own groups)."),
+    num_generations: int = typer.Option(8, help="Completions per prompt (G)."),
+    max_new_tokens: int = typer.Option(32),
+    temperature: float = typer.Option(1.0, help="Sampling temperature (> 0)."),
+    seed: int = typer.Option(0, help="Seeds the prompts drawn, the sampling and the diagnosis."),
+    reward: str = typer.Option("answer", help="answer, or digits (a dense reward for random-weight models)."),
+    answer_line_only: bool = typer.Option(True, "--answer-line-only/--any-answer",
+                                          help='Count only the last "Answer: N" line (the training reward).'),
+    out: Optional[Path] = typer.Option(None, help="Directory to write (default: the first free runs/diagnose-N)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out (never a training run)."),
+):
+    """The trainer's gradient diagnosis (anchors, explorers, controls) on batches of informative prompt groups."""
+    from .io import next_free_dir
+    from .models import ModelSpecError
+    from .recipes.diagnose import run_diagnosis
+    from .tasks import DatasetError
+
+    out = out if out is not None else next_free_dir(Path("runs/diagnose"))
+    try:
+        spec = {"name": task, **({"path": path} if path is not None else {})}
+        chosen_tiers = _csv(tiers, str, "--tiers")
+        if chosen_tiers is not None:
+            spec["tiers"] = chosen_tiers
+        run_diagnosis(model, spec, out, groups=groups, batches=batches, num_generations=num_generations,
+                      max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, reward=reward,
+                      answer_line_only=answer_line_only, overwrite=overwrite, log=lambda m: typer.echo(m, err=True))
+    except (ModelSpecError, DatasetError, ValueError) as error:
+        _fail(str(error))
+    typer.echo(f"batches: {out / 'diagnosis.jsonl'}")
+    typer.secho(f"summary: {(out / 'diagnosis.json').resolve()}", fg=typer.colors.GREEN)
 
 
 @app.command()

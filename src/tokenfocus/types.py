@@ -130,8 +130,11 @@ class PolicyInputs:
     signals:    label -> (B, T) float, zero where mask is False (e.g. from ``signals.compute_signals``).
     group_ids:  (B,) long, rows with equal ids are the completions of one prompt (needed by scope="group").
     advantages: (B,) or (B, T) float, when a policy uses them (D3S).
-    progress:   training progress p in [0, 1] (optimizer step / max steps, taken at generation time).
+    progress:   training progress p in [0, 1]: 0 on the run's first weighted batch, 1 on its last (the batch's
+                optimizer step over the last batch's, taken at generation time).
     step:       generation-batch index; random policies seed with (seed, step), so they resample per batch.
+    seed:       the run's seed (a trainer passes its own); the noise of random subsets and tie-breaking jitter
+                mixes it with the policy's ``seed`` option, so runs of different seeds draw different noise.
     """
 
     mask: torch.Tensor
@@ -140,6 +143,7 @@ class PolicyInputs:
     advantages: torch.Tensor | None = None
     progress: float = 0.0
     step: int = 0
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.mask.dtype != torch.bool or self.mask.dim() != 2:

@@ -43,7 +43,15 @@ def test_every_arm_gets_the_new_checks(tmp_path):
     ({"arms": ["full"]}, "study.arms: expected dict"),
     ({"samples": -1}, "samples must be >= 0"),
     ({"eval": {"n": 0, "splits": ["dev"]}}, "eval.n must be >= 1"),
-    ({"eval": {"splits": ["dev"]}}, "eval.splits: ['dev'] are not splits of task 'arithmetic'"),
+    ({"eval": {"splits": ["dev"]}}, "eval.splits: 'dev': split 'dev' is not a split of task 'arithmetic'"),
+    ({"eval": {"sets": {"in": {"split": "test", "tiers": {"D1": 500}}}}},
+     "eval.sets: 'in': Could not draw 500 distinct test problems of tier D1"),
+    ({"eval": {"sets": {"in": {"split": "test", "tiers": {"D7": 5}}}}}, "eval.sets: 'in': Unknown arithmetic tier"),
+    ({"eval": {"sets": {"in": {"split": "tst"}}}}, "eval.sets: 'in': split 'tst' is not a split"),
+    ({"eval": {"sets": {"in": {"split": "test", "tier": ["D1"]}}}}, "eval.sets.in: unknown key(s) ['tier']"),
+    ({"eval": {"sets": {"in": {"tiers": "D1"}}}}, "eval.sets.in.tiers: expected a list of tiers or a mapping"),
+    ({"eval": {"sets": {}}}, "eval.sets: expected a mapping {name: {split, tiers, n}}"),
+    ({"eval": {"temperature": 0}}, "eval.temperature must be > 0"),
     ({"train": {"diagnostics_arms": ["ful"]}}, "train.diagnostics_arms: ['ful'] are not arms"),
     ({"train": {"save_steps": "often"}}, "train.save_steps: expected int"),
 ])
@@ -63,3 +71,16 @@ def test_a_warmup_study_does_not_check_the_not_yet_trained_model(tmp_path):
     config = load_study_config(study(tmp_path, warmup={"n_train": 8}))
     assert config.start_model.endswith("warmup/final")
     assert "model: " in problems_of(study(tmp_path, warmup={"n_train": 8}, model="tiny-llama:layers=0"))
+
+
+def test_eval_sets_are_one_fixed_mix_for_the_whole_study(tmp_path):
+    config = load_study_config(study(tmp_path, eval={
+        "sets": {"in-dist": {"split": "test", "tiers": {"D2": 5, "D3": 3}}, "hard": {"split": "test", "tiers": ["H3"],
+                                                                                  "n": 4}},
+        "k": 4, "seed": 7}))
+    assert config.eval.eval_sets() == {"in-dist": {"split": "test", "n": 8, "tiers": {"D2": 5, "D3": 3}},
+                                       "hard": {"split": "test", "n": 4, "tiers": ["H3"]}}
+    assert config.eval.seed == 7 and config.eval.k == 4
+    legacy = load_study_config(study(tmp_path, eval={"splits": ["test", "hard-test"], "n": 5}))
+    assert legacy.eval.eval_sets() == {"test": {"split": "test", "n": 5, "tiers": None},
+                                       "hard-test": {"split": "hard-test", "n": 5, "tiers": None}}

@@ -164,3 +164,37 @@ def test_offline_hub_id_that_is_not_cached_is_a_config_problem(tmp_path, monkeyp
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     message = problems_of(write(tmp_path, model="nonexistent/model"))
     assert "model: 'nonexistent/model' is neither a local directory" in message and "HF_HUB_OFFLINE" in message
+
+
+# GRPOConfig fields only TRL's own loss reads, a non-default value of each, and what the refusal points to.
+LOSS_ONLY_TRL = [
+    ("off_policy_mask_threshold", 0.5, "off-policy sequence mask"),
+    ("use_bias_correction_kl", False, "method.loss.kl_ratio_correction"),
+    ("entropy_coef", 0.01, "method.loss.entropy_coef"),
+    ("use_adaptive_entropy", True, "method.loss.entropy_coef"),
+    ("entropy_coef_min", 0.1, "method.loss.entropy_coef"),
+    ("entropy_coef_max", 0.5, "method.loss.entropy_coef"),
+    ("entropy_coef_delta", 0.01, "method.loss.entropy_coef"),
+    ("entropy_target", 0.5, "method.loss.entropy_coef"),
+    ("sapo_temperature_neg", 2.0, "method.loss.objective"),
+    ("sapo_temperature_pos", 2.0, "method.loss.objective"),
+    ("vespo_k_pos", 1.0, "method.loss.objective"),
+    ("vespo_lambda_pos", 1.0, "method.loss.objective"),
+    ("vespo_k_neg", 1.0, "method.loss.objective"),
+    ("vespo_lambda_neg", 1.0, "method.loss.objective"),
+    ("router_aux_loss_coef", 0.01, "router"),
+]
+
+
+@pytest.mark.parametrize("field, value, instead", LOSS_ONLY_TRL, ids=[f for f, _, _ in LOSS_ONLY_TRL])
+def test_trl_fields_only_trls_own_loss_reads_are_refused_unless_default(tmp_path, monkeypatch, field, value, instead):
+    """tokenfocus replaces GRPOTrainer._compute_loss: a loss setting only TRL's loss reads would be silently ignored,
+    so a non-default value is a config problem (naming the field and what to use instead) before any model loads;
+    TRL's default value passes."""
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    message = problems_of(write(tmp_path, trl={field: value}))
+    assert f"trl.{field}" in message and instead in message, message
+    from trl import GRPOConfig
+
+    default = GRPOConfig.__dataclass_fields__[field].default
+    assert load_train_config(write(tmp_path, "ok.yaml", trl={field: default})).trl[field] == default

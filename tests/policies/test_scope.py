@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -34,3 +36,25 @@ def test_selected_count_within_one_token_of_ratio_per_unit(seed, ratio, scope, n
         n = int(inputs.mask[rows].sum())
         if n:
             assert abs(int(w[rows].sum()) - ratio * n) < 1 + 1e-9
+
+
+NOISY = [
+    {"name": "random"},
+    {"name": "quantile", "side": "high"},  # ties on a constant signal: the jitter decides
+    {"name": "position_matched", "signal": "attention_entropy"},
+    {"name": "low2high", "transform_kind": "rank"},  # rank ties broken by the jitter
+]
+
+
+@pytest.mark.parametrize("spec", NOISY, ids=lambda s: s["name"])
+def test_the_run_seed_and_the_policy_seed_both_enter_the_noise(spec):
+    """The noise (random subsets, tie-breaking jitter) depends on the run's seed (PolicyInputs.seed) as well as
+    the policy's own ``seed`` option: one run seed gives one selection, another run seed another."""
+    base = policy_inputs(b=6, t=15, seed=2, step=1, constant=True, progress=1.0)
+
+    def weights(run_seed, policy_seed=0):
+        return apply_policy({**spec, "seed": policy_seed}, replace(base, seed=run_seed)).weights
+
+    assert torch.equal(weights(3), weights(3))
+    assert not torch.equal(weights(3), weights(4))
+    assert not torch.equal(weights(3, policy_seed=0), weights(3, policy_seed=1))

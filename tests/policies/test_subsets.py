@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -61,3 +63,15 @@ def test_random_subset_is_the_random_policy(scope, step):
     assert subset.dtype == torch.bool and not (subset & ~inputs.mask).any()
     weights = apply_policy({"name": "random", "ratio": 0.3, "scope": scope, "seed": 7}, inputs).weights
     assert torch.equal(subset, weights > 0)
+
+
+def test_random_subset_and_the_tie_breaking_follow_the_run_seed():
+    """``random_subset`` and ``anchor_explorer_subsets`` (the diagnostics' and evidence's subsets) draw their noise
+    from the run seed too: the same run seed gives the same subset, another run seed another."""
+    inputs = policy_inputs(b=6, t=12, seed=4, step=3, constant=True)
+    run = {s: replace(inputs, seed=s) for s in (5, 6)}
+    assert torch.equal(random_subset(run[5], 0.3), random_subset(replace(inputs, seed=5), 0.3))
+    assert not torch.equal(random_subset(run[5], 0.3), random_subset(run[6], 0.3))
+    anchors = {s: anchor_explorer_subsets(run[s])["anchors"] for s in run}
+    assert torch.equal(anchors[5], anchor_explorer_subsets(replace(inputs, seed=5))["anchors"])
+    assert not torch.equal(anchors[5], anchors[6])

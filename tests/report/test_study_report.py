@@ -1,5 +1,6 @@
-"""The study report (report/study_report.py), on run files written by the test: load_runs, summary, the
-verdicts on runs whose expected verdict is known by construction, and the page in a real headless browser."""
+"""The study report (report/study_report.py, runs.py, tables.py) on study files written by the test in the study
+recipe's format (a light copy: no model directories): load_runs, the tables, summary.md, an older-format study,
+failed and missing runs, and the page in a real headless browser."""
 
 from __future__ import annotations
 
@@ -11,223 +12,174 @@ from pathlib import Path
 
 import pytest
 
-from tokenfocus.report.study_report import CLAIMS, load_runs, render_report, summary, verdicts
+from tokenfocus.report.study_report import (
+    CLAIMS,
+    incomplete_runs,
+    load_runs,
+    render_report,
+    results_tables,
+    summary,
+    verdicts,
+)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ARMS = ("full", "random20", "anchors20", "explorers20", "low2high")
+FIGURE_NAMES = {"reward.png", "accuracy.png", "grad_cos.png", "grad_norm.png", "entropy.png", "weights.png",
+                "evidence.png"}
 
 
-# --- constructed runs -----------------------------------------------------------------------------------
+# --- one study in the current format ----------------------------------------------------------------------
 
 
-def run(arm, seed, test=None, hard=None, diag=None, steps=(1, 2, 3)):
-    """One run as ``load_runs`` returns it: ``diag`` (subset -> field -> value) is logged at every step."""
-    metrics = {}
-    for step in steps:
-        row = {"step": step, "reward/mean": 0.1 * step}
-        for subset, fields in (diag or {}).items():
-            row.update({f"diag/grad/{subset}/{name}": float(value) for name, value in fields.items()})
-        metrics[step] = row
-    evals = {split: {"pass@1": value} for split, value in (("test", test), ("hard-test", hard)) if value is not None}
-    return {"arm": arm, "seed": seed, "metrics": metrics, "evals": evals, "samples": [], "weights": {},
-            "evidence": None}
+def diagnosis(i: int) -> dict:
+    """Batch i of the full arm's diagnostics: anchors aligned (cos 0.8 vs random 0.6 vs explorers 0.3) and the
+    least volatile (0.2 vs 0.4 vs explorers 0.3: explorers are NOT more volatile than random); per-token size
+    alternates around a ratio of 1 (inconclusive)."""
+    wobble = 0.02 * (i % 3)
+    return {"diag/grad/full/norm": 1.0, "diag/grad/full/cos_full": 1.0,
+            "diag/grad/anchors/cos_full": 0.8 + wobble, "diag/grad/random/cos_full": 0.6 - wobble,
+            "diag/grad/explorers/cos_full": 0.3 + wobble, "diag/grad/middle/cos_full": 0.5,
+            "diag/grad/anchors/split_half_volatility": 0.2 + wobble,
+            "diag/grad/random/split_half_volatility": 0.4 + wobble,
+            "diag/grad/explorers/split_half_volatility": 0.3 + wobble,
+            "diag/grad/anchors/token_grad_proxy": 1.0, "diag/grad/explorers/token_grad_proxy": 1.2 if i % 2 else 0.8,
+            "diag/grad/anchors/norm_per_token": 1.0, "diag/grad/explorers/norm_per_token": 0.5,
+            "diag/attention_entropy/anchors": 0.2, "diag/attention_entropy/all": 0.5,
+            "diag/attention_entropy/explorers": 0.8,
+            **{f"diag/prompt_mass/{g}": 0.5 for g in ("anchors", "all", "explorers", "correct", "incorrect")}}
 
 
-def geometry(cos=(0.8, 0.3), volatility=(0.2, 0.6), norm=(1.0, 2.0), spread=0.05, full_norm=1.0):
-    """Gradient diagnostics with anchors' / explorers' cos_full, split-half volatility and norm per token."""
-    return {"anchors": {"cos_full": cos[0], "split_half_volatility": volatility[0], "norm_per_token": norm[0],
-                        "bootstrap_cos_std": spread},
-            "explorers": {"cos_full": cos[1], "split_half_volatility": volatility[1], "norm_per_token": norm[1],
-                          "bootstrap_cos_std": spread},
-            "full": {"norm": full_norm, "cos_full": 1.0}}
-
-
-def gradient_verdicts(diag, steps=(1, 2, 3)):
-    runs = [run(arm, 0, diag=diag, steps=steps) for arm in ("anchors20", "explorers20")]
-    claims = verdicts(runs)
-    return claims["anchors_stable_aligned"], claims["explorers_large_volatile"]
-
-
-def test_anchors_aligned_and_stable_explorers_large_and_volatile_is_reproduced():
-    """cos 0.8 vs 0.3 (difference 0.5 > spread 0.05), volatility 0.2 vs 0.6 (> 0.05), norm 1 vs 2 (+100 %)."""
-    (aligned, evidence), (larger, _) = gradient_verdicts(geometry())
-    assert aligned == "reproduced" and larger == "reproduced"
-    assert "anchors 0.800, explorers 0.300" in evidence and "volatility: anchors 0.200, explorers 0.600" in evidence
-
-
-def test_the_reverse_is_not_reproduced():
-    (aligned, _), (larger, _) = gradient_verdicts(geometry(cos=(0.3, 0.8), volatility=(0.6, 0.2), norm=(2.0, 1.0)))
-    assert aligned == "not reproduced" and larger == "not reproduced"
-
-
-@pytest.mark.parametrize("diag, steps, reason", [
-    (geometry(), (1,), "only 2 diagnosed batch(es); the gradient claims need at least 3"),  # one per run
-    (geometry(full_norm=0.0), (1, 2, 3), "the full gradient is zero on the diagnosed batches"),
-    ({}, (1, 2, 3), "no gradient diagnostics logged"),
-])
-def test_too_little_gradient_evidence_is_inconclusive(diag, steps, reason):
-    for verdict, evidence in gradient_verdicts(diag, steps):
-        assert verdict == "inconclusive" and reason in evidence
-
-
-def test_differences_within_the_noise_or_disagreeing_are_inconclusive():
-    """A cosine gap of 0.25 inside a bootstrap spread of 0.3 counts for nothing; equal volatility neither."""
-    (aligned, evidence), (larger, _) = gradient_verdicts(geometry(cos=(0.8, 0.55), spread=0.3))
-    assert aligned == "inconclusive" and larger == "reproduced"  # volatility and norm still clearly differ
-    assert "bootstrap spread of the cosines 0.300" in evidence
-    (aligned, _), (larger, _) = gradient_verdicts(geometry(volatility=(0.4, 0.42)))
-    assert aligned == "inconclusive" and larger == "inconclusive"  # one direction each: not both
-    (aligned, _), (larger, _) = gradient_verdicts(geometry(norm=(1.0, 1.0)))
-    assert aligned == "reproduced" and larger == "inconclusive"
-
-
-def test_random20_verdict_needs_full_training_to_beat_the_starting_model():
-    """random20 ≈ full is only evidence when full-token training gained something over the starting model."""
-    runs = [run("full", 0, 0.40), run("full", 1, 0.42), run("random20", 0, 0.39), run("random20", 1, 0.41)]
-    assert verdicts(runs)["random20_matches_full"][0] == "reproduced"
-    degraded = runs + [run("initial", 0, 0.50), run("initial", 1, 0.48)]
-    verdict, evidence = verdicts(degraded)["random20_matches_full"]
-    assert verdict == "inconclusive" and "did not improve on the starting model" in evidence
-    improved = runs + [run("initial", 0, 0.20), run("initial", 1, 0.22)]
-    assert verdicts(improved)["random20_matches_full"][0] == "reproduced"
-    lost = [run("full", 0, 0.40), run("full", 1, 0.42), run("random20", 0, 0.21), run("random20", 1, 0.23),
-            run("initial", 0, 0.20), run("initial", 1, 0.22)]
-    assert verdicts(lost)["random20_matches_full"][0] == "not reproduced"
-
-
-def test_random20_at_the_floor_or_on_one_seed_is_inconclusive():
-    floor = [run("full", s, 0.02) for s in (0, 1)] + [run("random20", s, 0.02) for s in (0, 1)]
-    verdict, evidence = verdicts(floor)["random20_matches_full"]
-    assert verdict == "inconclusive" and "at the floor (0.020)" in evidence
-    verdict, evidence = verdicts([run("full", 0, 0.4), run("random20", 0, 0.4)])["random20_matches_full"]
-    assert verdict == "inconclusive" and "one seed only" in evidence
-    assert verdicts([run("full", 0), run("random20", 0)])["random20_matches_full"] == (
-        "inconclusive", "no held-out evaluation")
-
-
-@pytest.mark.parametrize("full, low2high, expected", [
-    ((0.30, 0.32), (0.45, 0.47), "reproduced"),      # +0.15 > margin max(std 0.01, 0.01)
-    ((0.45, 0.47), (0.30, 0.32), "not reproduced"),
-    ((0.30, 0.34), (0.31, 0.35), "inconclusive"),    # +0.01 < margin (std 0.02)
-    ((0.01, 0.02), (0.03, 0.04), "inconclusive"),    # both at the floor
-])
-def test_low2high_verdict_on_the_hard_split(full, low2high, expected):
-    runs = [run("full", s, test=0.9, hard=a) for s, a in enumerate(full)]
-    runs += [run("low2high", s, test=0.1, hard=a) for s, a in enumerate(low2high)]  # test split is not read
-    verdict, evidence = verdicts(runs)["low2high_beats_full"]
-    assert verdict == expected and evidence.startswith("hard-test")
-
-
-# --- constructed run files --------------------------------------------------------------------------------
-
-
-def write_run(run_dir: Path, arm: str, seed: int, *, test: float, hard: float, diag: dict | None) -> None:
-    (run_dir / "eval").mkdir(parents=True)
-    for split, value in (("test", test), ("hard-test", hard)):
-        (run_dir / "eval" / f"{split}-final.json").write_text(json.dumps({"pass@1": value}))
-    if arm == "initial":
-        return
-    rows = []
-    for step in (1, 2, 3):
-        row = {"step": step, "reward/mean": 0.2 * step + 0.01 * seed, "completion/mean_length": 10.0 + step}
-        if diag and step >= 2:
-            for subset, fields in diag.items():
-                row.update({f"diag/grad/{subset}/{name}": float(value) for name, value in fields.items()})
-            row.update({"diag/attention_entropy/anchors": 0.2, "diag/attention_entropy/all": 0.5,
-                        "diag/attention_entropy/explorers": 0.8})
-            row.update({f"diag/prompt_mass/{g}": 0.5 for g in ("anchors", "all", "explorers", "correct", "incorrect")})
-        rows.append(row)
-    rows.insert(1, {"event": "eval", "step": 1, "reward/mean": 99.0})  # not a step record: ignored
-    rows.append({"step": 3, "reward/mean": 0.6 + 0.01 * seed, "completion/mean_length": 13.0})  # resumed: wins
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 4, "rew')
-    tokens = ["7", "+", "8", " =", " 15"]
-    sample = {"prompt": "Compute 7+8.", "tokens": tokens, "token_ids": [10, 11, 12, 13, 14],
-              "signals": {"attention_entropy": [0.1, 0.4, 0.2, 0.9, 0.5], "attention_mass": [0.7, 0.6, 0.5, 0.3, 0.2]}}
-    (run_dir / "samples").mkdir()
-    (run_dir / "samples" / "tokens.jsonl").write_text(json.dumps(sample) + "\n")
-    if arm == "low2high":
-        (run_dir / "policy_weights.jsonl").write_text("".join(
-            json.dumps({"step": step, "progress": (step - 1) / 2, "edges": [0.0, 0.5, 1.0, 1.5],
-                        "counts": [4 - step, 3, step]}) + "\n" for step in (1, 2, 3)))
-    evidence = {"accuracy": test, "prompt_mass/all": 0.5, "prompt_mass/anchors": 0.6, "prompt_mass/explorers": 0.4,
-                "evidence_mass/all": 0.2, "evidence_mass/anchors": 0.25, "evidence_mass/explorers": 0.15}
-    (run_dir / "evidence.json").write_text(json.dumps(evidence))
-
-
-# full 0.40 / 0.42 over initial 0.20 / 0.22 and random20 0.39 / 0.41: random20 matches -> reproduced.
-# Anchors: cos 0.8 vs 0.3, volatility 0.2 vs 0.6 -> reproduced; equal norms per token -> explorers inconclusive.
-# Hard split: low2high 0.20 / 0.22 below full 0.35 / 0.37 -> not reproduced.
-ACCURACY = {"full": (0.40, 0.35), "random20": (0.40, 0.30), "anchors20": (0.30, 0.30), "explorers20": (0.30, 0.30),
-            "low2high": (0.38, 0.21), "initial": (0.21, 0.10)}
-EXPECTED = {"random20_matches_full": "reproduced", "anchors_stable_aligned": "reproduced",
-            "explorers_large_volatile": "inconclusive", "low2high_beats_full": "not reproduced"}
+# in-dist: initial 60/200; full 0.60 (gain 0.30); random20 0.55 keeps most of it -> reproduced.
+# hard: full 62/300 vs low2high 63/300 -> inconclusive. Gradients: see ``diagnosis``.
+EXPECTED = {"random20_recovers_full": "reproduced", "anchors_aligned_vs_explorers": "reproduced",
+            "anchors_aligned_vs_random": "reproduced", "anchors_stable_vs_explorers": "reproduced",
+            "anchors_stable_vs_random": "reproduced", "explorers_larger": "inconclusive",
+            "explorers_volatile": "not reproduced", "low2high_beats_full": "inconclusive",
+            "random20_recovers_full_sampled": "reproduced", "low2high_beats_full_sampled": "inconclusive"}
+IN_DIST = {"full": (118, 120, 122), "random20": (108, 110, 112), "anchors20": (80, 84, 88), "explorers20": (100,),
+           "low2high": (116, 118, 120)}
+HARD = {"full": (20, 20, 22), "low2high": (20, 21, 22)}
 
 
 @pytest.fixture
-def study_dir(tmp_path):
-    root = tmp_path / "study"
-    entries = []
-    for arm in (*ARMS, "initial"):
-        for seed in (0, 1):
-            test, hard = ACCURACY[arm]
-            name = f"{arm}-s{seed}"
-            write_run(root / name, arm, seed, test=test + 0.02 * seed - (0.01 if arm == "random20" else 0.0),
-                      hard=hard + 0.02 * seed, diag=geometry(norm=(1.0, 1.0)))
-            entries.append({"arm": arm, "seed": seed, "dir": name, "status": "done"})
-    (root / "study.json").write_text(json.dumps({"runs": entries}))
-    return root
+def study_dir(study):
+    study.initial(in_dist=60, hard=20, sampled=True)
+    for arm, solved in IN_DIST.items():
+        for seed, n in enumerate(solved):
+            diag = [diagnosis(i + 3 * seed) for i in range(3)] if arm == "full" else None
+            study.run(arm, seed, n, HARD.get(arm, (18, 19, 20))[seed], diag=diag, sampled=True,
+                      drift={"l2": 1.0 + 0.1 * seed, "relative": 0.01 + 0.001 * seed, "kl_to_start": 0.05 * (seed + 1)})
+    root = study.root
+    full = root / "full-s0" / "metrics.jsonl"  # an event line, a resumed step and a torn tail: as a run logs them
+    lines = full.read_text().splitlines(keepends=True)
+    lines.insert(1, json.dumps({"event": "eval", "step": 1, "reward/mean": 99.0}) + "\n")
+    lines.append(json.dumps({"step": 3, "reward/mean": 0.6, "completion/mean_length": 13.0}) + "\n")
+    full.write_text("".join(lines) + '{"step": 4, "rew')
+    sample = {"prompt": "Compute 7+8.", "tokens": ["7", "+", "8", " =", " 15"], "token_ids": [10, 11, 12, 13, 14],
+              "signals": {"attention_entropy": [0.1, 0.4, 0.2, 0.9, 0.5], "attention_mass": [0.7, 0.6, 0.5, 0.3, 0.2]}}
+    (root / "full-s0" / "samples").mkdir()
+    (root / "full-s0" / "samples" / "tokens.jsonl").write_text(json.dumps(sample) + "\n")
+    (root / "low2high-s0" / "policy_weights.jsonl").write_text("".join(
+        json.dumps({"step": step, "progress": (step - 1) / 2, "edges": [0.0, 0.5, 1.0, 1.5],
+                    "counts": [4 - step, 3, step]}) + "\n" for step in (1, 2, 3)))
+    for seed in (0, 1):
+        (root / f"full-s{seed}" / "evidence.json").write_text(json.dumps(
+            {"accuracy": 0.6, "prompt_mass/anchors": 0.6 + 0.1 * seed, "prompt_mass/explorers": 0.4}))
+    (root / "explorers20-s0" / "evidence.json").write_text(json.dumps({"accuracy": 0.5, "prompt_mass/anchors": 0.5}))
+    return study.index(arms=tuple(IN_DIST), seeds=(0, 1, 2))
 
 
-def test_load_runs_reads_the_last_record_of_each_step(study_dir):
+def table_rows(page: str, table_id: str) -> dict[str, list[str]]:
+    """first cell -> the other cells of each row of ``<table id=table_id>``."""
+    table = re.search(rf'<table id="{table_id}">(.*?)</table>', page, re.DOTALL).group(1)
+    rows = {}
+    for row in re.findall(r"<tr>(.*?)</tr>", table, re.DOTALL)[1:]:
+        cells = [re.sub(r"<.*?>", "", c) for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.DOTALL)]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_load_runs_reads_the_index_and_the_last_record_of_each_step(study_dir):
     runs = load_runs(study_dir)
-    assert [(r["arm"], r["seed"]) for r in runs] == [(a, s) for a in (*ARMS, "initial") for s in (0, 1)]
-    full = runs[0]
+    assert [(r["arm"], r["seed"]) for r in runs][:3] == [("initial", None), ("full", 0), ("full", 1)]
+    full = runs[1]
     assert sorted(full["metrics"]) == [1, 2, 3]  # the torn last line (step 4) is not read
     assert full["metrics"][1]["reward/mean"] == pytest.approx(0.2)  # the event line does not replace step 1
     assert full["metrics"][3] == {"step": 3, "reward/mean": 0.6, "completion/mean_length": 13.0}  # the later one
-    assert full["evals"]["hard-test"]["pass@1"] == pytest.approx(0.35)
-    assert full["samples"][0]["tokens"][0] == "7" and full["evidence"]["prompt_mass/anchors"] == 0.6
-    assert sorted(runs[8]["weights"]) == [1, 2, 3] and runs[8]["arm"] == "low2high"
+    assert full["evals"]["hard"]["pass@1"] == pytest.approx(0.20) and len(full["evals"]["in-dist"]["problems"]) == 200
+    assert full["drift"]["kl_to_start"] == pytest.approx(0.05) and full["samples"][0]["tokens"][0] == "7"
+    assert next(r for r in runs if r["arm"] == "low2high")["weights"].keys() == {1, 2, 3}
     single = load_runs(study_dir / "full-s1")
     assert len(single) == 1 and single[0]["arm"] == "full-s1" and single[0]["seed"] == 0
     with pytest.raises(ValueError, match="holds no run with metrics.jsonl steps"):
-        load_runs(study_dir / "initial-s0")
+        load_runs(study_dir / "initial")
+    assert not any((study_dir / r["dir"] / "final").exists() for r in runs)  # a light copy: no models
 
 
-def test_summary_is_the_mean_and_std_over_seeds(study_dir):
+def test_summary_is_the_mean_and_sample_sd_over_seeds(study_dir):
     table = summary(load_runs(study_dir))
-    assert table["full"]["seeds"] == 2
-    assert table["full"]["test pass@1"] == pytest.approx((0.41, 0.01))
-    assert table["full"]["final reward"] == pytest.approx((0.605, 0.005))  # the resumed step-3 records
-    assert table["initial"]["hard-test pass@1"] == pytest.approx((0.11, 0.01))
+    assert list(table)[:2] == ["initial", "full"] and table["full"]["seeds"] == 3
+    assert table["full"]["in-dist pass@1"] == pytest.approx((0.60, 0.01))  # 0.59, 0.60, 0.61: sd with ddof=1
+    assert table["initial"]["in-dist pass@1"] == (0.30, None)  # one evaluation: no spread
+    assert table["explorers20"]["in-dist pass@1"] == (0.50, None)
+    assert table["initial"]["in-dist mean@4"][0] == pytest.approx(0.40)  # sampled: 0.75 solved, 0.25 not
+    assert table["full"]["final reward"][0] == pytest.approx((0.6 + 0.61 + 0.62) / 3)  # s0's resumed step 3
 
 
-def test_verdicts_of_constructed_run_files(study_dir):
-    claims = verdicts(load_runs(study_dir))
+def test_verdicts_of_the_study_files(study_dir):
+    claims = verdicts(load_runs(study_dir), ["in-dist", "hard"])
     assert {key: verdict for key, (verdict, _) in claims.items()} == EXPECTED
+
+
+def test_results_tables_are_markdown_for_the_results_page(study_dir):
+    text = results_tables(study_dir)
+    assert text.index("### Held-out accuracy: in-dist (200 problems of split test, tiers D2, D3)") < text.index(
+        "### Held-out accuracy: hard (100 problems")
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("| arm | seeds | pass@1"))
+    assert header == ("| arm | seeds | pass@1 | Δ pass@1 vs initial [95 % CI] | Δ pass@1 vs full [95 % CI] | mean@4 | "
+                      "Δ mean@4 vs initial [95 % CI] | Δ mean@4 vs full [95 % CI] |")
+    initial = next(line for line in lines if line.startswith("| initial |")).strip("| ").split(" | ")
+    assert initial[:4] == ["initial", "1", "0.300", "–"] and initial[4].startswith("-0.300 [")  # one seed: no ±
+    full = next(line for line in lines if line.startswith("| full |")).strip("| ").split(" | ")
+    assert full[:3] == ["full", "3", "0.600 ± 0.010"] and full[3].startswith("+0.300 [") and full[4] == "–"
+    assert "| explorers20 | 1 | 0.500 |" in text  # one seed: no ± 0.000
+    assert "### Drift from the starting model" in text and "| full | 3 | 1.100 ± 0.100 |" in text
+    verdict_rows = [line for line in lines if line.startswith("| ") and "**" in line]
+    assert [re.search(r"\*\*(.*?)\*\*", line).group(1) for line in verdict_rows] == [EXPECTED[k] for k, _ in CLAIMS]
+    # explorers20 ran one of the study's three seeds: the other two are listed as missing
+    assert text.endswith("| explorers20 | 1 | missing | never ran |\n| explorers20 | 2 | missing | never ran |\n")
 
 
 def test_report_in_a_headless_browser(study_dir, tmp_path):
     assert CHROMIUM, "Debian's chromium is needed for the report test: apt-get install -y chromium (make test does)"
     root = study_dir
     page = render_report(root)
-    assert {p.name for p in (root / "plots").glob("*.png")} == {
-        "reward.png", "accuracy.png", "grad_cos.png", "grad_norm.png", "entropy.png", "weights.png", "evidence.png"}
+    assert {p.name for p in (root / "plots").glob("*.png")} == FIGURE_NAMES
+    assert (root / "summary.md").read_text() == results_tables(root)
     text = page.read_text()
     assert "http://" not in text and "https://" not in text and "<script src" not in text  # self-contained
     run = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr",
-                          "--v=0", "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+                          "--v=0", "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120,
+                         check=False)
     console = [line for line in run.stderr.splitlines() if ":CONSOLE" in line]
     assert not console, console
     dom = run.stdout
-    assert dom.count('src="data:image/png;base64,') == 7  # every figure present
-    assert "attention_mass" in dom  # the prompt-mass signal is one of the heatmap's switchable signals
-    assert 'id="evidence"' in dom and "prompt mass: anchors" in dom  # the evidence-gathering table
-    assert dom.count("class=\"tok") >= 5  # the heatmap script ran and built the token spans
-    table = re.search(r'<table id="verdicts">(.*?)</table>', dom, re.S).group(1)
-    assert re.findall(r"<td><b>(.*?)</b></td>", table) == [EXPECTED[key] for key, _ in CLAIMS]
+    figures = re.findall(r'<figure id="fig-(\w+)">(.*?)</figure>', dom, re.DOTALL)
+    assert {f"{name}.png" for name, _ in figures} == FIGURE_NAMES
+    for _, inner in figures:  # each title sits above its own figure, inside it
+        assert inner.index("<figcaption>") < inner.index("<img")
+    assert dom.count('src="data:image/png;base64,') == 7
+    assert "attention_mass" in dom and dom.count('class="tok') >= 5  # the heatmap script built the token spans
+    in_dist = table_rows(dom, "summary-in-dist")
+    assert in_dist["initial"][:2] == ["1", "0.300"] and in_dist["explorers20"][:2] == ["1", "0.500"]
+    assert in_dist["full"][1] == "0.600 ± 0.010" and in_dist["full"][2].startswith("+0.300 [")
+    assert "0.207 ± 0.012" == table_rows(dom, "summary-hard")["full"][1]
+    assert table_rows(dom, "drift")["full"][:2] == ["3", "1.100 ± 0.100"]
+    assert table_rows(dom, "evidence")["explorers20"][:2] == ["1", "0.500"]  # one run: no spread
+    verdict_table = re.search(r'<table id="verdicts">(.*?)</table>', dom, re.DOTALL).group(1)
+    assert re.findall(r"<td><b>(.*?)</b></td>", verdict_table) == [EXPECTED[key] for key, _ in CLAIMS]
     shot = tmp_path / "shot.png"
     subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile2'}", "--window-size=1200,1600",
                     f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120, check=True)
@@ -235,6 +187,34 @@ def test_report_in_a_headless_browser(study_dir, tmp_path):
 
     pixels = matplotlib.image.imread(str(shot))
     assert pixels.shape[0] > 100 and pixels[..., :3].std() > 0.05  # not a blank page
+
+
+# --- an older study: per-seed initial runs, eval files named after splits, no per-problem outcomes ---------
+
+
+def test_an_older_study_still_renders(tmp_path):
+    root = tmp_path / "old"
+    entries = []
+    for arm in ("initial", "full", "random20"):
+        for seed in (0, 1):
+            run_dir = root / f"{arm}-s{seed}"
+            (run_dir / "eval").mkdir(parents=True)
+            for split, value in (("test", 0.4 + 0.1 * (arm != "initial") + 0.02 * seed), ("hard-test", 0.1)):
+                (run_dir / "eval" / f"{split}-final.json").write_text(json.dumps({"pass@1": value, "n": 64}))
+            if arm != "initial":
+                (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 1, "reward/mean": 0.5}) + "\n")
+            entries.append({"arm": arm, "seed": seed, "dir": run_dir.name, "status": "done"})
+    (root / "study.json").write_text(json.dumps({"arms": {"full": "dapo", "random20": "random20"}, "seeds": [0, 1],
+                                                 "eval": {"splits": ["test", "hard-test"], "n": 64, "k": 0},
+                                                 "runs": entries}))
+    assert incomplete_runs(root) == {"failed": [], "missing": []}
+    claims = verdicts(load_runs(root))
+    verdict, evidence = claims["random20_recovers_full"]
+    assert verdict == "inconclusive" and "no per-problem outcomes" in evidence
+    page = render_report(root).read_text()
+    assert table_rows(page, "summary-test")["initial"][:2] == ["2", "0.410 ± 0.014"]
+    assert table_rows(page, "summary-test")["full"][2] == "–"  # no paired interval without outcomes
+    assert 'id="summary-hard-test"' in page
 
 
 # --- failed and missing runs of a study -------------------------------------------------------------------
@@ -249,18 +229,20 @@ def write_study(root: Path, entries: list[dict], arms=("full", "random20", "low2
     (root / "study.json").write_text(json.dumps({"arms": {a: a for a in arms}, "seeds": list(seeds), "runs": entries}))
 
 
+INITIAL_DONE = {"arm": "initial", "seed": None, "dir": "initial", "status": "done"}
+
+
 def test_failed_and_missing_runs_are_listed_and_left_out(tmp_path):
     """full s0 done, random20 s0 failed, low2high s0 stopped part way; nothing at seed 1: the report lists the
     failure with its error, and low2high s0 plus every seed-1 run as missing; load_runs skips the failed run."""
-    from tokenfocus.report.study_report import incomplete_runs
-
     write_study(tmp_path, [
+        INITIAL_DONE,
         {"arm": "full", "seed": 0, "dir": "full-s0", "status": "done"},
         {"arm": "random20", "seed": 0, "dir": "random20-s0", "status": "failed", "error": "ValueError: boom <b>"},
         {"arm": "low2high", "seed": 0, "dir": "low2high-s0", "status": "partial"},
     ])
     runs = load_runs(tmp_path)
-    assert [(r["arm"], r["seed"]) for r in runs] == [("full", 0), ("low2high", 0)]
+    assert [(r["arm"], r["seed"]) for r in runs] == [("initial", None), ("full", 0), ("low2high", 0)]
     found = incomplete_runs(tmp_path)
     assert found["failed"] == [{"arm": "random20", "seed": 0, "error": "ValueError: boom <b>"}]
     assert [(m["arm"], m["seed"]) for m in found["missing"]] == [
@@ -271,16 +253,31 @@ def test_failed_and_missing_runs_are_listed_and_left_out(tmp_path):
     assert "random20" in section and "ValueError: boom &lt;b&gt;" in section  # escaped
     assert section.count("<td>missing</td>") == 4 and "never ran" in section and "part way" in section
     assert "1 failed, 4 missing" in page
+    assert "### Failed and missing runs" in (tmp_path / "summary.md").read_text()
+
+
+def test_the_starting_model_failed_or_never_evaluated_is_listed(tmp_path):
+    write_study(tmp_path / "a", [{**INITIAL_DONE, "status": "failed", "error": "OSError: no model"},
+                                 {"arm": "full", "seed": 0, "dir": "full-s0", "status": "done"}],
+                arms=("full",), seeds=(0,))
+    assert incomplete_runs(tmp_path / "a")["failed"] == [{"arm": "initial", "seed": None, "error": "OSError: no model"}]
+    rows = table_rows(render_report(tmp_path / "a").read_text(), "incomplete")
+    assert rows["initial"] == ["–", "failed", "OSError: no model"]
+    write_study(tmp_path / "b", [{"arm": "full", "seed": 0, "dir": "full-s0", "status": "done"}],
+                arms=("full",), seeds=(0,))
+    assert incomplete_runs(tmp_path / "b")["missing"] == [
+        {"arm": "initial", "seed": None, "reason": "the starting model was never evaluated"}]
 
 
 def test_a_study_whose_runs_all_failed_still_renders(tmp_path):
-    write_study(tmp_path, [{"arm": "full", "seed": 0, "dir": "full-s0", "status": "failed", "error": "OSError: x"}],
-                arms=("full",), seeds=(0,))
-    assert load_runs(tmp_path, allow_empty=True) == []
+    write_study(tmp_path, [INITIAL_DONE, {"arm": "full", "seed": 0, "dir": "full-s0", "status": "failed",
+                                          "error": "OSError: x"}], arms=("full",), seeds=(0,))
+    assert load_runs(tmp_path, allow_empty=True)[0]["arm"] == "initial"
     page = render_report(tmp_path).read_text()
     assert "OSError: x" in page and "1 failed, 0 missing" in page
 
 
 def test_a_complete_study_has_no_incomplete_section(tmp_path):
-    write_study(tmp_path, [{"arm": "full", "seed": 0, "dir": "full-s0", "status": "done"}], arms=("full",), seeds=(0,))
+    write_study(tmp_path, [INITIAL_DONE, {"arm": "full", "seed": 0, "dir": "full-s0", "status": "done"}],
+                arms=("full",), seeds=(0,))
     assert 'id="incomplete"' not in render_report(tmp_path).read_text()

@@ -97,7 +97,7 @@ def test_every_problem_of_a_task_spec_is_listed_at_once(countdown):
         "study.task: unknown key 'sed' (did you mean 'seed'?); valid: ['n_train', 'seed', 'tiers']",
         "study.task.seed: expected int, got str ('zero')",
         "study.task.n_train must be >= 1, got 0",
-        "study.task.tiers: unknown tier(s) ['D9']; valid tiers: ['D1', 'D2', 'D3', 'H1', 'H2']",
+        "study.task.tiers: unknown tier(s) ['D9']; valid tiers: ['D1', 'D2', 'D3', 'H1', 'H2', 'H3']",
     ]
     problems = []
     assert parse_task({"name": "countdown", "start": 0, "style": "rude"}, problems) is None

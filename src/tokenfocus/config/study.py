@@ -7,7 +7,8 @@
     arms: {full: dapo, random20: random20, anchors20: anchors20, low2high: low2high,
            anchors20_all: {signals: [...], policy: {...}, loss: {preset: dapo}}}   # a method per arm
     seeds: [0, 1, 2]
-    eval: {splits: [test, hard-test], n: 64, k: 0, max_new_tokens: 48}
+    eval: {sets: {in-dist: {split: test, tiers: {D2: 200, D3: 100}}, hard: {split: test, tiers: {H3: 100}}},
+           k: 4, max_new_tokens: 48, seed: 0}   # one fixed held-out set for every arm and seed
     samples: 6          # responses per arm rendered as token heatmaps in the report
     dir: runs/study
     warmup: {n_train: 512, epochs: 1, learning_rate: 1.0e-5}   # optional SFT on gold solutions first
@@ -30,7 +31,7 @@ from .train import TrainConfig, build_train_config, run_dir_problems
 from .warmup import WarmupConfig
 
 STUDY_KEYS = {"model": str, "task": dict, "train": dict, "arms": dict, "seeds": list, "eval": dict,
-              "samples": int, "dir": str, "description": str, "warmup": dict}
+              "samples": int, "dir": str, "description": str, "warmup": dict, "note": str, "see_also": str}
 TRAIN_KEYS = {"reward": dict, "trl": dict, "diagnostics": dict, "diagnostics_arms": list, "save_steps": int,
               "signal_pass": SignalPass}
 INITIAL_ARM = "initial"  # the starting model's evaluation, listed beside the arms
@@ -38,18 +39,62 @@ INITIAL_ARM = "initial"  # the starting model's evaluation, listed beside the ar
 
 @dataclass(frozen=True)
 class StudyEval:
-    """Held-out evaluation of every trained model: greedy pass@1 (and mean@k when k > 0) on ``n`` problems."""
+    """Held-out evaluation of every trained model and of the starting model, on ONE fixed set of problems
+    (drawn with ``seed``; the same for every arm and run seed, so models compare problem by problem).
+
+    ``sets``: {name: {split, tiers, n}} -- e.g. {in-dist: {split: test, tiers: {D2: 200, D3: 100}},
+    hard: {split: test, tiers: {H3: 100, H4: 100}}}; ``tiers`` a mapping {tier: count} (``n`` is then their
+    sum) or a list cycled in turn (with ``n``). Without ``sets``, each of ``splits`` is a set of ``n`` problems.
+    Greedy pass@1 always; mean@k over ``k`` samples at ``temperature`` when k > 0.
+    """
 
     splits: list = field(default_factory=lambda: ["test", "hard-test"])
     n: int = 64
+    sets: dict | None = None
     k: int = 0
+    temperature: float = 1.0
     max_new_tokens: int = 48
+    seed: int = 0
+    batch_size: int = 32
+
+    def eval_sets(self) -> dict[str, dict]:
+        """name -> {"split", "n", "tiers"} (the sets to evaluate, in order)."""
+        if self.sets is None:
+            return {split: {"split": split, "n": self.n, "tiers": None} for split in self.splits}
+        out = {}
+        for name, spec in self.sets.items():
+            tiers = spec.get("tiers")
+            n = sum(tiers.values()) if isinstance(tiers, dict) else spec.get("n", self.n)
+            out[name] = {"split": spec.get("split", "test"), "n": n, "tiers": tiers}
+        return out
 
     def problems(self) -> list[str]:
         found = [f"{name} must be >= {low}, got {getattr(self, name)}"
-                 for name, low in (("n", 1), ("k", 0), ("max_new_tokens", 1)) if getattr(self, name) < low]
-        if not self.splits or not all(isinstance(x, str) for x in self.splits):
-            found.append(f"splits: expected a non-empty list of split names, got {self.splits!r}")
+                 for name, low in (("n", 1), ("k", 0), ("max_new_tokens", 1), ("batch_size", 1))
+                 if getattr(self, name) < low]
+        if self.temperature <= 0:
+            found.append(f"temperature must be > 0 (it is the sampling temperature of mean@k), got {self.temperature}")
+        if self.sets is None:
+            if not self.splits or not all(isinstance(x, str) for x in self.splits):
+                found.append(f"splits: expected a non-empty list of split names, got {self.splits!r}")
+            return found
+        if not isinstance(self.sets, dict) or not self.sets:
+            return found + [f"sets: expected a mapping {{name: {{split, tiers, n}}}}, got {self.sets!r}"]
+        for name, spec in self.sets.items():
+            if not isinstance(spec, dict):
+                found.append(f"sets.{name}: expected a mapping {{split, tiers, n}}, got {spec!r}")
+                continue
+            unknown = sorted(set(spec) - {"split", "tiers", "n"})
+            if unknown:
+                found.append(f"sets.{name}: unknown key(s) {unknown}; valid keys: ['n', 'split', 'tiers']")
+            if not isinstance(spec.get("split", "test"), str):
+                found.append(f"sets.{name}.split: expected a split name, got {spec['split']!r}")
+            tiers = spec.get("tiers")
+            if tiers is not None and not isinstance(tiers, (list, dict)):
+                found.append(f"sets.{name}.tiers: expected a list of tiers or a mapping {{tier: count}}, got {tiers!r}")
+            n = spec.get("n", 1)
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                found.append(f"sets.{name}.n: expected an int >= 1, got {n!r}")
         return found
 
 
@@ -64,6 +109,8 @@ class StudyConfig:
     samples: int = 6
     dir: str = "runs/study"
     description: str = ""
+    note: str = ""  # a sentence the report shows under its title
+    see_also: str | None = None  # a file the report links to (resolved against the study file's folder)
     warmup: WarmupConfig | None = None
     base: Path | None = None  # the study file's folder: method paths in arms are relative to it
 
@@ -97,8 +144,25 @@ class StudyConfig:
 
     def index(self) -> dict:
         """What study.json records about the study itself."""
-        return {"description": self.description, "model": self.model, "task": self.task.spec(), "arms": self.arms,
+        return {"description": self.description, "note": self.note, "see_also": self.see_also, "model": self.model, "task": self.task.spec(), "arms": self.arms,
                 "seeds": self.seeds, "eval": vars(self.eval)}
+
+
+def eval_set_problems(task: Task, evaluation: StudyEval) -> list[str]:
+    """Every eval set is drawn now (a few milliseconds for generated tasks), so a set that cannot be drawn --
+    an unknown split or tier, more problems than a tier holds -- fails before any model loads."""
+    found = []
+    where = "eval.splits" if evaluation.sets is None else "eval.sets"
+    for name, spec in evaluation.eval_sets().items():
+        if spec["split"] not in task.splits:
+            found.append(f"{where}: {name!r}: split {spec['split']!r} is not a split of task {task.name!r}: "
+                         f"{list(task.splits)}")
+            continue
+        try:
+            task.eval_examples(spec["split"], spec["n"], evaluation.seed, tiers=spec["tiers"])
+        except (ValueError, OSError) as error:
+            found.append(f"{where}: {name!r}: {error}")
+    return found
 
 
 def load_study_config(path: Path) -> StudyConfig:
@@ -139,16 +203,16 @@ def load_study_config(path: Path) -> StudyConfig:
         task = parse_task(data["task"], problems, base=path.parent)
     evaluation = parse_section(StudyEval, data.get("eval"), "eval", problems)
     if task is not None and evaluation is not None:
-        bad = [x for x in evaluation.splits if x not in task.splits]
-        if bad:
-            problems.append(f"eval.splits: {bad} are not splits of task {task.name!r}: {list(task.splits)}")
+        problems += eval_set_problems(task, evaluation)
     warmup = parse_section(WarmupConfig, data["warmup"], "warmup", problems) if "warmup" in data else None
     if problems:
         raise ConfigError(f"{path}: invalid study config:\n  - " + "\n  - ".join(problems))
     arms = {arm: str(method) if isinstance(method, int) else method for arm, method in arms.items()}
     study = StudyConfig(model=data["model"], task=task, arms=arms, train=train, seeds=seeds, eval=evaluation,
                         samples=data.get("samples", 6), dir=data.get("dir", "runs/study"),
-                        description=data.get("description", ""), warmup=warmup, base=path.parent)
+                        description=data.get("description", ""), warmup=warmup, base=path.parent,
+                        note=data.get("note", ""),
+                        see_also=str((path.parent / data["see_also"]).resolve()) if data.get("see_also") else None)
     errors = []
     for arm in study.arms:  # every arm's train config is validated (model, TRL, policy dry run) before anything runs
         try:

@@ -22,6 +22,25 @@ OWNED_TRL_FIELDS = {"output_dir": "run.dir", "seed": "run.seed", "save_steps": "
                     "top_entropy_quantile": "method (a quantile policy)", "epsilon": "method.loss.epsilon_low",
                     "epsilon_high": "method.loss.epsilon_high", "beta": "method.loss.beta",
                     "delta": "method.loss.delta", "importance_sampling_level": "method.loss.ratio_level"}
+# GRPOConfig fields that only TRL's own loss reads (GRPOTrainer._compute_loss, which tokenfocus's trainer replaces
+# with losses.compute_loss): set to anything but TRL's default they would be silently ignored, so they are refused,
+# each with what to do instead. (The vllm_importance_sampling_* fields are honoured: compute_loss applies the ratio.)
+_ENTROPY = "tokenfocus has no adaptive entropy controller; set a fixed entropy bonus with method.loss.entropy_coef"
+_OBJECTIVE = "tokenfocus has no {} objective; choose the objective with method.loss.objective ('clipped' or 'cispo')"
+LOSS_ONLY_TRL_FIELDS = {
+    "off_policy_mask_threshold": "tokenfocus's loss has no off-policy sequence mask (OPSM); leave it unset",
+    "use_bias_correction_kl": "set method.loss.kl_ratio_correction instead",
+    "entropy_coef": "set method.loss.entropy_coef instead",
+    "use_adaptive_entropy": _ENTROPY, "entropy_coef_min": _ENTROPY, "entropy_coef_max": _ENTROPY,
+    "entropy_coef_delta": _ENTROPY, "entropy_target": _ENTROPY,
+    "sapo_temperature_neg": _OBJECTIVE.format("SAPO"), "sapo_temperature_pos": _OBJECTIVE.format("SAPO"),
+    "vespo_k_pos": _OBJECTIVE.format("VESPO"), "vespo_lambda_pos": _OBJECTIVE.format("VESPO"),
+    "vespo_k_neg": _OBJECTIVE.format("VESPO"), "vespo_lambda_neg": _OBJECTIVE.format("VESPO"),
+    "router_aux_loss_coef": ("tokenfocus's loss adds no MoE router auxiliary loss; leave it unset, or 0 to train an "
+                             "MoE model without it"),
+}
+# Values besides TRL's default that tokenfocus's loss honours (0: no router auxiliary loss, which is what it does).
+LOSS_ONLY_ALSO_ACCEPTED = {"router_aux_loss_coef": (0,)}
 # Values GRPOConfig accepts beyond its annotation (its __post_init__ maps scale_rewards True/False to group/none).
 EXTRA_KINDS = {"scale_rewards": bool}
 
@@ -65,9 +84,25 @@ def grpo_fields() -> dict[str, Any]:
     return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(GRPOConfig) if f.init}
 
 
+@lru_cache(maxsize=1)
+def grpo_defaults() -> dict[str, Any]:
+    """GRPOConfig field -> its default value (fields with a plain default only)."""
+    from trl import GRPOConfig
+
+    return {f.name: f.default for f in dataclasses.fields(GRPOConfig) if f.default is not dataclasses.MISSING}
+
+
+def _ignored_by_our_loss(key: str, value: Any) -> bool:
+    if key not in LOSS_ONLY_TRL_FIELDS:
+        return False
+    accepted = (grpo_defaults().get(key), *LOSS_ONLY_ALSO_ACCEPTED.get(key, ()))
+    return not any(value == ok and isinstance(value, bool) == isinstance(ok, bool) for ok in accepted)
+
+
 def check_trl(trl: dict, problems: list[str]) -> dict:
     """``trl`` with numeric strings converted; problems appended for owned, unknown, mistyped and out-of-range
-    fields (every one, each naming the field)."""
+    fields, and for loss settings only TRL's own loss reads set to a non-default value (every one, each naming the
+    field)."""
     valid = grpo_fields()
     out = {}
     for key, value in trl.items():
@@ -84,6 +119,9 @@ def check_trl(trl: dict, problems: list[str]) -> dict:
             problems.append(f"trl.{key}: expected {type_name(kind)}, got {type(value).__name__} ({value!r})")
         elif isinstance(value, float) and math.isnan(value):
             problems.append(f"trl.{key}: expected a number, got nan")
+        elif _ignored_by_our_loss(key, value):
+            problems.append(f"trl.{key}={value!r} would be ignored: only TRL's own loss reads it, and tokenfocus "
+                            f"trains with its own; {LOSS_ONLY_TRL_FIELDS[key]}")
         elif key in RANGES and isinstance(value, (int, float)) and not isinstance(value, bool):
             check, words = RANGES[key]
             if not check(value):

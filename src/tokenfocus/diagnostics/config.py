@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 
@@ -12,7 +13,12 @@ class DiagnosticsConfig:
     Subsets are the ``ratio`` bottom / top tokens by attention entropy of ``layers``; gradients are
     count-sketched to ``project_dim`` coordinates (None: exact); ``bootstrap`` resamples of prompt groups.
     A scheduled diagnosis waits for a generation batch with at least ``min_groups`` prompt groups whose
-    rewards differ (the others have no gradient; split-half volatility needs two).
+    rewards differ (the others have no gradient; split-half volatility needs two), clamped to the groups a
+    batch holds (``groups_required``), so a small batch is diagnosed rather than never.
+    ``matched``: also diagnose position- and predictive-entropy-matched random controls of anchors and
+    explorers (C1, C5; ``bins`` bins each). ``token_proxy``: log the mean per-token logit-space gradient norm
+    (one extra no-grad forward per diagnosed group). ``unshared``: also diagnose every subset without the
+    tokens of prefixes shared by a whole group (``<subset>_unshared``; doubles the backwards).
     """
 
     every: int = 10
@@ -23,7 +29,11 @@ class DiagnosticsConfig:
     bootstrap: int = 8
     exclude_embeddings: bool = True
     seed: int = 0
-    min_groups: int = 2
+    min_groups: int = 8
+    matched: bool = True
+    bins: int = 10
+    token_proxy: bool = True
+    unshared: bool = False
 
     def problems(self) -> list[str]:
         found = []
@@ -37,7 +47,20 @@ class DiagnosticsConfig:
             found.append(f"project_dim must be >= 1 or null (exact), got {self.project_dim}")
         if self.bootstrap < 0 or self.min_groups < 1:
             found.append("bootstrap must be >= 0 and min_groups >= 1")
+        if self.bins < 1:
+            found.append(f"bins must be >= 1, got {self.bins}")
         return found
+
+    def groups_required(self, available: int) -> int:
+        """Informative prompt groups a batch holding ``available`` groups needs to be diagnosed: ``min_groups``,
+        clamped to ``available`` (with a warning, once per count) so a run whose batches hold fewer groups is
+        still diagnosed instead of waiting forever."""
+        if 0 < available < self.min_groups:
+            warnings.warn(f"diagnostics: a generation batch holds {available} prompt group(s) < min_groups="
+                          f"{self.min_groups}; diagnosing batches with {available} informative group(s) instead",
+                          stacklevel=2)
+            return available
+        return self.min_groups
 
     def due(self, step: int) -> bool:
         return step >= self.start and (step - self.start) % self.every == 0

@@ -51,12 +51,14 @@ def to_token_layout(values: torch.Tensor, shape, width: int) -> torch.Tensor:
 
 
 class TokenWeighting:
-    """The signals a method computes and the policy that turns them into weights, parsed once."""
+    """The signals a method computes and the policy that turns them into weights, parsed once. ``seed`` is the run's
+    seed: it reaches the policy as ``PolicyInputs.seed``, so random subsets and tie-breaking differ across seeds."""
 
-    def __init__(self, signals=(), policy=None, num_layers: int = 0):
+    def __init__(self, signals=(), policy=None, num_layers: int = 0, seed: int = 0):
         self.signals = parse_signal_specs(signals) if signals else []
         self.policy = parse_policy_spec(policy or {"name": "full"})
         self.num_layers = num_layers
+        self.seed = int(seed)
         self.plan = attention_plan(self.signals, num_layers)
         if self.plan.keys == "marked":  # a trainer can mark the prompt, not caller-given spans: refuse, never guess
             marked = [s.label for s in self.signals if "key_mass" in s.entry.requires]
@@ -103,7 +105,7 @@ class TokenWeighting:
         signals_all = {k: gather_padded(accelerator, v.float()) for k, v in signals.items()}
         inputs = PolicyInputs(mask_all.cpu(), {k: v.cpu() for k, v in signals_all.items()},
                               accelerator.gather(groups).cpu(), accelerator.gather(advantages.detach().float()).cpu(),
-                              progress, step=step)
+                              progress, step=step, seed=self.seed)
         policy = apply_policy(self.policy, inputs)
         stats = dict(policy.stats)
         kept = (policy.weights > 0) & inputs.mask

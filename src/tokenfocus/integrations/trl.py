@@ -46,8 +46,12 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
         check_choice("signal_source", signal_source, SignalSource)
         check_choice("signal_pass", signal_pass, SignalPass)
         super().__init__(*args, **kwargs)
+        if self.aux_loss_enabled:  # TRL's loss would add it; ours does not, and must not drop it silently
+            raise ValueError(f"{type(self.model).__name__} returns router logits and TRL would add its MoE auxiliary "
+                             f"loss (coefficient {self.router_aux_loss_coef}); tokenfocus's loss does not add it. Set "
+                             "trl.router_aux_loss_coef: 0 to train without it")
         layers = self.accelerator.unwrap_model(self.model).config.num_hidden_layers
-        self.tf_weighting = TokenWeighting(signals, policy, layers)
+        self.tf_weighting = TokenWeighting(signals, policy, layers, seed=self.args.seed)
         self.tf_loss = loss or LossConfig()
         if signal_source == "current" and any(s.name != "predictive_entropy" for s in self.tf_weighting.signals):
             raise ValueError("signal_source='current' reads the training forward's predictive entropy only")
@@ -72,15 +76,29 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
     # -- shared -------------------------------------------------------------------------------------------
 
     def _progress(self) -> float:
-        """Training progress of the batch being generated: 0 at the first optimizer step, 1 at the last."""
-        return min(1.0, self.state.global_step / max(1, int(self.state.max_steps or 1)))
+        """Training progress p of the batch being weighted: its optimizer step over the optimizer step of the run's
+        last weighted batch, so the schedule covers both ends (p = 0 on the first batch, p = 1 on the last).
+
+        Weights are computed once per generation batch, at the start of every ``steps_per_generation *
+        num_iterations`` micro-steps (optimizer step ``global_step`` = micro-step // gradient_accumulation_steps),
+        so with one generation batch per k optimizer steps p runs over steps 0, k, 2k, ... up to the last
+        generation's step, not ``max_steps - 1``; with ``signal_source="current"`` every micro-batch is weighted
+        and the last is at step ``max_steps - 1``. A run with a single weighted batch (``max_steps = 1``, or one
+        generation batch for the whole run) has p = 0: its one batch is the first, and the schedule's start is
+        what any run's first batch gets. A resumed run that regenerates off the grid keeps p = step / last <= 1.
+        """
+        max_steps, accumulation = max(1, int(self.state.max_steps or 1)), self.args.gradient_accumulation_steps
+        every = accumulation if self.tf_pass == "current" else self.args.steps_per_generation * self.num_iterations
+        last = (max_steps * accumulation - 1) // every * every // accumulation  # optimizer step of the last batch
+        return min(1.0, self.state.global_step / last) if last > 0 else 0.0
 
     def _weights(self, mask, signals, advantages, groups):
+        progress = self._progress()
         weights, stats, selected, histogram = self.tf_weighting.weights(
-            self.accelerator, mask, signals, advantages, groups, self._progress(), self.state.global_step)
+            self.accelerator, mask, signals, advantages, groups, progress, self.state.global_step)
         if self.model.training and self.accelerator.is_main_process:
             append_jsonl(Path(self.args.output_dir) / POLICY_WEIGHTS_FILE,
-                         {"step": self.state.global_step, "progress": self._progress(), **histogram})
+                         {"step": self.state.global_step, "progress": progress, **histogram})
         return weights, stats, selected
 
     def _log(self, stats: dict[str, float]) -> None:
@@ -140,7 +158,8 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
 
     def _maybe_diagnose(self, out) -> None:
         """Schedule a diagnosis every ``every`` steps; run it on the first batch with ``min_groups`` informative
-        prompt groups (a batch whose groups all have equal rewards has no gradient to split)."""
+        prompt groups (a batch whose groups all have equal rewards has no gradient to split), clamped with a
+        warning to the groups this process's batch holds (``DiagnosticsConfig.groups_required``)."""
         config, step = self.tf_diagnostics, self.state.global_step
         if config is None or not self.model.training:
             return
@@ -148,10 +167,12 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
             self.tf_last_diag_step = step
             self.tf_diag_pending = True
         if self.tf_diag_pending and self.accelerator.is_main_process:
-            if len(informative_groups(out["advantages"], out["tf_group"])) >= max(1, config.min_groups):
+            required = config.groups_required(int(out["tf_group"].unique().numel()))
+            if len(informative_groups(out["advantages"], out["tf_group"])) >= max(1, required):
                 self.tf_diag_pending = False
                 started = time.perf_counter()
                 metrics = self._diagnose(out)
+                metrics["diag/min_groups"] = float(required)
                 metrics["time/diagnostics_s"] = time.perf_counter() - started
                 self._log(metrics)
 
@@ -162,7 +183,8 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
         signals = self._rollout_signals(out, parse_signal_specs(diagnosis_signals(config)))
         mask = out["completion_mask"].bool()
         inputs = PolicyInputs(mask.cpu(), {k: v.float().cpu() for k, v in signals.items()}, out["tf_group"].cpu(),
-                              out["advantages"].detach().float().cpu(), step=self.state.global_step)
+                              out["advantages"].detach().float().cpu(), step=self.state.global_step,
+                              seed=self.args.seed)
         rewards = self.tf_local_rewards
         correct = (rewards.sum(-1) >= 0.5).cpu() if rewards is not None and len(rewards) == len(mask) else None
         unwrapped = self.accelerator.unwrap_model(self.model)
@@ -173,9 +195,17 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
             return self._get_per_token_logps_and_entropies(unwrapped, input_ids[rows], attention_mask[rows],
                                                            out["completion_ids"].size(1))[0]
 
+        def logit_norm_fn(rows):  # ||e_y - softmax(z / T)|| per completion token: one extra no-grad forward
+            from ..diagnostics import completion_logit_gradient_norm
+
+            with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+                return completion_logit_gradient_norm(unwrapped, input_ids[rows], attention_mask[rows],
+                                                      out["completion_ids"].size(1), temperature=self.temperature)
+
         params = [p for _, p in trainable_parameters(unwrapped, config.exclude_embeddings)]
         metrics = diagnose(config, inputs, out["advantages"], mask, logprobs_fn, params,
                            old_logprobs=out.get("old_per_token_logps"), correct=correct,
+                           completion_ids=out["completion_ids"], logit_norm_fn=logit_norm_fn,
                            epsilon_low=self.tf_loss.epsilon_low, epsilon_high=self.tf_loss.epsilon_high)
         unwrapped.zero_grad(set_to_none=True)
         return metrics
@@ -216,11 +246,15 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
                                   num_processes=acc.num_processes, accumulation=accumulation,
                                   steps_per_generation=self.args.steps_per_generation if training else 1)
         old = inputs.get("old_per_token_logps")
+        # vLLM sampler correction, computed (truncated or masked, and logged as sampling/importance_sampling_ratio/*)
+        # by TRL's _generate_and_score_completions; TRL's loss multiplies its policy term by it under this condition.
+        correct = self.use_vllm and self.vllm_importance_sampling_correction
         loss, metrics = compute_loss(
             self.tf_loss, logps, logps.detach() if old is None else old, inputs["advantages"], mask, weights,
             ref_logprobs=inputs.get("ref_per_token_logps"), entropies=entropies,
             max_length=self.max_completion_length, global_count=counts.global_count,
             global_valid_count=counts.global_valid_count,
+            importance_ratio=inputs.get("importance_sampling_ratio") if correct else None,
         )
         loss = loss / counts.loss_divisor
         with torch.no_grad():

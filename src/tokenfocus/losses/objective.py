@@ -69,12 +69,17 @@ def compute_loss(
     global_count: float | torch.Tensor | None = None,
     global_valid_count: float | torch.Tensor | None = None,
     num_sequences: int | None = None,
+    importance_ratio: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Scalar loss and metrics for one (micro-)batch.
 
     weights: token-policy weights (detached; None = uniform). global_count: the denominator for the policy
     term (all valid tokens, or the selected mass for normalizer="selected") across ranks and accumulation;
     global_valid_count: the same for the KL term, which always averages over valid tokens.
+    importance_ratio: (B, T) or (B, 1) detached correction pi_old / pi_sampler for samples drawn by another engine
+    (TRL's ``importance_sampling_ratio`` with vLLM, already truncated or masked by TRL): it multiplies the policy
+    term per token, as TRL 1.16 ``GRPOTrainer._compute_loss`` does, and neither the denominators, the KL term nor
+    the entropy bonus. None = no correction.
     """
     mask = mask.bool()
     if config.objective == "clipped":
@@ -86,8 +91,12 @@ def compute_loss(
     else:
         terms = cispo(logprobs, old_logprobs, advantages, mask, epsilon_high=config.epsilon_high,
                       ratio_level=config.ratio_level)
+    per_token = terms.per_token
+    if importance_ratio is not None:  # 1 where masked, so a NaN there cannot reach the gradient through the product
+        correction = torch.where(mask, importance_ratio.detach().to(per_token.dtype).expand_as(mask), 1.0)
+        per_token = per_token * correction
     shared = dict(norm=config.norm, max_length=max_length, num_sequences=num_sequences)
-    loss = aggregate(terms.per_token, weights, mask, normalizer=config.normalizer, global_count=global_count, **shared)
+    loss = aggregate(per_token, weights, mask, normalizer=config.normalizer, global_count=global_count, **shared)
     metrics = dict(terms.metrics)
     metrics["loss/policy"] = float(loss.detach())
     if config.beta > 0:

@@ -16,7 +16,7 @@ import torch
 from ..options import check_choice
 from ..types import PolicyInputs, PolicyOutput, Scope, relative_position
 from .registry import register_policy
-from .scope import Side, check_ratio, exact_count, seeded_uniform, select_exact, unit_ids
+from .scope import Side, check_ratio, exact_count, noise, select_exact, unit_ids
 
 PositionKind = Literal["relative", "absolute"]
 
@@ -45,7 +45,7 @@ def position_matched(
     reference = select_exact(inputs.signal(signal), inputs, ratio, side, scope, seed)
     position_bin = _position_bins(mask, kind, bins, bin_width)
     units = unit_ids(inputs, scope)[:, None].expand_as(mask)
-    noise = seeded_uniform(mask.shape, seed + 104729, inputs.step, mask.device)
+    draws = noise(inputs, seed + 104729)
     selected = torch.zeros_like(mask)
     for unit in units[mask].unique().tolist():
         in_unit = mask & (units == unit)
@@ -55,7 +55,7 @@ def position_matched(
         take = _redistribute(want, have)
         for b in (take > 0).nonzero().flatten().tolist():
             candidates = (in_unit & (position_bin == b)).nonzero(as_tuple=True)
-            order = torch.argsort(noise[candidates])[: int(take[b])]
+            order = torch.argsort(draws[candidates])[: int(take[b])]
             selected[candidates[0][order], candidates[1][order]] = True
     overlap = (selected & reference).sum().item() / max(1, int(reference.sum()))
     return PolicyOutput(selected.float(), {"overlap_with_reference": overlap})

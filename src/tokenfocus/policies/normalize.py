@@ -13,7 +13,7 @@ import torch
 
 from ..options import check_choice
 from ..types import PolicyInputs
-from .scope import per_unit_mean, rank_within_units, seeded_uniform, unit_ids
+from .scope import noise, per_unit_mean, rank_within_units, unit_ids
 
 Transform = Literal["zscore", "rank", "minmax", "none"]
 
@@ -31,7 +31,7 @@ def zscore(values, inputs: PolicyInputs, scope: str, clip: float | None = 3.0, e
 
 def rank(values, inputs: PolicyInputs, scope: str, seed: int = 0) -> torch.Tensor:
     mask, units = inputs.mask, unit_ids(inputs, scope)
-    jitter = seeded_uniform(mask.shape, seed, inputs.step, mask.device)
+    jitter = noise(inputs, seed)
     r, n = rank_within_units(values, mask, units, jitter)
     z = 2.0 * (r.double() + 0.5) / n.clamp(min=1).double() - 1.0
     return torch.where(mask, z, torch.zeros_like(z)).to(values.dtype)

@@ -6,7 +6,8 @@ A scope is the unit within which tokens are ranked (RL_TOKEN_CREDIT.md §1.3):
               already gathered across ranks (a policy never gathers by itself).
 
 Exact-k selection: k = ceil(ratio * N_unit) tokens per unit, ranked by (value, seeded jitter), so ties are
-broken deterministically and exactly k are chosen (TRL's ``>= quantile`` can choose more on ties).
+broken deterministically and exactly k are chosen (TRL's ``>= quantile`` can choose more on ties). All policy
+noise (``noise``) is seeded by the policy's ``seed`` option, the batch's step and the run's seed.
 """
 
 from __future__ import annotations
@@ -41,10 +42,23 @@ def unit_ids(inputs: PolicyInputs, scope: Scope) -> torch.Tensor:
     return torch.zeros(b, dtype=torch.long, device=device)
 
 
-def seeded_uniform(shape, seed: int, step: int, device) -> torch.Tensor:
-    """U(0, 1) from a CPU generator seeded by (seed, step): same values on any device and process."""
-    generator = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step)) % (2**63 - 1))
+# The CPU generator (mt19937) keeps only the low 32 bits of its seed, so the key is folded to 32 bits explicitly.
+# The run seed enters through an odd multiplier (invertible mod 2**32): at one (seed, step), two run seeds give two
+# different keys; run seed 0 keeps the (seed, step) values of earlier versions.
+_RUN_SEED_MULTIPLIER = 0x9E3779B1
+
+
+def seeded_uniform(shape, seed: int, step: int, device, run_seed: int = 0) -> torch.Tensor:
+    """U(0, 1) from a CPU generator seeded by (seed, step, run_seed): same values on any device and process."""
+    key = (int(seed) * 1_000_003 + int(step) + int(run_seed) * _RUN_SEED_MULTIPLIER) % 2**32
+    generator = torch.Generator().manual_seed(key)
     return torch.rand(shape, generator=generator, dtype=torch.float64).to(device)
+
+
+def noise(inputs: PolicyInputs, seed: int) -> torch.Tensor:
+    """(B, T) float64 U(0, 1) for this batch, seeded by the policy's ``seed``, the batch's ``step`` and the run's
+    seed (``inputs.seed``): resampled per batch, different across the runs of a study, reproducible in one run."""
+    return seeded_uniform(inputs.mask.shape, seed, inputs.step, inputs.mask.device, run_seed=inputs.seed)
 
 
 def exact_count(ratio: float, n: torch.Tensor, at_least_one: bool = False) -> torch.Tensor:
@@ -97,7 +111,7 @@ def select_exact(
     if not mask.any():
         return torch.zeros_like(mask)
     units = unit_ids(inputs, scope)
-    jitter = seeded_uniform(mask.shape, seed, inputs.step, mask.device)
+    jitter = noise(inputs, seed)
     rank, count = rank_within_units(values, mask, units, jitter)
     k = exact_count(ratio, count, at_least_one=scope == "sequence")
     low = mask & (rank < k)

@@ -12,7 +12,7 @@ import torch
 
 from ..types import PolicyInputs, PolicyOutput, Scope
 from .registry import register_policy
-from .scope import Side, seeded_uniform, select_exact
+from .scope import Side, noise, select_exact
 
 
 @register_policy("full")
@@ -22,9 +22,9 @@ def full(inputs: PolicyInputs) -> PolicyOutput:
 
 
 def random_subset(inputs: PolicyInputs, ratio: float = 0.2, scope: Scope = "batch", seed: int = 0) -> torch.Tensor:
-    """(B, T) bool: exactly ceil(ratio * N) uniformly random valid tokens per scope unit, seeded by (seed, step)."""
-    noise = seeded_uniform(inputs.mask.shape, seed + 7919, inputs.step, inputs.mask.device)
-    return select_exact(noise, inputs, ratio, "low", scope, seed)
+    """(B, T) bool: exactly ceil(ratio * N) uniformly random valid tokens per scope unit, seeded by (seed, step) and
+    the run's seed (``inputs.seed``)."""
+    return select_exact(noise(inputs, seed + 7919), inputs, ratio, "low", scope, seed)
 
 
 def anchor_explorer_subsets(inputs: PolicyInputs, signal: str = "attention_entropy", ratio: float = 0.2,
@@ -43,7 +43,7 @@ def anchor_explorer_subsets(inputs: PolicyInputs, signal: str = "attention_entro
 
 @register_policy("random")
 def random(inputs: PolicyInputs, ratio: float = 0.2, scope: Scope = "batch", seed: int = 0) -> PolicyOutput:
-    """Exactly ceil(ratio * N) uniformly random tokens per scope unit; seeded by (seed, step)."""
+    """Exactly ceil(ratio * N) uniformly random tokens per scope unit; seeded by (seed, step) and the run's seed."""
     selected = random_subset(inputs, ratio, scope, seed)
     return PolicyOutput(selected.float(), {"selected_fraction": _fraction(selected, inputs.mask)})
 

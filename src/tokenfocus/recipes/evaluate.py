@@ -1,7 +1,9 @@
 """`tokenfocus eval`: pass@1 (greedy) and mean@k (sampled) accuracy on a split, for a model or a checkpoint.
 
 pass@1 = fraction of problems whose greedy completion is correct; mean@k = mean correctness over k sampled
-completions per problem (temperature 1.0 unless set), i.e. the expected single-sample accuracy. Results go
+completions per problem (temperature 1.0 unless set), i.e. the expected single-sample accuracy. The result
+keeps every problem's outcome (``problems``: prompt, tier, greedy 0/1, sampled mean), so two models scored
+on the same problems can be compared pair by pair. Results go
 to ``RUN_DIR/eval/<split>-<model tag>.json`` and, as one ``eval/...`` line, to ``RUN_DIR/metrics.jsonl``.
 """
 
@@ -30,11 +32,12 @@ class EvalConfig:
     seed: int = 0
     batch_size: int = 16
     answer_line_only: bool = False  # read answers from the last "Answer:" line only (the training reward's rule)
+    tiers: list | dict | None = None  # a tier list, or {tier: count} (a fixed mix; n is then the counts' sum)
 
 
 def eval_problems(config: EvalConfig) -> list[Example]:
     """The held-out problems of the config's task and split (the same problems for the same seed)."""
-    return build_task(config.task).eval_examples(config.split, config.n, config.seed)
+    return build_task(config.task).eval_examples(config.split, config.n, config.seed, tiers=config.tiers)
 
 
 def _accuracy_by_tier(correct: list[float], tiers: list[str]) -> dict[str, float]:
@@ -74,6 +77,9 @@ def evaluate(model, tokenizer, config: EvalConfig, progress: bool = False) -> di
         "seconds": time.perf_counter() - started,
         "examples": [{"prompt": p, "answer": a, "completion": c, "correct": bool(s)}
                      for p, a, c, s in list(zip(prompts, answers, greedy.completions, pass1))[:8]],
+        # Per-problem outcomes, in problem order: what paired comparisons between models resample.
+        "problems": [{"prompt": p, "tier": t, "greedy": int(g), "sampled": s if config.k > 0 else None}
+                     for p, t, g, s in zip(prompts, tiers, pass1, sampled_correct)],
     }
 
 

@@ -105,8 +105,10 @@ def run_evidence(root: Path, n: int = 64, max_new_tokens: int = 24, force: bool 
             strict = bool((saved.get("train") or {}).get("reward", {}).get("answer_line_only", False))
         warm = root / "warmup" / "final"
         start = str(warm) if warm.is_dir() else study["model"]
-        targets = [(root / r["dir"], start if r["arm"] == "initial" else str(root / r["dir"] / "final"), r["seed"])
-                   for r in study["runs"] if r.get("status") == "done"]
+        # Every model on the same problems: the study's fixed eval seed (the starting model's entry has no seed).
+        problem_seed = (study.get("eval") or {}).get("seed", 0)
+        targets = [(root / r["dir"], start if r["arm"] == "initial" else str(root / r["dir"] / "final"),
+                    r["seed"] or 0) for r in study["runs"] if r.get("status") == "done"]
     elif (root / "final").is_dir() and (root / "config.yaml").is_file():
         import yaml
 
@@ -114,6 +116,7 @@ def run_evidence(root: Path, n: int = 64, max_new_tokens: int = 24, force: bool 
         task = config["task"]
         strict = bool(config.get("reward", {}).get("answer_line_only", False))
         targets = [(root, str(root / "final"), 0)]
+        problem_seed = 0
     else:
         raise ValueError(f"{root} is neither a study directory (study.json) nor a finished run (final/ and "
                          "config.yaml); train or run the study first")
@@ -124,7 +127,7 @@ def run_evidence(root: Path, n: int = 64, max_new_tokens: int = 24, force: bool 
             continue
         started = time.time()
         model, tokenizer = load_model(model_path)
-        problems = eval_problems(EvalConfig(model=model_path, task=task, split="test", n=n, seed=seed))
+        problems = eval_problems(EvalConfig(model=model_path, task=task, split="test", n=n, seed=problem_seed))
         result = evidence_analysis(model, tokenizer, problems, max_new_tokens=max_new_tokens,
                                    answer_line_only=strict, seed=seed)
         result.update({"model": model_path, "seed": seed, "seconds": time.time() - started})

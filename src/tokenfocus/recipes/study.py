@@ -16,6 +16,8 @@ stopped by SIGTERM still stops the study; rerunning the study retries the failed
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 import traceback
 from pathlib import Path
@@ -28,16 +30,6 @@ from ..config.study import INITIAL_ARM
 from ..io import append_jsonl, atomic_write_text, write_json, write_jsonl
 
 SAMPLE_SIGNALS = ("attention_entropy", "attention_mass", "predictive_entropy", "position")
-
-
-def _status(run_dir: Path, splits) -> str:
-    if all((run_dir / "eval" / f"{split}-final.json").is_file() for split in splits) and (run_dir / "final").is_dir():
-        return "done"
-    if (run_dir / "final").is_dir():
-        return "trained"
-    if latest_complete_checkpoint(run_dir)[0] is not None:
-        return "partial"
-    return "pending"  # nothing, or what a run killed before its first complete checkpoint left: started afresh
 
 
 class StudyRunsFailed(ValueError):
@@ -57,8 +49,17 @@ def _failed(entry: dict, error: Exception, log) -> dict:
     return {**entry, "status": "failed", "error": message, "traceback": traceback.format_exc()}
 
 
-def _write_index(study: StudyConfig, entries: list[dict], started: float) -> None:
-    write_json(Path(study.dir) / "study.json", {**study.index(), "runs": entries, "elapsed_s": time.time() - started})
+def _write_index(study: StudyConfig, entries: list[dict], started: float, extra: dict | None = None) -> None:
+    """study.json: this slice's entries merged over the entries already there (other slices, other machines)."""
+    index_path = Path(study.dir) / "study.json"
+    kept = []
+    if index_path.is_file():
+        old = json.loads(index_path.read_text())
+        ours = {(e["arm"], e["seed"]) for e in entries}
+        kept = [e for e in old.get("runs", []) if (e["arm"], e["seed"]) not in ours]
+        extra = {**{k: old[k] for k in ("warmup_fingerprint",) if k in old}, **(extra or {})}
+    write_json(index_path, {**study.index(), **(extra or {}), "runs": kept + entries,
+                            "elapsed_s": time.time() - started})
 
 
 def study_changes(old: dict, new: dict) -> list[str]:
@@ -73,16 +74,34 @@ def study_changes(old: dict, new: dict) -> list[str]:
     return config_differences(old, new, ignore=("description",))
 
 
-def run_study(study: StudyConfig, log=print, allow_config_change: bool = False) -> Path:
+def _select(names: list, chosen, what: str) -> list:
+    if chosen is None:
+        return list(names)
+    unknown = [c for c in chosen if c not in names]
+    if unknown:
+        raise ValueError(f"--{what}: {unknown} are not {what} of the study; its {what}: {list(names)}")
+    return [n for n in names if n in chosen]
+
+
+def run_study(study: StudyConfig, log=print, allow_config_change: bool = False, arms=None, seeds=None,
+              export: Path | None = None) -> Path:
     """Run (or continue) the study in ``study.dir``; refuses a config that changes more than arms and seeds
-    against the directory's study.yaml unless ``allow_config_change``."""
+    against the directory's study.yaml unless ``allow_config_change``.
+
+    ``arms`` / ``seeds``: run only this slice (a study grows slice by slice, on one machine or several);
+    ``export``: after every finished run, copy the light files of the study (``export_light``) there.
+    """
     from ..models import load_model
     from .train import run_train
     from .warmup import run_warmup
 
+    arms = _select(list(study.arms), arms, "arms")
+    seeds = _select(list(study.seeds), seeds, "seeds")
     root = Path(study.dir)
     if root.exists() and not root.is_dir():
         raise ValueError(f"study dir {root} is a file; choose a directory")
+    if export is not None and Path(export).exists() and not Path(export).is_dir():
+        raise ValueError(f"--export {export} is a file; choose a directory")
     saved = root / "study.yaml"
     if saved.is_file():
         changes = study_changes(yaml.safe_load(saved.read_text()) or {}, study.to_dict())
@@ -95,71 +114,173 @@ def run_study(study: StudyConfig, log=print, allow_config_change: bool = False) 
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(saved, yaml.safe_dump(study.to_dict(), sort_keys=False))
     started = time.time()
-    entries = []
-    splits = study.eval.splits
+    entries: list[dict] = []
+    extra: dict = {}
     if study.warmup:
         run_warmup(study.model, study.task, study.warmup, root / "warmup", log=log)
-    for seed in study.seeds:  # seeds outer: an interrupted study has every arm at the first seed first
-        initial = root / f"initial-s{seed}"  # the starting model on this seed's eval problems
-        entry = {"arm": INITIAL_ARM, "seed": seed, "dir": initial.name}
-        try:
-            if not all((initial / "eval" / f"{split}-final.json").is_file() for split in splits):
-                log(f"[initial s{seed}] evaluating the starting model {study.start_model}")
-                model, tokenizer = load_model(study.start_model)
-                _evaluate_splits(model, tokenizer, study, initial, seed)
-            entries.append({**entry, "status": "done"})
-        except Exception as error:  # noqa: BLE001 (recorded in study.json; the arms still run)
-            entries.append(_failed(entry, error, log))
-        for arm in study.arms:
+    start_model = None
+
+    def starting_model():
+        nonlocal start_model
+        if start_model is None:
+            start_model = load_model(study.start_model)[0]
+            extra["warmup_fingerprint"] = model_fingerprint(start_model)
+        return start_model
+
+    def finished(entry: dict) -> None:
+        entries.append(entry)
+        _write_index(study, entries, started, extra)
+        if export is not None:
+            export_light(root, Path(export))
+
+    # The starting model, once: every arm and seed is scored on the same problems, so one evaluation serves all.
+    initial = root / INITIAL_ARM
+    entry = {"arm": INITIAL_ARM, "seed": None, "dir": initial.name}
+    try:
+        if not _evaluated(initial, study):
+            log(f"[initial] evaluating the starting model {study.start_model}")
+            _, tokenizer = load_model(study.start_model)
+            _evaluate_sets(starting_model(), tokenizer, study, initial)
+        finished({**entry, "status": "done"})
+    except Exception as error:  # noqa: BLE001 (recorded in study.json; the arms still run)
+        finished(_failed(entry, error, log))
+    for seed in seeds:  # seeds outer: an interrupted study has every arm at the first seed first
+        for arm in arms:
             entry = {"arm": arm, "seed": seed, "dir": f"{arm}-s{seed}"}
             arm_started = time.time()
             try:
                 config = study.run_config(arm, seed)
                 run_dir = config.run_dir
-                status = _status(run_dir, splits)
+                status = _status(run_dir, study)
                 if status == "done":
                     log(f"[{arm} s{seed}] done, skipped")
-                    entries.append({**entry, "status": "done"})
+                    finished({**entry, "status": "done"})
                     continue
                 if status in ("pending", "partial"):
                     log(f"[{arm} s{seed}] {'resuming' if status == 'partial' else 'training'} -> {run_dir}")
                     run_train(config, resume=status == "partial", overwrite=status == "pending", log=log)
                     if not (run_dir / "final").is_dir():  # stopped by SIGTERM: leave the rest for --resume
-                        entries.append({**entry, "status": "partial"})
-                        _write_index(study, entries, started)
+                        finished({**entry, "status": "partial"})
                         log("study interrupted; run it again to continue")
                         return root
                 model, tokenizer = load_model(str(run_dir / "final"))
-                _evaluate_splits(model, tokenizer, study, run_dir, seed)
+                _evaluate_sets(model, tokenizer, study, run_dir)
+                _write_drift(model, tokenizer, starting_model(), study, run_dir)
                 if study.samples:
                     _write_samples(model, tokenizer, study, run_dir, seed)
-                entries.append({**entry, "status": "done", "seconds": time.time() - arm_started})
+                finished({**entry, "status": "done", "seconds": time.time() - arm_started})
             # One failing run must not cost the others: record it (study.json, the log) and go on.
             except Exception as error:  # noqa: BLE001
-                entries.append(_failed(entry, error, log))
-            _write_index(study, entries, started)
-    _write_index(study, entries, started)
+                finished(_failed(entry, error, log))
     failures = [{k: e[k] for k in ("arm", "seed", "error")} for e in entries if e["status"] == "failed"]
     if failures:
         raise StudyRunsFailed(root, failures)
     return root
 
 
-def _evaluate_splits(model, tokenizer, study: StudyConfig, run_dir: Path, seed: int) -> None:
-    """Greedy pass@1 on every eval split -> run_dir/eval/<split>-final.json and an eval line in metrics.jsonl.
+def model_fingerprint(model) -> str:
+    """A short digest of a model's weights: slices of one study run on several machines must start from the
+    same (warm-up) model, and this is how study.json tells."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().float().flatten()
+        digest.update(name.encode())
+        digest.update(f"{float(flat.double().sum()):.6e}".encode())  # per-tensor sums: stable across float noise
+    return digest.hexdigest()[:16]
 
-    Answers are read with the training reward's rule (``answer_line_only``), so eval and reward agree.
+
+def _evaluated(run_dir: Path, study: StudyConfig) -> bool:
+    return all((run_dir / "eval" / f"{name}-final.json").is_file() for name in study.eval.eval_sets())
+
+
+def _status(run_dir: Path, study: StudyConfig) -> str:
+    if _evaluated(run_dir, study) and (run_dir / "final").is_dir():
+        return "done"
+    if (run_dir / "final").is_dir():
+        return "trained"
+    if latest_complete_checkpoint(run_dir)[0] is not None:
+        return "partial"
+    return "pending"  # nothing, or what a run killed before its first complete checkpoint left: started afresh
+
+
+def _evaluate_sets(model, tokenizer, study: StudyConfig, run_dir: Path) -> None:
+    """Every eval set (greedy pass@1, mean@k) -> run_dir/eval/<set>-final.json and an eval line in metrics.jsonl.
+
+    The problems are the study's one fixed set (``eval.seed``); answers are read with the training reward's
+    rule (``answer_line_only``), so eval and reward agree.
     """
     from .evaluate import EvalConfig, evaluate
 
     strict = bool(study.train.get("reward", {}).get("answer_line_only", False))
-    for split in study.eval.splits:
+    spec = study.eval
+    for name, chosen in spec.eval_sets().items():
         result = evaluate(model, tokenizer, EvalConfig(
-            model=str(run_dir / "final"), task=study.task.spec(), split=split, n=study.eval.n, k=study.eval.k,
-            max_new_tokens=study.eval.max_new_tokens, seed=seed, answer_line_only=strict))
-        write_json(run_dir / "eval" / f"{split}-final.json", result)
-        append_jsonl(run_dir / "metrics.jsonl", {"event": "eval", "time": time.time(),
-                                                 f"eval/{split}/pass@1": result["pass@1"]})
+            model=str(run_dir / "final"), task=study.task.spec(), split=chosen["split"], n=chosen["n"],
+            tiers=chosen["tiers"], k=spec.k, temperature=spec.temperature, max_new_tokens=spec.max_new_tokens,
+            seed=spec.seed, batch_size=spec.batch_size, answer_line_only=strict))
+        write_json(run_dir / "eval" / f"{name}-final.json", {"set": name, **result})
+        line = {"event": "eval", "time": time.time(), f"eval/{name}/pass@1": result["pass@1"]}
+        if spec.k:
+            line[f"eval/{name}/mean@{spec.k}"] = result[f"mean@{spec.k}"]
+        append_jsonl(run_dir / "metrics.jsonl", line)
+
+
+def _write_drift(model, tokenizer, start_model, study: StudyConfig, run_dir: Path, n: int = 64) -> None:
+    """How far training moved the model: ||theta - theta0|| and the mean per-token KL(final || start) on the
+    final model's greedy completions of the first eval set's first ``n`` problems -> run_dir/drift.json."""
+    from ..diagnostics import parameter_distance, token_kl
+    from ..rollout import generate_rollout
+    from .evaluate import EvalConfig, eval_problems
+
+    name, chosen = next(iter(study.eval.eval_sets().items()))
+    problems = eval_problems(EvalConfig(model="", task=study.task.spec(), split=chosen["split"], n=chosen["n"],
+                                        tiers=chosen["tiers"], seed=study.eval.seed))[:n]
+    rollout = generate_rollout(model, tokenizer, [p.prompt for p in problems],
+                               max_new_tokens=study.eval.max_new_tokens, batch_size=study.eval.batch_size)
+    batch = rollout.batch
+    kl = token_kl(model, start_model, batch.input_ids, batch.attention_mask, batch.response_mask)
+    write_json(run_dir / "drift.json", {**parameter_distance(model, start_model), "kl_to_start": kl,
+                                        "kl_problems": len(problems), "kl_set": name})
+
+
+# What a run's light files are: enough to render the report and audit every number, nothing heavy.
+LIGHT_FILES = ("config.yaml", "metrics.jsonl", "policy_weights.jsonl", "drift.json", "evidence.json")
+LIGHT_DIRS = ("eval", "samples")
+
+
+def export_light(root: Path, dest: Path) -> Path:
+    """Copy a study's light files (study.yaml, study.json merged with dest's, and per run: config, metrics,
+    policy weights, eval results with per-problem outcomes, samples, drift; no checkpoints or models) to
+    ``dest``, so a study can be committed and grow slice by slice across machines."""
+    root, dest = Path(root), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    index = json.loads((root / "study.json").read_text())
+    merged = index
+    if (dest / "study.json").is_file():
+        old = json.loads((dest / "study.json").read_text())
+        ours = {(e["arm"], e["seed"]) for e in index["runs"]}
+        merged = {**index, "runs": [e for e in old.get("runs", []) if (e["arm"], e["seed"]) not in ours]
+                  + index["runs"]}
+        if old.get("warmup_fingerprint") not in (None, index.get("warmup_fingerprint")):
+            raise ValueError(f"{dest} holds runs from a different starting model (warm-up fingerprint "
+                             f"{old['warmup_fingerprint']} vs {index.get('warmup_fingerprint')}); export to another "
+                             "directory")
+    for entry in index["runs"]:
+        if entry.get("status") != "done":
+            continue
+        source, target = root / entry["dir"], dest / entry["dir"]
+        for name in LIGHT_FILES:
+            if (source / name).is_file():
+                target.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(target / name, (source / name).read_text())
+        for folder in LIGHT_DIRS:
+            for path in sorted((source / folder).glob("*")) if (source / folder).is_dir() else []:
+                if path.is_file():
+                    (target / folder).mkdir(parents=True, exist_ok=True)
+                    atomic_write_text(target / folder / path.name, path.read_text())
+    atomic_write_text(dest / "study.yaml", (root / "study.yaml").read_text())
+    write_json(dest / "study.json", merged)
+    return dest
 
 
 def _write_samples(model, tokenizer, study: StudyConfig, run_dir: Path, seed: int) -> None:

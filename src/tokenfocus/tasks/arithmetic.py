@@ -1,7 +1,8 @@
 """Generated arithmetic problems with difficulty tiers (the shared 135M testbed, RL_TOKEN_CREDIT.md §0.4).
 
 Tiers:  D1 1-digit +/-;  D2 2-digit +/-;  D3 a*b+c with 1-digit factors;
-        H1 3-digit +/- and H2 3-operand +/- (held-out "hard" tiers).
+        held-out "hard" tiers: H1 3-digit +/-, H2 3-operand 2-digit +/-, H3 2-digit x 1-digit in either order
+        (47*6, 6*47; after the SFT warm-up its pass rate is 5-30 %, so training can move it).
 Splits are disjoint by construction: a problem belongs to "test" when a hash of its text falls in the
 test bucket (20 %), to "train" otherwise; "hard-test" draws from the H tiers only. Same seed, same problems.
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 from .base import Example, Task, TaskOptions, register_task
 
-TIERS = ("D1", "D2", "D3", "H1", "H2")
+TIERS = ("D1", "D2", "D3", "H1", "H2", "H3")
 TRAIN_TIERS = ("D1", "D2", "D3")
 HARD_TIERS = ("H1", "H2")
 SPLITS = ("train", "test", "hard-test")
@@ -41,6 +42,9 @@ def _draw(tier: str, rng: random.Random) -> str:
     if tier == "H2":
         a, b, c = (rng.randint(10, 99) for _ in range(3))
         return f"{a}{rng.choice('+-')}{b}{rng.choice('+-')}{c}"
+    if tier == "H3":
+        a, b = rng.randint(10, 99), rng.randint(2, 9)
+        return f"{a}*{b}" if rng.random() < 0.5 else f"{b}*{a}"
     raise ValueError(f"Unknown arithmetic tier {tier!r}; valid tiers: {TIERS}")
 
 
@@ -54,15 +58,20 @@ def _in_test_bucket(expression: str) -> bool:
 
 
 def generate_problems(n: int, *, split: str = "train", tiers=None, seed: int = 0) -> list[Problem]:
-    """``n`` distinct problems of ``split``, cycling through ``tiers`` (defaults: D1-D3, or H1-H2 for hard-test)."""
+    """``n`` distinct problems of ``split``.
+
+    ``tiers``: a list of tiers cycled in turn (defaults: D1-D3, or H1-H2 for hard-test), or a mapping
+    {tier: count} that draws exactly ``count`` problems of each tier (``n`` is then their sum), each tier from
+    its own random stream, so one tier's problems do not depend on the others' -- a fixed evaluation set.
+    """
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; valid splits: {SPLITS}")
+    if isinstance(tiers, dict):
+        return _draw_mix(tiers, split, seed)
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     tiers = tuple(tiers or (HARD_TIERS if split == "hard-test" else TRAIN_TIERS))
-    unknown = [t for t in tiers if t not in TIERS]
-    if unknown:
-        raise ValueError(f"Unknown arithmetic tier(s) {unknown}; valid tiers: {TIERS}")
+    _check_tiers(tiers)
     rng = random.Random(f"{seed}-{split}")
     want_test = split != "train"
     problems, seen = [], set()
@@ -77,6 +86,37 @@ def generate_problems(n: int, *, split: str = "train", tiers=None, seed: int = 0
             continue
         seen.add(expression)
         problems.append(Problem(expression, _evaluate(expression), tier, PROMPT_TEMPLATE.format(expression=expression)))
+    return problems
+
+
+def _check_tiers(tiers) -> None:
+    unknown = [t for t in tiers if t not in TIERS]
+    if unknown:
+        raise ValueError(f"Unknown arithmetic tier(s) {unknown}; valid tiers: {TIERS}")
+
+
+def _draw_mix(counts: dict, split: str, seed: int) -> list[Problem]:
+    _check_tiers(counts)
+    bad = {t: c for t, c in counts.items() if not isinstance(c, int) or isinstance(c, bool) or c < 1}
+    if bad or not counts:
+        raise ValueError(f"tiers: expected a non-empty mapping {{tier: count >= 1}}, got {counts!r}")
+    want_test = split != "train"
+    problems = []
+    for tier, count in counts.items():
+        rng = random.Random(f"{seed}-{split}-{tier}")
+        seen: set[str] = set()
+        attempts = 0
+        while len(seen) < count:
+            attempts += 1
+            if attempts > 200 * count + 10_000:
+                raise ValueError(f"Could not draw {count} distinct {split} problems of tier {tier} (it has "
+                                 f"{len(seen)}); ask for at most {len(seen)} or add another tier")
+            expression = _draw(tier, rng)
+            if expression in seen or _in_test_bucket(expression) != want_test:
+                continue
+            seen.add(expression)
+            problems.append(Problem(expression, _evaluate(expression), tier,
+                                    PROMPT_TEMPLATE.format(expression=expression)))
     return problems
 
 
@@ -95,6 +135,7 @@ class Arithmetic(Task):
     name = "arithmetic"
     Options = ArithmeticOptions
     splits = SPLITS
+    has_tiers = True
 
     def check(self) -> list[str]:
         unknown = [t for t in self.options.tiers or () if t not in TIERS]

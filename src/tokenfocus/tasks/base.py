@@ -50,6 +50,7 @@ class Task(ABC):
     name: ClassVar[str]
     Options: ClassVar[type] = TaskOptions
     splits: ClassVar[tuple[str, ...]] = ("train", "test")
+    has_tiers: ClassVar[bool] = False  # examples() takes ``tiers``
 
     def __init__(self, options):
         self.options = options
@@ -66,11 +67,16 @@ class Task(ABC):
         """The RL training prompts (``n_train`` of the train split)."""
         return self.examples("train", n or self.options.n_train, self.options.seed)
 
-    def eval_examples(self, split: str, n: int, seed: int = 0) -> list[Example]:
-        """Held-out problems of ``split`` (checked against ``splits``)."""
+    def eval_examples(self, split: str, n: int, seed: int = 0, tiers=None) -> list[Example]:
+        """Held-out problems of ``split`` (checked against ``splits``); ``tiers``: a tier list or a mapping
+        {tier: count}, for tasks with tiers."""
         if split not in self.splits:
             raise ValueError(f"task {self.name!r}: split {split!r} is not one of {self.splits}")
-        return self.examples(split, n, seed)
+        if tiers is None:
+            return self.examples(split, n, seed)
+        if not self.has_tiers:
+            raise ValueError(f"task {self.name!r} has no tiers; remove 'tiers' from its evaluation")
+        return self.examples(split, n, seed, tiers=tiers)
 
     def gold_examples(self, n: int, seed: int | None = None, **options) -> list[Example]:
         """Train-split problems with ``solution`` set, for the SFT warm-up (disjoint from the RL prompts)."""

@@ -1,0 +1,203 @@
+"""The report's tables as plain cells, rendered to HTML (report.html) and Markdown (summary.md, the results page).
+
+One table per eval set: pass@1 and mean@k (mean ± sd over seeds; no sd for one seed) per arm, with the paired
+95 % interval of the difference to the starting model and to full-token training. Then drift from the starting
+model, the training summary, and one row per claim with its verdict and evidence.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from .claims import CLAIMS, FULL, paired, verdicts
+from .runs import INITIAL, eval_set_names, incomplete_runs, load_runs
+from .stats import mean_sd, spread_text
+
+Table = tuple[list[str], list[list[str]]]  # header, rows of cells
+
+
+def arm_order(runs: list[dict]) -> list[str]:
+    """The starting model first, full-token training second, then the arms in the index's order."""
+    arms = list(dict.fromkeys(r["arm"] for r in runs))
+    return sorted(arms, key=lambda a: (a != INITIAL, a != FULL, arms.index(a)))
+
+
+cell = spread_text  # one table cell: mean ± sd over seeds
+
+
+def sampled_metric(runs: list[dict], set_name: str) -> str | None:
+    """The set's mean@k key (``mean@4``) when the eval files logged a sampled accuracy."""
+    for run in runs:
+        result = run["evals"].get(set_name, {})
+        for key, value in result.items():
+            if key.startswith("mean@") and not key.endswith("_by_tier") and isinstance(value, (int, float)):
+                return key
+    return None
+
+
+def _members(runs: list[dict], arm: str) -> list[dict]:
+    return [r for r in runs if r["arm"] == arm]
+
+
+def _spread_cell(values: list) -> str:
+    mean, sd = mean_sd(values)
+    return cell(mean, sd, sum(v is not None for v in values))
+
+
+def set_table(runs: list[dict], set_name: str) -> Table:
+    """arm, seeds, pass@1, its paired difference to initial and to full [95 % CI], the same for mean@k."""
+    metrics = [("pass@1", "greedy")]
+    sampled = sampled_metric(runs, set_name)
+    if sampled:
+        metrics.append((sampled, "sampled"))
+    header = ["arm", "seeds"]
+    for name, _ in metrics:
+        header += [name, f"Δ {name} vs initial [95 % CI]", f"Δ {name} vs full [95 % CI]"]
+    rows = []
+    for arm in arm_order(runs):
+        scored = [r["evals"][set_name] for r in _members(runs, arm) if set_name in r["evals"]]
+        if not scored:
+            continue
+        row = [arm, str(len(scored))]
+        for name, field in metrics:
+            row.append(_spread_cell([e.get(name) for e in scored]))
+            for other in (INITIAL, FULL):
+                found = paired(runs, arm, other, set_name, field) if other != arm else "itself"
+                row.append("–" if isinstance(found, str) else found.diff.text())
+        rows.append(row)
+    return header, rows
+
+
+def set_note(runs: list[dict], set_name: str) -> str:
+    """What the set is: its split, problem count and tiers, from the eval files."""
+    result = next((r["evals"][set_name] for r in runs if set_name in r["evals"]), {})
+    n = result.get("n") or len(result.get("problems") or [])
+    tiers = ", ".join(result.get("pass@1_by_tier") or {})
+    return (f"{n} problems" + (f" of split {result['split']}" if result.get("split") else "")
+            + (f", tiers {tiers}" if tiers else ""))
+
+
+def drift_table(runs: list[dict]) -> Table:
+    """Per arm with drift.json: ||θ - θ0||, its relative size and the per-token KL to the starting model."""
+    header = ["arm", "runs", "‖θ − θ0‖", "relative ‖θ − θ0‖ / ‖θ0‖", "KL to start (per token)"]
+    rows = []
+    for arm in arm_order(runs):
+        found = [r["drift"] for r in _members(runs, arm) if r.get("drift")]
+        if found:
+            rows.append([arm, str(len(found))] + [_spread_cell([d.get(k) for d in found])
+                                                  for k in ("l2", "relative", "kl_to_start")])
+    return header, rows
+
+
+def summary(runs: list[dict]) -> dict[str, dict]:
+    """arm -> {"seeds", "<set> pass@1", "<set> mean@k", "final reward", "final length"}: (mean, sd) over seeds,
+    sd None for one seed."""
+    out = {}
+    for arm in arm_order(runs):
+        members = _members(runs, arm)
+        last = [m["metrics"][max(m["metrics"])] for m in members if m["metrics"]]
+        row: dict = {"seeds": len(members)}
+        for set_name in sorted({s for m in members for s in m["evals"]}):
+            row[f"{set_name} pass@1"] = mean_sd([m["evals"].get(set_name, {}).get("pass@1") for m in members])
+            sampled = sampled_metric(members, set_name)
+            if sampled:
+                row[f"{set_name} {sampled}"] = mean_sd([m["evals"].get(set_name, {}).get(sampled) for m in members])
+        row["final reward"] = mean_sd([r.get("reward/mean") for r in last])
+        row["final length"] = mean_sd([r.get("completion/mean_length") for r in last])
+        out[arm] = row
+    return out
+
+
+def training_table(runs: list[dict]) -> Table:
+    header = ["arm", "runs", "final reward", "final length"]
+    rows = []
+    for arm in arm_order(runs):
+        trained = [m for m in _members(runs, arm) if m["metrics"]]
+        if trained:
+            last = [m["metrics"][max(m["metrics"])] for m in trained]
+            rows.append([arm, str(len(trained)), _spread_cell([r.get("reward/mean") for r in last]),
+                         _spread_cell([r.get("completion/mean_length") for r in last])])
+    return header, rows
+
+
+def verdict_table(runs: list[dict], sets: list[str] | None = None) -> Table:
+    claims = verdicts(runs, sets)
+    return ["claim (arXiv 2605.07660)", "verdict", "evidence"], [[text, *claims[key]] for key, text in CLAIMS]
+
+
+def incomplete_table(root: Path) -> Table:
+    found = incomplete_runs(root)
+    rows = [[r["arm"], _seed(r["seed"]), "failed", r["error"]] for r in found["failed"]]
+    rows += [[r["arm"], _seed(r["seed"]), "missing", r["reason"]] for r in found["missing"]]
+    return ["arm", "seed", "status", "error / reason"], rows
+
+
+def _seed(seed) -> str:
+    return "–" if seed is None else str(seed)
+
+
+# --- rendering ---------------------------------------------------------------------------------------------
+
+
+def html_table(table: Table, table_id: str, bold: int | None = None, left: tuple[int, ...] = (),
+               row_header: bool = True) -> str:
+    """<table id=...>; the first column as row headers (``row_header``), column ``bold`` in <b>, columns
+    ``left`` aligned left (long text)."""
+    header, rows = table
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = ""
+    for row in rows:
+        cells = []
+        for i, value in enumerate(row):
+            text = f"<b>{html.escape(value)}</b>" if i == bold else html.escape(value)
+            style = " style='text-align:left'" if i in left else ""
+            cells.append(f"<th>{text}</th>" if i == 0 and row_header else f"<td{style}>{text}</td>")
+        body += "<tr>" + "".join(cells) + "</tr>"
+    return f'<table id="{html.escape(table_id)}"><tr>{head}</tr>{body}</table>'
+
+
+def markdown_table(table: Table, bold: int | None = None) -> str:
+    header, rows = table
+
+    def line(cells):
+        return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
+
+    shown = [[f"**{c}**" if i == bold else c for i, c in enumerate(row)] for row in rows]
+    return "\n".join([line(header), "|" + "---|" * len(header), *(line(r) for r in shown)])
+
+
+INTERVAL_NOTE = ("Mean ± sd over seeds (sd with two or more seeds only). Δ: the paired difference in mean accuracy "
+                 "with its 95 % bootstrap interval (2000 resamples of the problems, shared by both arms, and of the "
+                 "seeds within each arm).")
+
+
+def results_tables(root: Path) -> str:
+    """Markdown for the results page (docs/results/README.md): one accuracy table per eval set with paired
+    intervals, drift, the training summary, a verdict per claim with its evidence, and the failed or missing
+    runs. ``render_report`` writes the same text to ``summary.md`` beside report.html."""
+    root = Path(root)
+    incomplete = incomplete_table(root)
+    runs = load_runs(root, allow_empty=bool(incomplete[1]))
+    return results_markdown(runs, eval_set_names(root, runs), incomplete)
+
+
+def results_markdown(runs: list[dict], sets: list[str], incomplete: Table | None = None,
+                     claims: Table | None = None) -> str:
+    parts = []
+    for set_name in sets:
+        table = set_table(runs, set_name)
+        if table[1]:
+            parts.append(f"### Held-out accuracy: {set_name} ({set_note(runs, set_name)})\n\n"
+                         f"{INTERVAL_NOTE}\n\n{markdown_table(table)}")
+    drift = drift_table(runs)
+    if drift[1]:
+        parts.append(f"### Drift from the starting model\n\n{markdown_table(drift)}")
+    training = training_table(runs)
+    if training[1]:
+        parts.append(f"### Training (last logged step)\n\n{markdown_table(training)}")
+    claims = claims or verdict_table(runs, sets)
+    parts.append(f"### The paper's claims at this scale\n\n{markdown_table(claims, bold=1)}")
+    if incomplete and incomplete[1]:
+        parts.append(f"### Failed and missing runs\n\n{markdown_table(incomplete)}")
+    return "\n\n".join(parts) + "\n"

@@ -1,0 +1,205 @@
+"""report/claims.py: every claim reaches each verdict (reproduced / not reproduced / inconclusive) on study files
+built so that the verdict is known, and the reasons for inconclusive verdicts are stated.
+
+Accuracy arms solve the first k of 200 in-distribution (100 hard) problems (conftest.outcomes), so a paired
+difference of d problems is exactly d/200 with a tight interval. The starting model solves 60 (0.30); full
+solves 118/120/122 over three seeds (0.60): a gain of 0.30, so "most of the gain" means random20 - full above
+-0.15.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tokenfocus.report.claims import CLAIMS, GRADIENT_CLAIMS, verdicts
+from tokenfocus.report.runs import eval_set_names, load_runs
+
+FULL_LEARNED = (118, 120, 122)
+FULL_FLAT = (58, 60, 62)  # the starting model's 60 on average: full did not learn
+
+
+def judged(study) -> dict[str, tuple[str, str]]:
+    root = study.index()
+    runs = load_runs(root)
+    return verdicts(runs, eval_set_names(root, runs))
+
+
+def accuracy_study(study, full=FULL_LEARNED, random20=None, low2high=None, full_hard=(20, 20, 22)):
+    study.initial(in_dist=60, hard=20)
+    for seed, solved in enumerate(full):
+        study.run("full", seed, solved, full_hard[seed])
+    for seed, solved in enumerate(random20 or ()):
+        study.run("random20", seed, solved, 20)
+    for seed, solved in enumerate(low2high or ()):
+        study.run("low2high", seed, 100, solved)
+    return judged(study)
+
+
+# --- claim 1: random 20 % recovers most of full-token training ------------------------------------------
+
+
+@pytest.mark.parametrize("random20, full, expected, says", [
+    ((108, 110, 112), FULL_LEARNED, "reproduced", "keeps more than half the gain"),  # -0.05 vs bar -0.15
+    ((62, 64, 66), FULL_LEARNED, "not reproduced", "wholly below"),  # -0.28: the interval lies below -0.15
+    ((88, 90, 92), FULL_LEARNED, "inconclusive", "straddle"),  # -0.15: the interval spans the bar
+    ((108, 110, 112), FULL_FLAT, "inconclusive", "full-token training did not beat the starting model"),
+])
+def test_random20_recovers_full(study, random20, full, expected, says):
+    verdict, evidence = accuracy_study(study, full=full, random20=random20)["random20_recovers_full"]
+    assert verdict == expected and says in evidence
+    assert "initial 0.300 (1 seed)" in evidence  # the starting model, evaluated once: no spread shown
+    if expected != "inconclusive" or says == "straddle":
+        assert "full - initial +0.300 [" in evidence and "-½·gain = -0.150" in evidence
+        assert f"random20 {sum(random20) / 600:.3f} ± " in evidence and "(3 seeds)" in evidence
+
+
+# --- claim 4: Low2High beats full on the hard set -----------------------------------------------------
+
+
+@pytest.mark.parametrize("full_hard, low2high, full, expected, says", [
+    ((20, 20, 22), (40, 42, 44), FULL_LEARNED, "reproduced", "low2high - full +0.213 ["),
+    ((40, 42, 44), (20, 20, 22), FULL_LEARNED, "not reproduced", "low2high - full -0.213 ["),
+    ((30, 30, 32), (30, 31, 32), FULL_LEARNED, "inconclusive", "low2high - full +0.003 ["),
+    ((2, 3, 4), (3, 4, 5), FULL_LEARNED, "inconclusive", "at the floor"),
+    ((20, 20, 22), (40, 42, 44), FULL_FLAT, "inconclusive", "did not beat the starting model on in-dist"),
+])
+def test_low2high_beats_full_on_the_hard_set(study, full_hard, low2high, full, expected, says):
+    verdict, evidence = accuracy_study(study, full=full, low2high=low2high, full_hard=full_hard)[
+        "low2high_beats_full"]
+    assert verdict == expected and says in evidence
+
+
+def test_the_sampled_metric_is_judged_on_its_own_outcomes_and_gate(study):
+    """Greedy: full did not learn (its gate fails); sampled mean@k: full learned and random20 kept the gain. Each
+    metric gets its own verdict from its own outcomes -- neither borrows the other's gate."""
+    root = study.root
+    n = 200
+    flat = [1] * 60 + [0] * 140  # greedy: the same 60 solved by every model
+    study.eval_file(root / "initial", "in-dist", flat, [0.2] * n)
+    study.entries.append({"arm": "initial", "seed": None, "dir": "initial", "status": "done"})
+    for arm, sampled in (("full", 0.5), ("random20", 0.45)):
+        for seed in (0, 1, 2):
+            run_dir = root / f"{arm}-s{seed}"
+            study.eval_file(run_dir, "in-dist", flat, [sampled + 0.01 * (i % 3) for i in range(n)])
+            (run_dir / "metrics.jsonl").write_text('{"step": 1, "reward/mean": 0.1}\n')
+            study.entries.append({"arm": arm, "seed": seed, "dir": run_dir.name, "status": "done"})
+    claims = judged(study)
+    verdict, evidence = claims["random20_recovers_full"]
+    assert verdict == "inconclusive" and "did not beat the starting model on in-dist (greedy pass@1)" in evidence
+    verdict, evidence = claims["random20_recovers_full_sampled"]
+    assert verdict == "reproduced" and "in-dist mean@k over 200 paired problems" in evidence
+    assert "full - initial +0.310 [" in evidence
+
+
+def test_accuracy_claims_without_their_arms_or_outcomes_are_inconclusive(study):
+    claims = accuracy_study(study)  # no random20, no low2high
+    assert claims["random20_recovers_full"] == ("inconclusive", "not tested: the study has no random20 run")
+    assert claims["low2high_beats_full"] == ("inconclusive", "not tested: the study has no low2high run")
+
+
+def test_too_few_shared_problems_is_inconclusive(study):
+    """Ten problems: a bootstrap of a handful of problems is degenerate (one problem: width 0) and would
+    'prove' anything."""
+    root = study.root
+    for arm, seed in (("initial", None), ("full", 0), ("random20", 0)):
+        run_dir = root / (arm if seed is None else f"{arm}-s{seed}")
+        study.eval_file(run_dir, "in-dist", [int(arm != "initial")] * 10)
+        if seed is not None:
+            (run_dir / "metrics.jsonl").write_text('{"step": 1, "reward/mean": 0.1}\n')
+        study.entries.append({"arm": arm, "seed": seed, "dir": run_dir.name, "status": "done"})
+    verdict, evidence = judged(study)["random20_recovers_full"]
+    assert verdict == "inconclusive" and "share only 10 scored in-dist problems (greedy); need 20" in evidence
+
+
+# --- claims 2 and 3: gradient geometry per diagnosed batch ------------------------------------------------
+
+
+DELTAS = {"reproduced": (0.20, 0.25, 0.30, 0.22, 0.18), "not reproduced": (-0.20, -0.25, -0.30, -0.22, -0.18),
+          "inconclusive": (0.20, -0.20, 0.15, -0.15, 0.05)}
+
+
+def diag_rows(claim: str, deltas, full_norm=1.0, stat=None) -> list[dict]:
+    """One diagnosed batch per delta: the subset the claim expects higher is ``delta`` above the other
+    (a difference, or a log ratio for per-token size)."""
+    name, high, low, kind = GRADIENT_CLAIMS[claim]
+    stat = stat or ("token_grad_proxy" if name == "token size" else name)
+    rows = []
+    for i, delta in enumerate(deltas):
+        base = 0.4 + 0.05 * i
+        value = base * math.exp(delta) if kind == "log ratio" else base + delta
+        rows.append({f"diag/grad/{high}/{stat}": value, f"diag/grad/{low}/{stat}": base,
+                     "diag/grad/full/norm": full_norm, "diag/grad/full/cos_full": 1.0})
+    return rows
+
+
+def gradient_study(study, rows_s0, rows_s1=()):
+    """Diagnosed batches on two runs of the full arm (diagnostics pooled over runs)."""
+    study.run("full", 0, diag=list(rows_s0))
+    study.run("full", 1, diag=list(rows_s1))
+    return judged(study)
+
+
+@pytest.mark.parametrize("claim", list(GRADIENT_CLAIMS))
+@pytest.mark.parametrize("expected", list(DELTAS))
+def test_gradient_claims_follow_the_interval_over_batches(study, claim, expected):
+    rows = diag_rows(claim, DELTAS[expected])
+    verdict, evidence = gradient_study(study, rows[:3], rows[3:])[claim]
+    assert verdict == expected, evidence
+    assert "over 5 diagnosed batch(es) of full" in evidence and "95 % CI" in evidence
+
+
+def test_the_gradient_claims_are_split_and_independent(study):
+    """Anchors aligned with full but not less volatile; explorers not larger but more volatile than random."""
+    rows = [{**a, **b, **c} for a, b, c in zip(diag_rows("anchors_aligned_vs_explorers", DELTAS["reproduced"]),
+                                                diag_rows("anchors_stable_vs_explorers", DELTAS["not reproduced"]),
+                                                diag_rows("explorers_larger", DELTAS["not reproduced"]))]
+    claims = gradient_study(study, rows)
+    assert claims["anchors_aligned_vs_explorers"][0] == "reproduced"
+    assert claims["anchors_stable_vs_explorers"][0] == "not reproduced"
+    assert claims["explorers_larger"][0] == "not reproduced"
+    assert claims["anchors_aligned_vs_random"][0] == "inconclusive"  # the random subset's cosine is not logged
+    assert "no diagnosed batch logged diag/grad/random/cos_full" in claims["anchors_aligned_vs_random"][1]
+
+
+def test_per_token_size_prefers_token_grad_proxy(study):
+    """The proxy says explorers are larger; norm_per_token (a diluted measure) says the reverse: the proxy wins.
+    Without the proxy, norm_per_token is read."""
+    rows = [{**a, **b} for a, b in zip(diag_rows("explorers_larger", DELTAS["reproduced"]),
+                                       diag_rows("explorers_larger", DELTAS["not reproduced"], stat="norm_per_token"))]
+    verdict, evidence = gradient_study(study, rows)["explorers_larger"]
+    assert verdict == "reproduced" and evidence.startswith("token_grad_proxy:")
+    assert "explorers/anchors ratio ×" in evidence
+
+
+def test_per_token_size_falls_back_to_norm_per_token(study):
+    rows = diag_rows("explorers_larger", DELTAS["not reproduced"], stat="norm_per_token")
+    verdict, evidence = gradient_study(study, rows)["explorers_larger"]
+    assert verdict == "not reproduced" and evidence.startswith("norm_per_token:")
+
+
+@pytest.mark.parametrize("rows, reason", [
+    (diag_rows("anchors_aligned_vs_explorers", DELTAS["reproduced"][:2]),
+     "only 2 diagnosed batch(es) of full; the gradient claims need at least 3"),
+    (diag_rows("anchors_aligned_vs_explorers", DELTAS["reproduced"], full_norm=0.0),
+     "the full gradient is zero on all 5 diagnosed batch(es)"),
+    ([], "no gradient diagnostics logged"),
+])
+def test_too_little_gradient_evidence_is_inconclusive(study, rows, reason):
+    verdict, evidence = gradient_study(study, rows)["anchors_aligned_vs_explorers"]
+    assert verdict == "inconclusive" and reason in evidence
+
+
+def test_batches_with_a_zero_full_gradient_are_left_out(study):
+    rows = diag_rows("anchors_aligned_vs_explorers", DELTAS["reproduced"])
+    rows += diag_rows("anchors_aligned_vs_explorers", DELTAS["not reproduced"][:2], full_norm=0.0)
+    verdict, evidence = gradient_study(study, rows)["anchors_aligned_vs_explorers"]
+    assert verdict == "reproduced" and "2 batch(es) with a zero full gradient left out" in evidence
+
+
+def test_every_claim_has_a_verdict_in_order(study):
+    claims = gradient_study(study, [])
+    assert list(claims) == [key for key, _ in CLAIMS]
+    assert all(verdict in ("reproduced", "not reproduced", "inconclusive") and evidence
+               for verdict, evidence in claims.values())
