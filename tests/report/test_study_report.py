@@ -145,7 +145,7 @@ def test_results_tables_are_markdown_for_the_results_page(study_dir):
     full = next(line for line in lines if line.startswith("| full |")).strip("| ").split(" | ")
     assert full[:3] == ["full", "3", "0.600 ± 0.010"] and full[3].startswith("+0.300 [") and full[4] == "–"
     assert "| explorers20 | 1 | 0.500 |" in text  # one seed: no ± 0.000
-    assert "### Drift from the starting model" in text and "| full | 3 | 1.100 ± 0.100 |" in text
+    assert "### Drift from the starting model" in text and "| full | 3 | 1.1 ± 0.1 |" in text
     verdict_rows = [line for line in lines if line.startswith("| ") and "**" in line]
     assert [re.search(r"\*\*(.*?)\*\*", line).group(1) for line in verdict_rows] == [EXPECTED[k] for k, _ in CLAIMS]
     # explorers20 ran one of the study's three seeds: the other two are listed as missing
@@ -176,7 +176,7 @@ def test_report_in_a_headless_browser(study_dir, tmp_path):
     assert in_dist["initial"][:2] == ["1", "0.300"] and in_dist["explorers20"][:2] == ["1", "0.500"]
     assert in_dist["full"][1] == "0.600 ± 0.010" and in_dist["full"][2].startswith("+0.300 [")
     assert "0.207 ± 0.012" == table_rows(dom, "summary-hard")["full"][1]
-    assert table_rows(dom, "drift")["full"][:2] == ["3", "1.100 ± 0.100"]
+    assert table_rows(dom, "drift")["full"][:2] == ["3", "1.1 ± 0.1"]
     assert table_rows(dom, "evidence")["explorers20"][:2] == ["1", "0.500"]  # one run: no spread
     verdict_table = re.search(r'<table id="verdicts">(.*?)</table>', dom, re.DOTALL).group(1)
     assert re.findall(r"<td><b>(.*?)</b></td>", verdict_table) == [EXPECTED[key] for key, _ in CLAIMS]
@@ -281,3 +281,18 @@ def test_a_complete_study_has_no_incomplete_section(tmp_path):
     write_study(tmp_path, [INITIAL_DONE, {"arm": "full", "seed": 0, "dir": "full-s0", "status": "done"}],
                 arms=("full",), seeds=(0,))
     assert 'id="incomplete"' not in render_report(tmp_path).read_text()
+
+
+def test_the_hard_set_comes_last_even_when_study_json_sorted_the_sets(study):
+    """write_json sorts keys, so study.json lists "hard" before "in-dist": the tables still open with the
+    in-distribution set, and drift's tiny relative distances keep their significant digits."""
+    from tokenfocus.report.runs import eval_set_names
+
+    study.initial(in_dist=60, hard=20)
+    study.run("full", 0, 120, 20, drift={"l2": 0.171, "relative": 8.08e-05, "kl_to_start": 0.00946})
+    root = study.index(sets=("hard", "in-dist"))
+    runs = load_runs(root)
+    assert eval_set_names(root, runs) == ["in-dist", "hard"]
+    text = results_tables(root)
+    assert text.index("Held-out accuracy: in-dist") < text.index("Held-out accuracy: hard")
+    assert "| full | 1 | 0.171 | 8.08e-05 | 0.00946 |" in text

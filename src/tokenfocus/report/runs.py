@@ -77,7 +77,8 @@ def eval_set_names(root: Path, runs: list[dict]) -> list[str]:
     set last."""
     index = read_index(root) or {}
     spec = index.get("eval") if isinstance(index.get("eval"), dict) else {}
-    named = list(spec.get("sets") or spec.get("splits") or [])
+    # study.json is written with sorted keys, so the hard set may come first there: it goes last.
+    named = sorted(spec.get("sets") or spec.get("splits") or [], key=lambda name: name in HARD_SETS)
     found = {name for run in runs for name in run["evals"]}
     return named + sorted(found - set(named), key=default_set_order)
 

@@ -8,6 +8,7 @@ model, the training summary, and one row per claim with its verdict and evidence
 from __future__ import annotations
 
 import html
+import math
 from pathlib import Path
 
 from .claims import CLAIMS, FULL, paired, verdicts
@@ -43,6 +44,14 @@ def _members(runs: list[dict], arm: str) -> list[dict]:
 def _spread_cell(values: list) -> str:
     mean, sd = mean_sd(values)
     return cell(mean, sd, sum(v is not None for v in values))
+
+
+def _significant_cell(values: list) -> str:
+    """Like ``_spread_cell`` in 3 significant digits: drift spans orders of magnitude (a relative distance of 8e-5)."""
+    mean, sd = mean_sd(values)
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.3g} ± {sd:.2g}" if sd is not None and sum(v is not None for v in values) >= 2 else f"{mean:.3g}"
 
 
 def set_table(runs: list[dict], set_name: str) -> Table:
@@ -85,7 +94,7 @@ def drift_table(runs: list[dict]) -> Table:
     for arm in arm_order(runs):
         found = [r["drift"] for r in _members(runs, arm) if r.get("drift")]
         if found:
-            rows.append([arm, str(len(found))] + [_spread_cell([d.get(k) for d in found])
+            rows.append([arm, str(len(found))] + [_significant_cell([d.get(k) for d in found])
                                                   for k in ("l2", "relative", "kl_to_start")])
     return header, rows
 
