@@ -296,3 +296,23 @@ def test_the_hard_set_comes_last_even_when_study_json_sorted_the_sets(study):
     text = results_tables(root)
     assert text.index("Held-out accuracy: in-dist") < text.index("Held-out accuracy: hard")
     assert "| full | 1 | 0.171 | 8.08e-05 | 0.00946 |" in text
+
+
+def test_each_seed_of_full_is_judged_against_the_start_on_its_own(study):
+    """The go criterion, seed by seed: a seed whose gain lies beyond its own paired interval reads "above", one
+    inside it "no"; greedy and mean@k separately."""
+    from tokenfocus.report.runs import eval_set_names
+    from tokenfocus.report.tables import seed_table
+
+    study.initial(in_dist=60, hard=20, sampled=True)
+    study.run("full", 0, 120, 20, sampled=True)  # +60 of 200 problems: far beyond the noise
+    study.run("full", 1, 62, 20, sampled=True)   # +2: inside it
+    root = study.index()
+    runs = load_runs(root)
+    header, rows = seed_table(runs, eval_set_names(root, runs))
+    assert header[-1] == "beyond the CI"
+    by = {(r[0], r[1], r[2]): r for r in rows}
+    assert by[("in-dist", "pass@1", "0")][3:5] == ["0.600", "0.300"] and by[("in-dist", "pass@1", "0")][-1] == "above"
+    assert by[("in-dist", "pass@1", "1")][-1] == "no"
+    assert by[("in-dist", "mean@4", "0")][-1] == "above" and by[("hard", "pass@1", "0")][-1] == "no"
+    assert "seed by seed" in results_tables(root)

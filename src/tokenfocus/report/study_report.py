@@ -29,6 +29,7 @@ from .tables import (
     incomplete_table,
     results_markdown,
     results_tables,
+    seed_table,
     set_note,
     set_table,
     summary,
@@ -249,6 +250,9 @@ def render_report(root: Path) -> Path:
         f"<h3>{html.escape(s)} <span class=\"meta\">({html.escape(set_note(runs, s))})</span></h3>"
         + html_table(table, f"summary-{_slug(s)}")
         for s in sets for table in [set_table(runs, s)] if table[1]) or "<p>No held-out evaluation.</p>"
+    seeds = seed_table(runs, sets)
+    seeds_html = (f"<h2>Full-token training against the starting model, seed by seed</h2>"
+                  f"{html_table(seeds, 'seeds', row_header=False)}" if seeds[1] else "")
     drift = drift_table(runs)
     drift_html = (f"<h2>Drift from the starting model</h2>{html_table(drift, 'drift')}" if drift[1] else "")
     claims = verdict_table(runs, sets)
@@ -269,6 +273,7 @@ img{{max-width:100%}}</style></head><body>
 {_note_html(root)}
 {incomplete}
 <h2>Held-out accuracy per eval set</h2><p>{html.escape(INTERVAL_NOTE)}</p>{accuracy}
+{seeds_html}
 {drift_html}
 <h2>Training</h2>{html_table(training_table(runs), "training")}
 <h2>The paper's claims at this scale</h2>

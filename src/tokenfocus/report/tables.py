@@ -87,6 +87,25 @@ def set_note(runs: list[dict], set_name: str) -> str:
             + (f", tiers {tiers}" if tiers else ""))
 
 
+def seed_table(runs: list[dict], sets: list[str], arm: str = FULL) -> Table:
+    """Each seed of ``arm`` against the starting model on every set and metric, alone (the go criterion of a
+    testbed: full-token training beats the start beyond its paired interval in most seeds)."""
+    header = ["set", "metric", "seed", arm, "initial", f"Δ {arm} − initial [95 % CI]", "beyond the CI"]
+    rows = []
+    for set_name in sets:
+        for label, field in (("pass@1", "greedy"), (sampled_metric(runs, set_name), "sampled")):
+            if label is None:
+                continue
+            for run in sorted(_members(runs, arm), key=lambda r: r["seed"]):
+                found = paired([run] + _members(runs, INITIAL), arm, INITIAL, set_name, field)
+                if isinstance(found, str):
+                    continue
+                verdict = "above" if found.diff.above(0) else "below" if found.diff.below(0) else "no"
+                rows.append([set_name, label, str(run["seed"]), f"{found.a_seeds[0]:.3f}", f"{found.b_seeds[0]:.3f}",
+                             found.diff.text(), verdict])
+    return header, rows
+
+
 def drift_table(runs: list[dict]) -> Table:
     """Per arm with drift.json: ||θ - θ0||, its relative size and the per-token KL to the starting model."""
     header = ["arm", "runs", "‖θ − θ0‖", "relative ‖θ − θ0‖ / ‖θ0‖", "KL to start (per token)"]
@@ -199,6 +218,9 @@ def results_markdown(runs: list[dict], sets: list[str], incomplete: Table | None
         if table[1]:
             parts.append(f"### Held-out accuracy: {set_name} ({set_note(runs, set_name)})\n\n"
                          f"{INTERVAL_NOTE}\n\n{markdown_table(table)}")
+    seeds = seed_table(runs, sets)
+    if seeds[1]:
+        parts.append(f"### Full-token training against the starting model, seed by seed\n\n{markdown_table(seeds)}")
     drift = drift_table(runs)
     if drift[1]:
         parts.append(f"### Drift from the starting model\n\n{markdown_table(drift)}")
