@@ -134,3 +134,25 @@ def all_policy_specs():
 
 # The GSM8K test data (openai/grade-school-math, MIT) shipped next to the checkout: /work/shared/data/gsm8k.
 GSM8K_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
+
+
+def trl_loss_inputs(seed: int, batch: int = 8, prompt_width: int = 5, completion_width: int = 7, vocab: int = 90,
+                    group_size: int | None = None) -> dict:
+    """A synthetic TRL generation batch for ``_compute_loss``: left-padded prompts (every third row has 2 pads),
+    right-padded completions of random length (0..C), random advantages; ``tf_group`` when ``group_size``."""
+    g = torch.Generator().manual_seed(seed)
+    prompt_mask = torch.ones(batch, prompt_width, dtype=torch.long)
+    prompt_mask[::3, :2] = 0  # left padding
+    lengths = torch.randint(0, completion_width + 1, (batch,), generator=g)
+    completion_mask = (torch.arange(completion_width)[None] < lengths[:, None]).long()
+    inputs = {
+        "prompt_ids": torch.randint(3, vocab, (batch, prompt_width), generator=g) * prompt_mask + 2 * (1 - prompt_mask),
+        "prompt_mask": prompt_mask,
+        "completion_ids": torch.randint(3, vocab, (batch, completion_width), generator=g),
+        "completion_mask": completion_mask,
+        "advantages": torch.randn(batch, generator=g),
+        "num_items_in_batch": completion_mask.sum(),
+    }
+    if group_size:
+        inputs["tf_group"] = torch.arange(batch) // group_size
+    return inputs

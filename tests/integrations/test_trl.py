@@ -10,7 +10,7 @@ import torch
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
-from helpers import tiny
+from helpers import tiny, trl_loss_inputs
 from tokenfocus.config import method_preset
 from tokenfocus.integrations.trl import TokenFocusGRPOTrainer
 from tokenfocus.io import POLICY_WEIGHTS_FILE
@@ -82,20 +82,7 @@ def test_the_run_seed_enters_the_random_policy(tmp_path):
 
 
 def random_inputs(seed: int):
-    g = torch.Generator().manual_seed(seed)
-    prompt_mask = torch.ones(B, P, dtype=torch.long)
-    prompt_mask[::3, :2] = 0  # left padding
-    lengths = torch.randint(0, C + 1, (B,), generator=g)
-    completion_mask = (torch.arange(C)[None] < lengths[:, None]).long()
-    return {
-        "prompt_ids": torch.randint(3, 40, (B, P), generator=g) * prompt_mask + 2 * (1 - prompt_mask),
-        "prompt_mask": prompt_mask,
-        "completion_ids": torch.randint(3, 40, (B, C), generator=g),
-        "completion_mask": completion_mask,
-        "advantages": torch.randn(B, generator=g),
-        "num_items_in_batch": completion_mask.sum(),
-        "tf_group": torch.arange(B) // 4,
-    }
+    return trl_loss_inputs(seed, B, P, C, vocab=40, group_size=4)
 
 
 @pytest.mark.parametrize("level", ["token", "sequence"])
