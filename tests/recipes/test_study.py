@@ -185,6 +185,9 @@ def test_a_study_may_grow_but_not_change_under_its_runs(tmp_path):
            "description": "a"}
     grown = {**old, "arms": {"full": "dapo", "anchors20": "anchors20"}, "seeds": [0, 1], "description": "b"}
     assert study_changes(old, grown) == []
+    # A study.yaml from before the report's note and see-also existed continues with them set or not.
+    assert study_changes(old, {**grown, "note": "", "see_also": None}) == []
+    assert study_changes(old, {**grown, "note": "read this first", "see_also": "../README.md"}) == []
     assert study_changes(old, {**grown, "arms": {"full": "grpo"}}) == ["arms.full: 'dapo' -> 'grpo'"]
     assert study_changes(old, {**old, "train": {"trl": {"learning_rate": 1e-5}}}) == [
         "train.trl.learning_rate: 1e-06 -> 1e-05"]

@@ -62,16 +62,20 @@ def _write_index(study: StudyConfig, entries: list[dict], started: float, extra:
                             "elapsed_s": time.time() - started})
 
 
+PRESENTATION_KEYS = ("description", "note", "see_also")  # what the report shows, not what the runs did
+
+
 def study_changes(old: dict, new: dict) -> list[str]:
     """What a study config changes against the study.yaml of its directory, beyond growing it: adding arms or
-    seeds and rewording the description are how a study grows; anything else would make its runs disagree."""
+    seeds and rewording what the report shows (description, note, see-also) are how a study grows; anything else
+    would make its runs disagree. A study.yaml written before ``note`` and ``see_also`` existed lacks them."""
     from .train import config_differences
 
     old = {**old, "arms": {k: v for k, v in (old.get("arms") or {}).items() if k in new.get("arms", {})}}
     old["seeds"] = [s for s in new.get("seeds", []) if s in (old.get("seeds") or [])]
     new = {**new, "arms": {k: v for k, v in new.get("arms", {}).items() if k in (old.get("arms") or {})},
            "seeds": old["seeds"]}
-    return config_differences(old, new, ignore=("description",))
+    return config_differences(old, new, ignore=PRESENTATION_KEYS)
 
 
 def _select(names: list, chosen, what: str) -> list:
