@@ -83,6 +83,20 @@ class AttentionRecord:
 
 
 @dataclass
+class CounterfactualRecord:
+    """What a counterfactual forward (the same response, scored with part of the prompt hidden or changed) keeps.
+
+    logprobs: (B, T) float32 log-probs of the response tokens under the counterfactual context, at each token's
+              own index (alignment rule above); 0 outside the response.
+    kl:       (B, T) float32 exact KL(pi(.|full context) || pi(.|counterfactual)) of the next-token
+              distributions that predict each response token, or None when not computed.
+    """
+
+    logprobs: torch.Tensor
+    kl: torch.Tensor | None = None
+
+
+@dataclass
 class ForwardCapture:
     """Tensors captured during one scoring forward pass; what signal functions may read.
 
@@ -90,6 +104,7 @@ class ForwardCapture:
     logprobs:  (B, T) float32 token log-probs (alignment rule above), or None if not computed.
     predictive_entropy: (B, T) float32 entropy of the next-token distribution that predicts token t.
     key_marks: (B, T) bool keys whose attention mass the records' ``key_mass`` holds, or None.
+    counterfactual: counterfactual kind ("evidence_masked", "steps_shuffled") -> its record.
     """
 
     batch: TokenBatch
@@ -98,6 +113,7 @@ class ForwardCapture:
     logprobs: torch.Tensor | None = None
     predictive_entropy: torch.Tensor | None = None
     key_marks: torch.Tensor | None = None
+    counterfactual: dict[str, CounterfactualRecord] = field(default_factory=dict)
 
 
 def prompt_keys(batch: TokenBatch) -> torch.Tensor:

@@ -27,7 +27,8 @@ def test_arithmetic_splits_are_seeded_disjoint_and_tiered():
 def test_a_tier_mix_draws_exact_counts_each_tier_on_its_own_stream():
     """{tier: count}: exactly count distinct problems per tier, of that tier, held out; a tier's problems do not
     depend on the other tiers in the mix (a fixed evaluation set can grow a tier without reshuffling the rest)."""
-    from tokenfocus.tasks.arithmetic import _evaluate, _in_test_bucket
+    from tokenfocus.tasks.arithmetic import _evaluate
+    from tokenfocus.tasks.generated import in_test_bucket as _in_test_bucket
 
     mix = generate_problems(0, split="test", tiers={"D2": 40, "H3": 25, "D3": 30}, seed=3)
     assert [sum(p.tier == t for p in mix) for t in ("D2", "H3", "D3")] == [40, 25, 30]

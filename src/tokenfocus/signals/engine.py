@@ -14,8 +14,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..capture.hooks import find_decoder_layers
-from ..types import AttentionRecord, ForwardCapture, TokenBatch
+from ..types import AttentionRecord, CounterfactualRecord, ForwardCapture, TokenBatch
 from ._vocab import chunked_logprobs_entropy
+from .counterfactual import Context, counterfactual_needs, counterfactual_scores, mask_positions, positions_from_mask
 from .plan import AttentionPlan, attention_plan
 from .registry import evaluate, parse_signal_specs
 
@@ -99,21 +100,78 @@ def compute_signals(
     batch_size: int = 8,
     progress: bool = False,
     key_marks: torch.Tensor | None = None,
+    marks: dict[str, torch.Tensor] | None = None,
+    contexts: dict[str, Context] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Compute the requested signals on ``batch``: {label: (B, T) float32 on the CPU}.
 
     specs: names or dicts (see ``registry.parse_signal_spec``); validated before any forward runs.
-    key_marks: (B, T) bool keys for ``attention_mass`` with ``keys="marked"`` (e.g. an evidence span).
-    Position ids follow the attention mask (left padding does not shift positions), as in HF generate.
+    key_marks: (B, T) bool keys for ``attention_mass`` with ``keys="marked"`` (default: ``marks["evidence"]``).
+    marks: prompt role -> (B, T) bool tokens (``tasks.spans.token_marks``); counterfactual signals hide the
+        ``evidence`` ones (``evidence_masked``).
+    contexts: counterfactual kind -> its ``Context`` when the caller builds it (``steps_shuffled``: the re-tokenized
+        prompt, each row ending with the same response in the same last columns as ``batch``).
+    Position ids follow the attention mask (left padding does not shift positions), as in HF generate; a
+    counterfactual that hides tokens keeps every position id.
     """
     parsed = parse_signal_specs(specs)
     num_layers = len(find_decoder_layers(model))
     plan = attention_plan(parsed, num_layers)
     needs_logits = any("logits" in spec.entry.requires for spec in parsed)
     batch = batch.to("cpu")
-    marks = plan.key_marks(batch, None if key_marks is None else key_marks.cpu())
+    marks = {role: m.cpu().bool() for role, m in (marks or {}).items()}
+    if key_marks is None and plan.keys == "marked" and "evidence" in marks:
+        key_marks = marks["evidence"]
+    counterfactual_contexts = _counterfactual_contexts(batch, counterfactual_needs(parsed), marks, contexts or {})
+    marked = plan.key_marks(batch, None if key_marks is None else key_marks.cpu())
     capture = forward_capture(
         model, batch, plan=plan, logits=needs_logits, temperature=temperature, batch_size=batch_size,
-        progress=progress, key_marks=marks,
+        progress=progress, key_marks=marked,
     )
+    full = Context(batch.input_ids, batch.attention_mask, positions_from_mask(batch.attention_mask))
+    width = _response_width(batch)
+    for kind, (context, exact) in counterfactual_contexts.items():
+        logprobs, kl = counterfactual_scores(model, full, context, width, exact_kl=exact, temperature=temperature,
+                                             batch_size=batch_size)
+        capture.counterfactual[kind] = CounterfactualRecord(_token_layout(logprobs, batch), _token_layout(kl, batch))
     return {spec.label: evaluate(spec, capture) for spec in parsed}
+
+
+def _response_width(batch: TokenBatch) -> int:
+    """Columns from the earliest response token to the end: every row's response lies in them."""
+    if not batch.response_mask.any():
+        return 1
+    first = batch.response_mask.long().argmax(-1)[batch.response_mask.any(-1)]
+    return max(1, batch.shape[1] - int(first.min()))
+
+
+def _token_layout(values: torch.Tensor | None, batch: TokenBatch) -> torch.Tensor | None:
+    if values is None:
+        return None
+    out = torch.zeros(batch.shape, dtype=torch.float32)
+    out[:, batch.shape[1] - values.shape[1]:] = values
+    return torch.where(batch.response_mask, out, torch.zeros_like(out))
+
+
+def _counterfactual_contexts(batch: TokenBatch, needs: dict[str, bool], marks: dict[str, torch.Tensor],
+                             given: dict[str, Context]) -> dict[str, tuple[Context, bool]]:
+    """The counterfactual context of each needed kind, checked before any forward runs."""
+    out = {}
+    for kind, exact in needs.items():
+        if kind in given:
+            out[kind] = (given[kind], exact)
+        elif kind == "evidence_masked":
+            if "evidence" not in marks:
+                raise ValueError("context_dependency / token_attribution on 'evidence_masked' need the prompt's evidence "
+                                 "tokens: compute_signals(..., marks={'evidence': (B, T) bool})")
+            evidence = marks["evidence"]
+            if evidence.shape != batch.shape:
+                raise ValueError(f"marks['evidence'] has shape {tuple(evidence.shape)}, the batch {batch.shape}")
+            if (evidence & batch.response_mask).any():
+                raise ValueError("marks['evidence'] marks response tokens; evidence lies in the prompt")
+            out[kind] = (Context(batch.input_ids, mask_positions(batch.attention_mask, evidence),
+                                 positions_from_mask(batch.attention_mask)), exact)
+        else:
+            raise ValueError(f"signals on {kind!r} need its context: compute_signals(..., contexts={{{kind!r}: "
+                             "Context(...)}}) with the re-tokenized prompt")
+    return out

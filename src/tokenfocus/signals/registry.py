@@ -18,8 +18,9 @@ from ..types import ForwardCapture
 
 SignalFn = Callable[..., torch.Tensor]
 
-Requirement = Literal["attention", "logits", "key_mass"]
-Cost = Literal["free", "forward", "forward+attention"]
+Requirement = Literal["attention", "logits", "key_mass", "counterfactual"]
+# "forward+counterfactual": the scoring forward plus one no-grad forward per counterfactual context
+Cost = Literal["free", "forward", "forward+attention", "forward+counterfactual"]
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,10 @@ class SignalInfo:
     fn(capture: ForwardCapture, **options) -> (B, T) float32, zero where ``capture.batch.response_mask`` is False.
     requires: what the scoring forward must capture ("attention": the entropy recorder; "logits": the
               chunked LM-head pass; "key_mass": the recorder's attention mass on marked keys, with the
-              spec's ``keys`` option naming the marks: "prompt", or "marked" for caller-given marks). cost: "free" (no forward), "forward" or "forward+attention".
+              spec's ``keys`` option naming the marks: "prompt", or "marked" for caller-given marks; "counterfactual":
+              a second forward of the same response with part of the prompt hidden or changed, the spec's
+              ``counterfactual`` option naming which). cost: "free" (no forward), "forward",
+              "forward+attention" or "forward+counterfactual".
     """
 
     name: str

@@ -9,11 +9,11 @@ test bucket (20 %), to "train" otherwise; "hard-test" draws from the H tiers onl
 
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import dataclass
 
 from .base import Example, Task, TaskOptions, register_task
+from .generated import draw_problems
 
 TIERS = ("D1", "D2", "D3", "H1", "H2", "H3")
 TRAIN_TIERS = ("D1", "D2", "D3")
@@ -53,71 +53,24 @@ def _evaluate(expression: str) -> int:
     return int(eval(expression, {"__builtins__": {}}, {}))  # noqa: S307
 
 
-def _in_test_bucket(expression: str) -> bool:
-    return int(hashlib.sha1(expression.encode()).hexdigest(), 16) % 5 == 0
+def _problem(tier: str, rng: random.Random) -> Problem:
+    expression = _draw(tier, rng)
+    return Problem(expression, _evaluate(expression), tier, PROMPT_TEMPLATE.format(expression=expression))
 
 
 def generate_problems(n: int, *, split: str = "train", tiers=None, seed: int = 0) -> list[Problem]:
-    """``n`` distinct problems of ``split``.
+    """``n`` distinct problems of ``split`` (``generated.draw_problems``: disjoint splits, same seed same problems).
 
     ``tiers``: a list of tiers cycled in turn (defaults: D1-D3, or H1-H2 for hard-test), or a mapping
-    {tier: count} that draws exactly ``count`` problems of each tier (``n`` is then their sum), each tier from
-    its own random stream, so one tier's problems do not depend on the others' -- a fixed evaluation set.
+    {tier: count} that draws exactly ``count`` problems of each tier, each tier from its own random stream, so
+    one tier's problems do not depend on the others' -- a fixed evaluation set.
     """
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; valid splits: {SPLITS}")
-    if isinstance(tiers, dict):
-        return _draw_mix(tiers, split, seed)
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    tiers = tuple(tiers or (HARD_TIERS if split == "hard-test" else TRAIN_TIERS))
-    _check_tiers(tiers)
-    rng = random.Random(f"{seed}-{split}")
-    want_test = split != "train"
-    problems, seen = [], set()
-    attempts = 0
-    while len(problems) < n:
-        attempts += 1
-        if attempts > 200 * n + 10_000:
-            raise ValueError(f"Could not draw {n} distinct {split} problems from tiers {tiers}; ask for fewer")
-        tier = tiers[len(problems) % len(tiers)]
-        expression = _draw(tier, rng)
-        if expression in seen or _in_test_bucket(expression) != want_test:
-            continue
-        seen.add(expression)
-        problems.append(Problem(expression, _evaluate(expression), tier, PROMPT_TEMPLATE.format(expression=expression)))
-    return problems
-
-
-def _check_tiers(tiers) -> None:
-    unknown = [t for t in tiers if t not in TIERS]
-    if unknown:
-        raise ValueError(f"Unknown arithmetic tier(s) {unknown}; valid tiers: {TIERS}")
-
-
-def _draw_mix(counts: dict, split: str, seed: int) -> list[Problem]:
-    _check_tiers(counts)
-    bad = {t: c for t, c in counts.items() if not isinstance(c, int) or isinstance(c, bool) or c < 1}
-    if bad or not counts:
-        raise ValueError(f"tiers: expected a non-empty mapping {{tier: count >= 1}}, got {counts!r}")
-    want_test = split != "train"
-    problems = []
-    for tier, count in counts.items():
-        rng = random.Random(f"{seed}-{split}-{tier}")
-        seen: set[str] = set()
-        attempts = 0
-        while len(seen) < count:
-            attempts += 1
-            if attempts > 200 * count + 10_000:
-                raise ValueError(f"Could not draw {count} distinct {split} problems of tier {tier} (it has "
-                                 f"{len(seen)}); ask for at most {len(seen)} or add another tier")
-            expression = _draw(tier, rng)
-            if expression in seen or _in_test_bucket(expression) != want_test:
-                continue
-            seen.add(expression)
-            problems.append(Problem(expression, _evaluate(expression), tier,
-                                    PROMPT_TEMPLATE.format(expression=expression)))
-    return problems
+    if not isinstance(tiers, dict):
+        tiers = tuple(tiers or (HARD_TIERS if split == "hard-test" else TRAIN_TIERS))
+    return draw_problems(_problem, lambda p: p.expression, n, split=split, tiers=tiers, seed=seed,
+                         valid_tiers=TIERS, what="arithmetic")
 
 
 @dataclass(frozen=True)

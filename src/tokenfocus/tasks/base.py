@@ -18,6 +18,7 @@ from typing import ClassVar
 
 from ..options import matches, parse_section, section_schema, suggest
 from .rewards import AnswerReward, DigitReward, RewardConfig
+from .spans import check_spans
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,11 @@ class Example:
     tier: str
     solution: str | None = None
     spans: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = check_spans(self.prompt, self.spans)
+        if problems:
+            raise ValueError(f"example {self.prompt[:60]!r}: " + "; ".join(problems))
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class Task(ABC):
     Options: ClassVar[type] = TaskOptions
     splits: ClassVar[tuple[str, ...]] = ("train", "test")
     has_tiers: ClassVar[bool] = False  # examples() takes ``tiers``
+    roles: ClassVar[tuple[str, ...]] = ()  # prompt roles its examples mark (``Example.spans``; tasks.spans.ROLES)
 
     def __init__(self, options):
         self.options = options
@@ -62,6 +69,12 @@ class Task(ABC):
     def check(self) -> list[str]:
         """Problems a config can have beyond option types (a missing data file, an unknown tier)."""
         return []
+
+    def check_roles(self, needed: dict[str, list[str]]) -> list[str]:
+        """Problems of running signals that need prompt roles marked (``{role: signal labels}``) on this task."""
+        return [f"signals {labels} need the prompt's {role!r} tokens marked, but task {self.name!r} marks "
+                f"{list(self.roles) or 'no roles'}; use a task that marks {role!r} (facts marks evidence and query, "
+                "steps marks steps), or other signals" for role, labels in needed.items() if role not in self.roles]
 
     def train_examples(self, n: int | None = None) -> list[Example]:
         """The RL training prompts (``n_train`` of the train split)."""
