@@ -34,3 +34,9 @@ def test_study_configs_validate(path):
 
 def test_the_required_study_configs_exist():
     assert {p.name for p in STUDIES} >= {"quickstart.yaml", "study-arith.yaml"}
+
+
+def test_the_counterfactual_papers_have_train_configs_on_tasks_that_mark_their_roles():
+    for name, task in (("pgpo", "facts"), ("video-ktr", "steps"), ("d3s", "arithmetic")):
+        config = load_train_config(CONFIGS / "train" / f"{name}.yaml")
+        assert config.task.name == task and config.method.name == name.replace("-", "_")

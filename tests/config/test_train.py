@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -198,3 +200,23 @@ def test_trl_fields_only_trls_own_loss_reads_are_refused_unless_default(tmp_path
 
     default = GRPOConfig.__dataclass_fields__[field].default
     assert load_train_config(write(tmp_path, "ok.yaml", trl={field: default})).trl[field] == default
+
+
+@pytest.mark.parametrize("task, method, missing", [
+    ("arithmetic", "pgpo", "'evidence'"),
+    ("facts", "video_ktr", "'steps'"),
+    ("gsm8k", "video_ktr_image", "'evidence'"),
+])
+def test_signals_needing_prompt_marks_on_a_task_without_them_are_refused_before_loading(tmp_path, monkeypatch, task,
+                                                                                          method, missing):
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    gsm8k = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k" / "train.jsonl"
+    spec = {"name": task, **({"path": str(gsm8k)} if task == "gsm8k" else {})}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"model": TINY, "task": spec, "method": method, "run": {"dir": str(tmp_path / "r")}}))
+    with pytest.raises(ConfigError, match=f"method: signals .* need the prompt's {missing} tokens marked, but task "
+                                          f"'{task}' marks"):
+        load_train_config(path)
+    path.write_text(yaml.safe_dump({"model": TINY, "task": {"name": "steps"}, "method": method,
+                                    "run": {"dir": str(tmp_path / "r")}}))
+    assert load_train_config(path).method.name == method  # the steps task marks both roles

@@ -52,6 +52,7 @@ def test_steps_answers_follow_the_steps_and_shuffling_changes_most():
     for e in examples:
         assert _run_steps(e.prompt) == int(e.answer)
         assert len(e.spans["steps"]) == int(e.tier[1])
+        assert e.prompt[slice(*e.spans["evidence"][0])] == re.match(r"Start at (\d+)", e.prompt).group(1)
         changed += _run_steps(shuffled_steps(e.prompt, e.spans["steps"], random.Random(0))) != int(e.answer)
     assert changed / len(examples) > 0.7  # order matters: a multiplication and an addition in every problem
 

@@ -83,4 +83,4 @@ def test_a_task_names_the_roles_it_cannot_mark():
     assert len(problems) == 1 and "signals ['context_dependency'] need the prompt's 'evidence' tokens marked" in problems[0]
     assert "task 'arithmetic' marks no roles" in problems[0] and "facts marks evidence" in problems[0]
     assert build_task({"name": "facts"}).check_roles({"evidence": ["x"], "query": ["y"]}) == []
-    assert "marks ['steps']" in build_task({"name": "steps"}).check_roles({"evidence": ["x"]})[0]
+    assert "marks ['evidence', 'query']" in build_task({"name": "facts"}).check_roles({"steps": ["x"]})[0]

@@ -28,7 +28,7 @@ from typing import Any
 from ..diagnostics import DiagnosticsConfig
 from ..models import DEFAULT_MODEL, check_model_spec
 from ..options import check_keys, parse_section
-from ..signals import SignalPass, SignalSource
+from ..signals import SignalPass, SignalSource, required_roles
 from ..tasks import RewardConfig, Task, parse_task
 from .dry_run import layers_problem
 from .method import MethodConfig, resolve_method
@@ -142,6 +142,8 @@ def build_train_config(data: dict, base: Path | None = None, where: str = "train
     except (ConfigError, ValueError) as error:
         problems.append(str(error))
     signal_source = data.get("signal_source", "rollout")
+    if method is not None and task is not None:
+        problems += [f"method: {p}" for p in task.check_roles(required_roles(method.signals))]
     if method is not None and signal_source == "current" and any(s.name != "predictive_entropy" for s in method.signals):
         problems.append("signal_source: 'current' reads the training forward's predictive entropy only; the method "
                         f"computes {[s.label for s in method.signals]}")

@@ -17,9 +17,9 @@ from contextlib import nullcontext
 import torch
 
 from ..policies import apply_policy, parse_policy_spec, weight_histogram
-from ..signals import attention_plan, parse_signal_specs
+from ..signals import attention_plan, counterfactual_needs, parse_signal_specs, required_roles
 from ..signals.registry import evaluate
-from ..types import AttentionRecord, ForwardCapture, PolicyInputs, TokenBatch, prompt_keys
+from ..types import AttentionRecord, CounterfactualRecord, ForwardCapture, PolicyInputs, TokenBatch, prompt_keys
 
 
 def gather_padded(accelerator, tensor: torch.Tensor, pad_value=0) -> torch.Tensor:
@@ -60,37 +60,53 @@ class TokenWeighting:
         self.num_layers = num_layers
         self.seed = int(seed)
         self.plan = attention_plan(self.signals, num_layers)
-        if self.plan.keys == "marked":  # a trainer can mark the prompt, not caller-given spans: refuse, never guess
-            marked = [s.label for s in self.signals if "key_mass" in s.entry.requires]
-            raise ValueError(f"signals {marked}: in training, attention_mass supports keys='prompt' only; "
-                             "keys='marked' needs key_marks, which only compute_signals(..., key_marks=...) takes")
+        # Prompt roles the signals need marked ({role: labels}; keys="marked" reads the evidence) and the
+        # counterfactual forwards they need ({kind: exact KL?}).
+        self.roles = required_roles(self.signals)
+        self.counterfactuals = counterfactual_needs(self.signals)
 
-    def recorder(self, model, prompt_mask: torch.Tensor | None = None, width: int = 0, specs=None):
-        """The attention recorder the specs (default: the method's) need, with the prompt keys marked when they read
-        attention mass; ``nullcontext(None)`` when they need no attention."""
+    def recorder(self, model, prompt_mask: torch.Tensor | None = None, width: int = 0, specs=None,
+                 evidence: torch.Tensor | None = None):
+        """The attention recorder the specs (default: the method's) need, with the prompt keys (or the (B, P)
+        ``evidence`` marks, for keys="marked") marked when they read attention mass; ``nullcontext(None)`` when they
+        need no attention."""
         plan = self.plan if specs is None else attention_plan(specs, self.num_layers)
         if not plan.layers:
             return nullcontext(None)
         marks = None
-        if plan.keys == "prompt" and prompt_mask is not None:
-            completion = torch.zeros(prompt_mask.shape[0], width, dtype=torch.bool, device=prompt_mask.device)
-            marks = torch.cat([prompt_mask.bool(), completion], dim=1)
+        keys = prompt_mask if plan.keys == "prompt" else evidence if plan.keys == "marked" else None
+        if plan.keys == "marked" and evidence is None:
+            raise ValueError("attention_mass with keys='marked' needs the prompts' evidence marks")
+        if keys is not None:
+            completion = torch.zeros(keys.shape[0], width, dtype=torch.bool, device=keys.device)
+            marks = torch.cat([keys.bool(), completion], dim=1)
         return plan.recorder(model, key_marks=marks)
 
     def signals_from_forward(self, input_ids, attention_mask, completion_mask, logps, entropies,
-                             records: dict[int, AttentionRecord], specs=None) -> dict[str, torch.Tensor]:
-        """(B, C) signals from one forward's captures: attention records, the trainer's log-probs and entropies."""
+                             records: dict[int, AttentionRecord], specs=None, counterfactual=None,
+                             evidence: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """(B, C) signals from one forward's captures: attention records, the trainer's log-probs and entropies, and
+        ``counterfactual`` {kind: ((B, C) log-probs, (B, C) exact KL or None)} from the counterfactual forwards;
+        ``evidence``: the (B, P) marked keys when the records hold attention mass on them."""
         full, width = attention_mask.shape[1], completion_mask.shape[1]
         response_mask = torch.zeros_like(attention_mask, dtype=torch.bool)
         response_mask[:, full - width:] = completion_mask.bool()
         batch = TokenBatch(input_ids, attention_mask.bool(), response_mask)
         marked = any(r.key_mass is not None for r in records.values())
+        key_marks = None
+        if marked:
+            key_marks = prompt_keys(batch) if evidence is None else torch.cat(
+                [evidence.bool(), torch.zeros_like(completion_mask, dtype=torch.bool)], dim=1)
         capture = ForwardCapture(
             batch=batch, num_layers=self.num_layers,
             attention={k: AttentionRecord(r.entropy, r.n_keys, r.sink_prob, r.key_mass) for k, r in records.items()},
             logprobs=to_token_layout(logps, attention_mask.shape, width),
             predictive_entropy=to_token_layout(entropies, attention_mask.shape, width),
-            key_marks=prompt_keys(batch) if marked else None,
+            key_marks=key_marks,
+            counterfactual={kind: CounterfactualRecord(to_token_layout(lp, attention_mask.shape, width),
+                                                       None if kl is None else to_token_layout(kl, attention_mask.shape,
+                                                                                               width))
+                            for kind, (lp, kl) in (counterfactual or {}).items()},
         )
         specs = self.signals if specs is None else specs
         return {spec.label: evaluate(spec, capture)[:, full - width:] for spec in specs}

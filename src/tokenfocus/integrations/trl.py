@@ -12,6 +12,10 @@ Where the signals come from (shared/methods/INTEGRATION_NOTES.md §2.5, §2.7):
         (before TRL shuffles and splits the batch), with the recorder active if needed ("separate" pass).
   * ``signal_source="current"``: the training forward's predictive entropy of the current policy, selected per
     micro-batch (the 80/20 reference behaviour).
+Counterfactual signals (PGPO's context dependency, Video-KTR's attributions) add one no-grad forward of the rollout
+policy per counterfactual context, right after generation: the prompts' span marks (dataset column ``tf_spans``)
+become token marks, and TRL's own scorer scores the completions with the evidence hidden (attention mask, same
+positions) or the steps shuffled (re-tokenized prompt). Their (B, C) log-probs ride in the batch like TRL's columns.
 Weights: ``TokenWeighting`` (policy on the generation batch gathered across processes). Loss:
 ``losses.compute_loss`` with the denominators of ``losses.token_counts``. Diagnostics: ``diagnostics.diagnose``.
 """
@@ -30,9 +34,10 @@ from ..diagnostics import DiagnosticsConfig, diagnose, diagnosis_signals, inform
 from ..io import POLICY_WEIGHTS_FILE, append_jsonl
 from ..losses import LossConfig, compute_loss, token_counts
 from ..options import check_choice
-from ..signals import SignalPass, SignalSource, parse_signal_specs
+from ..signals import Context, SignalPass, SignalSource, counterfactual_scores, parse_signal_specs
 from ..types import PolicyInputs
 from .checkpoints import AtomicCheckpoints
+from .prompt_marks import evidence_masked_mask, left_pad, prompt_marks, shuffled_prompts
 from .token_weights import TokenWeighting
 
 
@@ -118,6 +123,10 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
         b_local = out["completion_ids"].shape[0]
         rows = torch.arange(b_local, device=out["completion_ids"].device) + self.accelerator.process_index * b_local
         out["tf_group"] = rows // self.num_generations  # survives TRL's shuffle (batch-first)
+        if self.tf_weighting.roles:
+            started = time.perf_counter()
+            self._prompt_context(inputs, out)
+            self._log({"time/counterfactual_s": time.perf_counter() - started})
         self._maybe_diagnose(out)
         if self.tf_in_loss:
             return out
@@ -133,6 +142,52 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
         return out
 
     @torch.no_grad()
+    def _prompt_context(self, rows, out) -> None:
+        """Span marks of the prompts (``tf_evidence``: (B, P) bool) and the counterfactual forwards' (B, C) log-probs
+        (``tf_cf_<kind>``, and ``tf_cf_<kind>_kl`` for the exact KL) of the rollout policy, into ``out``."""
+        weighting = self.tf_weighting
+        prompt_ids, prompt_mask = out["prompt_ids"], out["prompt_mask"]
+        completion_ids, completion_mask = out["completion_ids"], out["completion_mask"]
+        template = {"chat_template": self.chat_template, **self.chat_template_kwargs}
+        marks = prompt_marks(self.processing_class, rows, prompt_ids, prompt_mask, list(weighting.roles), **template)
+        if "evidence" in marks:
+            out["tf_evidence"] = marks["evidence"]
+        full_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+        full_mask = torch.cat([prompt_mask, completion_mask], dim=1)
+        width = completion_ids.size(1)
+        batch_size = (self.args.per_device_train_batch_size if self.model.training
+                      else self.args.per_device_eval_batch_size)
+        for kind, exact in weighting.counterfactuals.items():
+            if kind == "evidence_masked":
+                ids, mask = full_ids, evidence_masked_mask(prompt_mask, completion_mask, marks["evidence"])
+            else:  # steps_shuffled: TRL's own tokenization of the shuffled prompts
+                shuffled = self._tokenize_prompts(shuffled_prompts(rows, self.args.seed, self.state.global_step))[0]
+                pad_width = max(prompt_ids.size(1), max(len(r) for r in shuffled))
+                ids, mask = left_pad([list(r) for r in shuffled], pad_width, self._tokenizer.pad_token_id,
+                                     prompt_ids.device)
+                ids, mask = torch.cat([ids, completion_ids], dim=1), torch.cat([mask, completion_mask], dim=1)
+            was_training = self.model.training
+            self.model.eval()
+            try:
+                with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+                    if exact:
+                        logps, kl = counterfactual_scores(
+                            self.accelerator.unwrap_model(self.model), Context(full_ids, full_mask),
+                            Context(ids, mask), width, exact_kl=True, temperature=self.temperature,
+                            batch_size=batch_size)
+                        out[f"tf_cf_{kind}_kl"] = kl.to(completion_ids.device)
+                    else:
+                        logps = self._get_per_token_logps_and_entropies(self.model, ids, mask, width, batch_size)[0]
+            finally:
+                self.model.train(was_training)
+            out[f"tf_cf_{kind}"] = logps.to(completion_ids.device)
+
+    def _counterfactual(self, batch) -> dict:
+        """{kind: ((B, C) log-probs, (B, C) KL or None)} of the counterfactual forwards stored in ``batch``."""
+        return {kind: (batch[f"tf_cf_{kind}"], batch.get(f"tf_cf_{kind}_kl"))
+                for kind in self.tf_weighting.counterfactuals}
+
+    @torch.no_grad()
     def _rollout_signals(self, out, specs=None) -> dict[str, torch.Tensor]:
         """The separate pass: one no-grad forward of the rollout policy through TRL's fused-head scorer."""
         input_ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
@@ -145,14 +200,16 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
         unwrapped = self.accelerator.unwrap_model(self.model)
         try:
             with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
-                with self.tf_weighting.recorder(unwrapped, out["prompt_mask"], width, specs) as recorder:
+                with self.tf_weighting.recorder(unwrapped, out["prompt_mask"], width, specs,
+                                                evidence=out.get("tf_evidence")) as recorder:
                     logps, entropies, _ = self._get_per_token_logps_and_entropies(
                         self.model, input_ids, attention_mask, width, batch_size, compute_entropy=True)
         finally:
             self.model.train(was_training)
         records = recorder.result() if recorder is not None else {}
-        return self.tf_weighting.signals_from_forward(input_ids, attention_mask, out["completion_mask"], logps,
-                                                      entropies, records, specs)
+        return self.tf_weighting.signals_from_forward(
+            input_ids, attention_mask, out["completion_mask"], logps, entropies, records, specs,
+            counterfactual=self._counterfactual(out) if specs is None else None, evidence=out.get("tf_evidence"))
 
     # -- diagnostics --------------------------------------------------------------------------------------
 
@@ -219,8 +276,9 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
         width = inputs["completion_ids"].size(1)
         mask = (completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]).bool()
         unwrapped = self.accelerator.unwrap_model(self.model)
-        recording = (self.tf_weighting.recorder(unwrapped, inputs["prompt_mask"], width) if self.tf_in_loss
-                     else nullcontext(None))
+        recording = (self.tf_weighting.recorder(unwrapped, inputs["prompt_mask"], width,
+                                                evidence=inputs.get("tf_evidence"))
+                     if self.tf_in_loss else nullcontext(None))
         with recording as recorder:
             logps, entropies, _ = self._get_per_token_logps_and_entropies(model, input_ids, attention_mask, width,
                                                                           compute_entropy=True)
@@ -231,8 +289,9 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
             # Selection and the token mean over this micro-batch (= the generation batch in the fused pass).
             started = time.perf_counter()
             records = recorder.result() if recorder is not None else {}
-            signals = self.tf_weighting.signals_from_forward(input_ids, attention_mask, completion_mask, logps,
-                                                             entropies, records)
+            signals = self.tf_weighting.signals_from_forward(
+                input_ids, attention_mask, completion_mask, logps, entropies, records,
+                counterfactual=self._counterfactual(inputs), evidence=inputs.get("tf_evidence"))
             weights, stats, selected = self._weights(mask, signals, inputs["advantages"], inputs["tf_group"])
             stats["time/signal_pass_s"] = time.perf_counter() - started
             self._log(stats)

@@ -31,10 +31,16 @@ IGNORED_ON_RESUME = ("run.dir", "trl_resolved.output_dir")
 
 
 def build_dataset(config: TrainConfig):
-    """The task's training prompts as TRL's conversational dataset (answer and tier as extra columns)."""
+    """The task's training prompts as TRL's conversational dataset (answer and tier as extra columns, and the span
+    marks as ``tf_spans`` when the task marks prompt roles)."""
     from datasets import Dataset
 
-    return Dataset.from_list([{"prompt": [{"role": "user", "content": e.prompt}], "answer": e.answer, "tier": e.tier}
+    from ..integrations.prompt_marks import SPANS_COLUMN
+    from ..tasks.spans import encode_spans
+
+    marked = bool(config.task.roles)
+    return Dataset.from_list([{"prompt": [{"role": "user", "content": e.prompt}], "answer": e.answer, "tier": e.tier,
+                               **({SPANS_COLUMN: encode_spans(e.spans)} if marked else {})}
                               for e in config.task.train_examples()])
 
 

@@ -2,7 +2,7 @@
 shuffling the steps changes the answer -- Video-KTR's temporal counterfactual on text.
 
     Start at 5, then add 3, then multiply by 2, then subtract 4. Answer in the form "Answer: N".
-        steps spans: "add 3", "multiply by 2", "subtract 4"
+        steps spans: "add 3", "multiply by 2", "subtract 4"      evidence span: "5" (the start value)
 
 Every problem has at least one multiplication and one addition or subtraction, so order matters. Tiers:
   S2 2 steps, S3 3 steps, S4 4 steps (start 1..9; add/subtract 1..9; multiply by 2..5).
@@ -34,6 +34,7 @@ def make_problem(tier: str, rng: random.Random) -> Example:
     value = rng.randint(1, 9)
     operations = _operations(int(tier[1]), rng)
     prompt, spans, work = f"Start at {value}", [], []
+    evidence = [(len("Start at "), len(prompt))]
     for op, operand in operations:
         step = f"{WORDS[op]} {operand}"
         prompt += ", then "
@@ -43,17 +44,17 @@ def make_problem(tier: str, rng: random.Random) -> Example:
         work.append(f"{value}{op}{operand} = {result}")
         value = result
     prompt += f". {ANSWER_FORMAT}"
-    return Example(prompt, str(value), tier, f"{', '.join(work)}\nAnswer: {value}", {"steps": spans})
+    return Example(prompt, str(value), tier, f"{', '.join(work)}\nAnswer: {value}", {"steps": spans, "evidence": evidence})
 
 
 @register_task
 class Steps(GeneratedTask):
-    """A start value and ordered operations (testbed T3); marks each step."""
+    """A start value and ordered operations (testbed T3); marks each step, and the start value as evidence."""
 
     name = "steps"
     tiers = TIERS
     train_tiers = ("S2", "S3")
-    roles = ("steps",)
+    roles = ("evidence", "steps")
 
     def make(self, tier: str, rng: random.Random) -> Example:
         return make_problem(tier, rng)
