@@ -17,13 +17,12 @@ pred_top20 <= 1.05 x plain; low2high <= 1.15 x plain.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import statistics
 import time
 from pathlib import Path
 
 import torch
+from step_harness import build_trainers, ratio_table, time_steps
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -38,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     from tokenfocus.config import method_preset
     from tokenfocus.integrations.trl import TokenFocusGRPOTrainer
@@ -65,52 +64,14 @@ def main() -> None:
         "low2high": (TokenFocusGRPOTrainer, method("low2high")),
         "low2high_separate": (TokenFocusGRPOTrainer, method("low2high", signal_pass="separate")),
     }
-    trainers = {}
-    for name, (cls, extra) in variants.items():
-        model = copy.deepcopy(base)
-        model.train()
-        trainers[name] = cls(model=model, processing_class=tokenizer, reward_funcs=[AnswerReward()],
-                             args=GRPOConfig(**config), train_dataset=dataset, **extra)
-        trainers[name].create_optimizer_and_scheduler(num_training_steps=100)
-        trainers[name].current_gradient_accumulation_steps = 1
-    # Generate once with the first trainer, then replay the same completions to every variant.
-    cache = {}
-    for trainer in trainers.values():
-        original = trainer._generate
-
-        def replay(prompts, _original=original):
-            if "out" not in cache:
-                cache["out"] = _original(prompts)
-            return copy.deepcopy(cache["out"])
-
-        trainer._generate = replay
+    trainers = build_trainers(variants, base, tokenizer, dataset, AnswerReward(), config)
     generation_batch = [row for row in rows for _ in range(args.generations)]
-
-    def step(trainer) -> float:
-        start = time.perf_counter()
-        trainer.training_step(trainer.model, generation_batch, None)  # prepares inputs (TRL) inside
-        trainer.optimizer.step()
-        trainer.optimizer.zero_grad(set_to_none=True)
-        return time.perf_counter() - start
-
-    for trainer in trainers.values():  # warm-up (the first also generates)
-        step(trainer)
-    times = {name: [] for name in trainers}
-    for _ in range(args.rounds):
-        for name, trainer in trainers.items():
-            times[name].append(step(trainer))
-    completion_tokens = int(cache["out"][1].__len__()) if isinstance(cache["out"][1], list) else None
-    plain = statistics.median(times["plain"])
-    rows_out = {}
+    times = time_steps(trainers, generation_batch, args.rounds)
     print(f"batch {batch} completions x <= {args.completion} tokens; medians of {args.rounds} interleaved rounds")
-    print(f"{'variant':>18} | {'s/step':>7} | {'x plain':>7}")
-    for name, values in times.items():
-        median = statistics.median(values)
-        rows_out[name] = {"median_s": median, "times_s": values, "ratio_vs_plain": median / plain}
-        print(f"{name:>18} | {median:7.3f} | {median / plain:7.3f}")
+    rows_out = ratio_table(times, "plain")
     payload = {"benchmark": "train_step", "date": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__,
                "threads": torch.get_num_threads(), "model": "SmolLM2-135M-Instruct", "completions": batch,
-               "max_completion_length": args.completion, "generated_rows": completion_tokens, "variants": rows_out,
+               "max_completion_length": args.completion, "variants": rows_out,
                "targets": {"random20": 1.05, "pred_top20": 1.05, "low2high": 1.15}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
