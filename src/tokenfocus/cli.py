@@ -265,7 +265,8 @@ def signals():
     for info in SIGNALS.values():
         options = ", ".join(f"{k}={v!r}" for k, v in info.options().items()) or "-"
         typer.echo(f"{info.name:20s} cost={info.cost:18s} requires={sorted(info.requires) or '-'}")
-        typer.echo(f"{'':20s} {info.description}")
+        description = " ".join(info.description.split())  # docstrings wrap; the listing does not
+        typer.echo(f"{'':20s} {description}")
         typer.echo(f"{'':20s} options: {options}")
 
 

@@ -84,3 +84,24 @@ def test_eval_sets_are_one_fixed_mix_for_the_whole_study(tmp_path):
     legacy = load_study_config(study(tmp_path, eval={"splits": ["test", "hard-test"], "n": 5}))
     assert legacy.eval.eval_sets() == {"test": {"split": "test", "n": 5, "tiers": None},
                                        "hard-test": {"split": "hard-test", "n": 5, "tiers": None}}
+
+
+def test_declared_claims_are_checked_against_the_arms_and_sets(tmp_path):
+    arms = {"full": "dapo", "pgpo": "pgpo"}
+    task = {"name": "facts", "n_train": 8}
+    eval_sets = {"sets": {"in-dist": {"split": "test", "tiers": {"F2": 3}}, "hard": {"split": "test",
+                                                                                      "tiers": {"F4": 3}}}}
+    good = [{"arm": "pgpo", "test": "beats", "set": "hard", "text": "PGPO helps", "paper": "2604.01840"}]
+    loaded = load_study_config(study(tmp_path, arms=arms, task=task, eval=eval_sets, claims=good))
+    assert loaded.claims == good and loaded.index()["claims"] == good
+    message = problems_of(study(tmp_path, arms=arms, task=task, eval=eval_sets, claims=[
+        {"arm": "full", "test": "beats", "text": "x"}, {"arm": "pgpo", "test": "wins", "text": "x", "set": "easy"},
+        {"arm": "pgpo", "tset": "beats"}, "pgpo"]))
+    for expected in ("claims[0].arm: 'full' must be an arm other than 'full' (the baseline)",
+                     "claims[1].test: 'wins' is not one of ['beats', 'keeps_gain']",
+                     "claims[1].set: 'easy' is not 'in-dist', 'hard' or an eval set [",
+                     "claims[2]: unknown key 'tset'", "claims[2]: missing required key 'text'",
+                     "claims[3]: expected a mapping"):
+        assert expected in message, (expected, message)
+    no_full = problems_of(study(tmp_path, arms={"dapo": "dapo", "pgpo": "pgpo"}, task=task, claims=good))
+    assert "judged against an arm named 'full' (the baseline); the study has none" in no_full

@@ -80,13 +80,14 @@ class StudyFiles:
             (run_dir / "drift.json").write_text(json.dumps(drift))
         return run_dir
 
-    def index(self, arms=("full", "random20", "low2high"), seeds=(0, 1, 2), sets=("in-dist", "hard")) -> Path:
+    def index(self, arms=("full", "random20", "low2high"), seeds=(0, 1, 2), sets=("in-dist", "hard"),
+              claims=None) -> Path:
         eval_spec = {"sets": {s: {"split": "test", "tiers": {}} for s in sets}, "splits": ["test", "hard-test"],
                      "n": 64, "k": 4, "temperature": 1.0, "max_new_tokens": 48, "seed": 0, "batch_size": 32}
         (self.root / "study.json").write_text(json.dumps({
             "description": "constructed", "model": "tiny", "task": {"name": "arithmetic"},
             "arms": {a: a for a in arms}, "seeds": list(seeds), "eval": eval_spec, "warmup_fingerprint": "abc",
-            "runs": self.entries}))
+            "runs": self.entries, **({"claims": claims} if claims else {})}))
         return self.root
 
 

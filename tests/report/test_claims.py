@@ -203,3 +203,63 @@ def test_every_claim_has_a_verdict_in_order(study):
     assert list(claims) == [key for key, _ in CLAIMS]
     assert all(verdict in ("reproduced", "not reproduced", "inconclusive") and evidence
                for verdict, evidence in claims.values())
+
+
+# --- claims a study declares (other papers, judged against the arm named full) --------------------------
+
+DECLARED = [{"arm": "ktr", "test": "keeps_gain", "text": "Video-KTR's attributed tokens match all tokens",
+             "paper": "2601.19686"},
+            {"arm": "pgpo", "test": "beats", "set": "hard", "text": "PGPO beats DAPO on grounded answers",
+             "paper": "2604.01840"}]
+
+
+def declared_study(study, ktr, pgpo_hard, full=FULL_LEARNED):
+    from tokenfocus.report.tables import verdict_table
+
+    study.initial(in_dist=60, hard=20)
+    for seed in range(3):
+        study.run("full", seed, full[seed], 20 + (seed == 2) * 2)
+        study.run("ktr", seed, ktr[seed], 20)
+        study.run("pgpo", seed, 100, pgpo_hard[seed])
+    root = study.index(arms=("full", "ktr", "pgpo"), claims=DECLARED)
+    runs = load_runs(root)
+    return verdict_table(runs, eval_set_names(root, runs), DECLARED)
+
+
+@pytest.mark.parametrize("ktr, pgpo_hard, full, expected", [
+    ((108, 110, 112), (40, 42, 44), FULL_LEARNED, ["reproduced", "reproduced"]),
+    ((62, 64, 66), (20, 20, 20), FULL_LEARNED, ["not reproduced", "inconclusive"]),
+    ((88, 90, 92), (1, 1, 1), FULL_LEARNED, ["inconclusive", "not reproduced"]),
+    ((108, 110, 112), (40, 42, 44), FULL_FLAT, ["inconclusive", "inconclusive"]),
+])
+def test_declared_claims_reach_each_verdict(study, ktr, pgpo_hard, full, expected):
+    header, rows = declared_study(study, ktr, pgpo_hard, full)
+    assert header[0] == "claim (arXiv 2601.19686, 2604.01840)"
+    # Two rows per claim (greedy pass@1, then mean@k), in the declared order.
+    assert [row[0] for row in rows] == [
+        "Video-KTR's attributed tokens match all tokens (greedy pass@1, in-dist)",
+        "Video-KTR's attributed tokens match all tokens (mean@k, in-dist)",
+        "PGPO beats DAPO on grounded answers (greedy pass@1, hard)",
+        "PGPO beats DAPO on grounded answers (mean@k, hard)"]
+    assert [rows[0][1], rows[2][1]] == expected
+    assert "ktr - full" in rows[0][2] or "did not beat" in rows[0][2]
+    assert rows[1][1] == "inconclusive" and "per-problem" not in rows[1][2]  # no sampled outcomes in these files
+
+
+def test_the_report_judges_the_declared_claims_instead_of_the_flagship(study):
+    from tokenfocus.report.study_report import render_report
+
+    study.initial(in_dist=60, hard=20)
+    for seed in range(3):
+        study.run("full", seed, FULL_LEARNED[seed], 20)
+        study.run("ktr", seed, 110, 20)
+        study.run("pgpo", seed, 100, 42)
+    root = study.index(arms=("full", "ktr", "pgpo"), claims=DECLARED)
+    render_report(root)
+    summary = (root / "summary.md").read_text()
+    assert "| claim (arXiv 2601.19686, 2604.01840) | verdict | evidence |" in summary
+    assert "| Video-KTR's attributed tokens match all tokens (greedy pass@1, in-dist) | **reproduced** |" in summary
+    assert "| PGPO beats DAPO on grounded answers (greedy pass@1, hard) | **reproduced** |" in summary
+    assert "Uniformly random 20 %" not in summary
+    html = (root / "report.html").read_text()
+    assert "PGPO beats DAPO on grounded answers" in html and "Low2High soft reweighting beats" not in html

@@ -31,7 +31,9 @@ from .train import TrainConfig, build_train_config, run_dir_problems
 from .warmup import WarmupConfig
 
 STUDY_KEYS = {"model": str, "task": dict, "train": dict, "arms": dict, "seeds": list, "eval": dict,
-              "samples": int, "dir": str, "description": str, "warmup": dict, "note": str, "see_also": str}
+              "samples": int, "dir": str, "description": str, "warmup": dict, "note": str, "see_also": str, "claims": list}
+CLAIM_KEYS = {"arm": str, "test": str, "set": str, "text": str, "paper": str}
+CLAIM_TESTS = ("beats", "keeps_gain")  # arm - full above 0; arm keeps more than half of full's gain
 TRAIN_KEYS = {"reward": dict, "trl": dict, "diagnostics": dict, "diagnostics_arms": list, "save_steps": int,
               "signal_pass": SignalPass}
 INITIAL_ARM = "initial"  # the starting model's evaluation, listed beside the arms
@@ -111,6 +113,9 @@ class StudyConfig:
     description: str = ""
     note: str = ""  # a sentence the report shows under its title
     see_also: str | None = None  # a file the report links to (resolved against the study file's folder)
+    # Claims of other papers the report judges against the arm named "full": [{arm, test, set, text, paper}];
+    # none: the flagship's claims.
+    claims: list = field(default_factory=list)
     warmup: WarmupConfig | None = None
     base: Path | None = None  # the study file's folder: method paths in arms are relative to it
 
@@ -144,7 +149,8 @@ class StudyConfig:
 
     def index(self) -> dict:
         """What study.json records about the study itself."""
-        return {"description": self.description, "note": self.note, "see_also": self.see_also, "model": self.model, "task": self.task.spec(), "arms": self.arms,
+        return {"description": self.description, "note": self.note, "see_also": self.see_also,
+                "claims": self.claims, "model": self.model, "task": self.task.spec(), "arms": self.arms,
                 "seeds": self.seeds, "eval": vars(self.eval)}
 
 
@@ -163,6 +169,31 @@ def eval_set_problems(task: Task, evaluation: StudyEval) -> list[str]:
         except (ValueError, OSError) as error:
             found.append(f"{where}: {name!r}: {error}")
     return found
+
+
+def claim_problems(claims: list, arms: dict, evaluation: StudyEval | None) -> list[str]:
+    """Problems of a study's declared claims: each {arm, test, text, set (default in-dist), paper (optional)}, its
+    arm one of the study's (not ``full``, the baseline it is judged against), its set ``in-dist``, ``hard`` or an
+    eval set's name."""
+    problems = []
+    sets = list(evaluation.eval_sets()) if evaluation is not None else []
+    if claims and "full" not in arms:
+        problems.append("claims: they are judged against an arm named 'full' (the baseline); the study has none")
+    for i, claim in enumerate(claims):
+        where = f"claims[{i}]"
+        if not isinstance(claim, dict):
+            problems.append(f"{where}: expected a mapping {{arm, test, text, set, paper}}, got {claim!r}")
+            continue
+        check_keys(where, claim, CLAIM_KEYS, problems)
+        problems += [f"{where}: missing required key {key!r}" for key in ("arm", "test", "text") if key not in claim]
+        if "arm" in claim and (claim["arm"] not in arms or claim["arm"] == "full"):
+            problems.append(f"{where}.arm: {claim['arm']!r} must be an arm other than 'full' (the baseline); "
+                            f"arms: {sorted(map(str, arms))}")
+        if "test" in claim and claim["test"] not in CLAIM_TESTS:
+            problems.append(f"{where}.test: {claim['test']!r} is not one of {list(CLAIM_TESTS)}")
+        if claim.get("set", "in-dist") not in ("in-dist", "hard", *sets):
+            problems.append(f"{where}.set: {claim['set']!r} is not 'in-dist', 'hard' or an eval set {sets}")
+    return problems
 
 
 def load_study_config(path: Path) -> StudyConfig:
@@ -205,13 +236,15 @@ def load_study_config(path: Path) -> StudyConfig:
     if task is not None and evaluation is not None:
         problems += eval_set_problems(task, evaluation)
     warmup = parse_section(WarmupConfig, data["warmup"], "warmup", problems) if "warmup" in data else None
+    claims = [dict(c) for c in data.get("claims") or [] if isinstance(c, dict)]
+    problems += claim_problems(data.get("claims") or [], arms, evaluation)
     if problems:
         raise ConfigError(f"{path}: invalid study config:\n  - " + "\n  - ".join(problems))
     arms = {arm: str(method) if isinstance(method, int) else method for arm, method in arms.items()}
     study = StudyConfig(model=data["model"], task=task, arms=arms, train=train, seeds=seeds, eval=evaluation,
                         samples=data.get("samples", 6), dir=data.get("dir", "runs/study"),
                         description=data.get("description", ""), warmup=warmup, base=path.parent,
-                        note=data.get("note", ""),
+                        note=data.get("note", ""), claims=claims,
                         see_also=str((path.parent / data["see_also"]).resolve()) if data.get("see_also") else None)
     errors = []
     for arm in study.arms:  # every arm's train config is validated (model, TRL, policy dry run) before anything runs

@@ -62,12 +62,12 @@ def _write_index(study: StudyConfig, entries: list[dict], started: float, extra:
                             "elapsed_s": time.time() - started})
 
 
-PRESENTATION_KEYS = ("description", "note", "see_also")  # what the report shows, not what the runs did
+PRESENTATION_KEYS = ("description", "note", "see_also", "claims")  # what the report shows, not what the runs did
 
 
 def study_changes(old: dict, new: dict) -> list[str]:
     """What a study config changes against the study.yaml of its directory, beyond growing it: adding arms or
-    seeds and rewording what the report shows (description, note, see-also) are how a study grows; anything else
+    seeds and rewording what the report shows (description, note, see-also, the claims it judges) are how a study grows; anything else
     would make its runs disagree. A study.yaml written before ``note`` and ``see_also`` existed lacks them."""
     from .train import config_differences
 

@@ -255,7 +255,7 @@ def render_report(root: Path) -> Path:
                   f"{html_table(seeds, 'seeds', row_header=False)}" if seeds[1] else "")
     drift = drift_table(runs)
     drift_html = (f"<h2>Drift from the starting model</h2>{html_table(drift, 'drift')}" if drift[1] else "")
-    claims = verdict_table(runs, sets)
+    claims = verdict_table(runs, sets, (read_index(root) or {}).get("claims"))
     # The title sits above its figure, inside it: a caption below reads as the title of the next figure.
     figure_html = "".join(f'<figure id="fig-{n}"><figcaption>{html.escape(t)}</figcaption>'
                           f'<img alt="{html.escape(t)}" src="data:image/png;base64,{b}"></figure>'

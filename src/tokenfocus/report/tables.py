@@ -11,8 +11,8 @@ import html
 import math
 from pathlib import Path
 
-from .claims import CLAIMS, FULL, paired, verdicts
-from .runs import INITIAL, eval_set_names, incomplete_runs, load_runs
+from .claims import CLAIMS, FULL, declared_verdicts, paired, verdicts
+from .runs import INITIAL, default_set_order, eval_set_names, incomplete_runs, load_runs, read_index
 from .stats import mean_sd, spread_text
 
 Table = tuple[list[str], list[list[str]]]  # header, rows of cells
@@ -149,7 +149,14 @@ def training_table(runs: list[dict]) -> Table:
     return header, rows
 
 
-def verdict_table(runs: list[dict], sets: list[str] | None = None) -> Table:
+def verdict_table(runs: list[dict], sets: list[str] | None = None, declared: list[dict] | None = None) -> Table:
+    """One row per claim: the flagship's (arXiv 2605.07660), or the ``declared`` claims of the study config."""
+    if declared:
+        sets = sets if sets is not None else sorted({n for run in runs for n in run["evals"]}, key=default_set_order)
+        rows = declared_verdicts(runs, declared, sets)
+        papers = sorted({c["paper"] for c in declared if c.get("paper")})
+        return [f"claim{' (arXiv ' + ', '.join(papers) + ')' if papers else ''}", "verdict", "evidence"], \
+            [list(row) for row in rows]
     claims = verdicts(runs, sets)
     return ["claim (arXiv 2605.07660)", "verdict", "evidence"], [[text, *claims[key]] for key, text in CLAIMS]
 
@@ -207,7 +214,9 @@ def results_tables(root: Path) -> str:
     root = Path(root)
     incomplete = incomplete_table(root)
     runs = load_runs(root, allow_empty=bool(incomplete[1]))
-    return results_markdown(runs, eval_set_names(root, runs), incomplete)
+    sets = eval_set_names(root, runs)
+    declared = (read_index(root) or {}).get("claims")
+    return results_markdown(runs, sets, incomplete, verdict_table(runs, sets, declared) if declared else None)
 
 
 def results_markdown(runs: list[dict], sets: list[str], incomplete: Table | None = None,
