@@ -316,3 +316,19 @@ def test_each_seed_of_full_is_judged_against_the_start_on_its_own(study):
     assert by[("in-dist", "pass@1", "1")][-1] == "no"
     assert by[("in-dist", "mean@4", "0")][-1] == "above" and by[("hard", "pass@1", "0")][-1] == "no"
     assert "seed by seed" in results_tables(root)
+
+
+def test_the_training_table_gives_each_arms_median_step_time(study):
+    from tokenfocus.report.tables import training_table
+
+    study.initial(in_dist=60)
+    for seed, slow in enumerate((1.0, 3.0)):
+        run_dir = study.run("full", seed, 100, steps=3)
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        for row, seconds in zip(rows, (slow, 2.0 * slow, 100.0)):  # the median ignores one slow step
+            row["time/step_s"] = seconds
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    root = study.index(arms=("full",), seeds=(0, 1))
+    header, rows = training_table(load_runs(root))
+    assert header[-1] == "s/step (median)"
+    assert rows == [["full", "2", rows[0][2], rows[0][3], "4.000 ± 2.828"]]  # medians 2 and 6

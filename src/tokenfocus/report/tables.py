@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import math
+import statistics
 from pathlib import Path
 
 from .claims import CLAIMS, FULL, declared_verdicts, paired, verdicts
@@ -138,14 +139,19 @@ def summary(runs: list[dict]) -> dict[str, dict]:
 
 
 def training_table(runs: list[dict]) -> Table:
-    header = ["arm", "runs", "final reward", "final length"]
+    """Per arm: the last logged reward and length, and the median seconds per optimizer step of each run (mean ± sd
+    over runs): what an arm costs (D3S's claim is a saving), measured where the runs ran."""
+    header = ["arm", "runs", "final reward", "final length", "s/step (median)"]
     rows = []
     for arm in arm_order(runs):
         trained = [m for m in _members(runs, arm) if m["metrics"]]
         if trained:
             last = [m["metrics"][max(m["metrics"])] for m in trained]
+            step_times = [statistics.median(times) if times else None for times in
+                          ([row["time/step_s"] for row in m["metrics"].values() if "time/step_s" in row]
+                           for m in trained)]
             rows.append([arm, str(len(trained)), _spread_cell([r.get("reward/mean") for r in last]),
-                         _spread_cell([r.get("completion/mean_length") for r in last])])
+                         _spread_cell([r.get("completion/mean_length") for r in last]), _spread_cell(step_times)])
     return header, rows
 
 
