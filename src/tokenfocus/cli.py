@@ -42,6 +42,8 @@ def analyze(
     prompt: list[str] = typer.Option([], "--prompt", "-p", help="A prompt (repeatable)."),
     prompts_file: Optional[Path] = typer.Option(None, help="Text file (one prompt per line) or JSONL with 'prompt'."),
     arithmetic: int = typer.Option(0, help="Add N generated arithmetic prompts (tiers D1-D3)."),
+    task: list[str] = typer.Option([], "--task", help="Add N test prompts of a task, with its span marks (which the "
+                                                     "counterfactual signals need): NAME:N, e.g. facts:8 (repeatable)."),
     signal: list[str] = typer.Option(
         [], "--signal", "-s",
         help="Signal name or JSON spec (repeatable). Default: attention_entropy, predictive_entropy, logprobs, position.",
@@ -70,8 +72,16 @@ def analyze(
             prompts += load_prompt_file(prompts_file)
         if arithmetic:
             prompts += [e.prompt for e in build_task({"name": "arithmetic", "seed": seed}).train_examples(arithmetic)]
+        spans = [{}] * len(prompts)
+        for choice in task:
+            name, _, count = choice.partition(":")
+            if not count.isdigit() or int(count) < 1:
+                raise ValueError(f"--task {choice!r}: expected NAME:N with N >= 1, e.g. facts:8")
+            drawn = build_task({"name": name}).eval_examples("test", int(count), seed)
+            prompts += [e.prompt for e in drawn]
+            spans += [e.spans for e in drawn]
         config = AnalyzeConfig(
-            model=model, prompts=prompts,
+            model=model, prompts=prompts, spans=spans,
             signals=[_parse_signal_option(s) for s in signal] or list(DEFAULT_SIGNALS),
             color_by=color_by, ratio=ratio, max_new_tokens=max_new_tokens, temperature=temperature,
             seed=seed, batch_size=batch_size, out=str(out), overwrite=overwrite,

@@ -56,6 +56,11 @@ def test_analyze_end_to_end_on_tiny_model(tmp_path):
         (["-p", "x", "--color-by", "nope"], "not among the requested signals"),
         (["-p", "x", "--ratio", "0.9"], "ratio must be in"),
         (["-p", "x", "--model", "what/ever/this"], "Unknown model spec"),
+        (["-p", "x", "-s", "context_dependency"], "prompts [0] have none. Draw prompts from a task that marks them"),
+        (["--task", "facts:2", "-s", '{"name": "token_attribution", "counterfactual": "steps_shuffled"}'],
+         "need the prompts' ['steps'] spans marked"),
+        (["--task", "facts"], "expected NAME:N"),
+        (["--task", "fact:2"], "not a registered task"),
     ],
 )
 def test_analyze_bad_input_gets_a_clear_error(tmp_path, args, message):
@@ -75,3 +80,22 @@ def test_empty_or_broken_prompt_files(tmp_path):
     assert result.exit_code == 2 and "broken.jsonl:2" in result.output
     result = runner.invoke(app, ["analyze", "--model", "tiny-llama", "--prompts-file", str(tmp_path / "missing.txt")])
     assert result.exit_code == 2 and "not found" in result.output
+
+
+def test_analyze_counterfactual_signals_on_task_prompts(tmp_path):
+    """Prompts drawn from a task carry their spans: the counterfactual signals run and the evidence matters."""
+    out = tmp_path / "run"
+    result = runner.invoke(app, [
+        "analyze", "--model", "tiny-llama", "--task", "steps:3", "--signal", "context_dependency",
+        "--signal", '{"name": "token_attribution", "counterfactual": "steps_shuffled", "label": "order"}',
+        "--signal", '{"name": "attention_mass", "keys": "marked", "label": "mass"}',
+        "--max-new-tokens", "5", "--temperature", "1.0", "--out", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    tensors = load_file(out / "signals.safetensors")
+    mask = tensors["response_mask"]
+    assert mask.shape[0] == 3
+    assert (tensors["signal.context_dependency"][mask] >= 0).all()
+    assert tensors["signal.context_dependency"][mask].max() > 0 and tensors["signal.order"][mask].abs().max() > 0
+    assert ((tensors["signal.mass"][mask] > 0) & (tensors["signal.mass"][mask] < 1)).all()
+    assert (tensors["signal.context_dependency"][~mask] == 0).all()

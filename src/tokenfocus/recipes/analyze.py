@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from ..io import manifest, prepare_output_dir, write_json, write_jsonl
 from ..report.token_page import render_token_page
 from ..rollout import PromptError, generate_rollout, token_pieces
-from ..signals import compute_signals, parse_signal_specs
+from ..signals import compute_signals, parse_signal_specs, required_roles
 
 DEFAULT_SIGNALS = ("attention_entropy", "predictive_entropy", "logprobs", "position")
 
@@ -39,6 +39,9 @@ class AnalyzeConfig:
     batch_size: int = 8
     out: str = "runs/analyze"
     overwrite: bool = False  # replace a non-empty out directory (never a training run)
+    # Span marks per prompt ({role: [(start, end)]}, as ``Example.spans``; [] or {} for unmarked prompts): what the
+    # counterfactual signals hide or shuffle. Prompts drawn from a task (``--task facts:8``) carry theirs.
+    spans: list = field(default_factory=list)
 
 
 def _prompt_of(row, where: str) -> str:
@@ -101,7 +104,14 @@ def run_analyze(config: AnalyzeConfig, progress: bool = True, log=print) -> Path
     if not 0 <= config.ratio <= 0.5:
         raise ValueError(f"ratio must be in [0, 0.5], got {config.ratio}")
     if not config.prompts:
-        raise PromptError("No prompts: pass --prompt, --prompts-file or --arithmetic N")
+        raise PromptError("No prompts: pass --prompt, --prompts-file, --arithmetic N or --task NAME:N")
+    roles = required_roles(specs)
+    spans = list(config.spans) + [{}] * (len(config.prompts) - len(config.spans))
+    unmarked = [i for i, row in enumerate(spans) if any(role not in row for role in roles)]
+    if roles and unmarked:
+        raise PromptError(f"signals {sorted({label for labels in roles.values() for label in labels})} need the "
+                          f"prompts' {sorted(roles)} spans marked; prompts {unmarked[:10]} have none. Draw prompts "
+                          "from a task that marks them (--task facts:8, --task steps:8)")
     from ..models import load_model
 
     out = prepare_output_dir(Path(config.out), config.overwrite, "--out")
@@ -113,7 +123,9 @@ def run_analyze(config: AnalyzeConfig, progress: bool = True, log=print) -> Path
         model, tokenizer, config.prompts, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
         seed=config.seed, batch_size=config.batch_size, progress=progress,
     )
-    values = compute_signals(model, rollout.batch, specs, batch_size=config.batch_size, progress=progress)
+    marks, contexts = counterfactual_inputs(tokenizer, rollout, spans, roles, specs, config.seed) if roles else ({}, {})
+    values = compute_signals(model, rollout.batch, specs, batch_size=config.batch_size, progress=progress,
+                             marks=marks, contexts=contexts)
     batch = rollout.batch
     tensors = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "response_mask": batch.response_mask}
     tensors.update({f"signal.{name}": v.contiguous() for name, v in values.items()})
@@ -124,6 +136,35 @@ def run_analyze(config: AnalyzeConfig, progress: bool = True, log=print) -> Path
     write_json(out / "manifest.json", manifest(seeds={"seed": config.seed}, elapsed_s=time.perf_counter() - started))
     page = render_token_page(out, color_by=config.color_by or labels[0], ratio=config.ratio)
     return page
+
+
+def counterfactual_inputs(tokenizer, rollout, spans: list[dict], roles, specs, seed: int):
+    """({role: (B, T) bool} token marks of the rollout's prompts, {kind: Context}) for the counterfactual signals:
+    the marks from each prompt's spans through the chat template (checked against the rollout's prompt tokens),
+    and for ``steps_shuffled`` the prompts with their steps permuted, re-tokenized, each row ending with its own
+    completion columns."""
+    from ..integrations.prompt_marks import SPANS_COLUMN, left_pad, prompt_marks, shuffled_prompts
+    from ..signals import Context, counterfactual_needs
+    from ..signals.counterfactual import positions_from_mask
+    from ..tasks.spans import encode_spans
+
+    batch, width = rollout.batch, rollout.prompt_width
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    rows = [{"prompt": [{"role": "user", "content": p}] if chat else p, SPANS_COLUMN: encode_spans(s)}
+            for p, s in zip(rollout.prompts, spans)]
+    prompt_marked = prompt_marks(tokenizer, rows, batch.input_ids[:, :width], batch.attention_mask[:, :width], roles)
+    completion = torch.zeros(batch.shape[0], batch.shape[1] - width, dtype=torch.bool)
+    marks = {role: torch.cat([m.cpu(), completion], dim=1) for role, m in prompt_marked.items()}
+    contexts = {}
+    if "steps_shuffled" in counterfactual_needs(specs):
+        shuffled = [tokenizer.apply_chat_template(p, tokenize=True, add_generation_prompt=True)["input_ids"]
+                    if chat else tokenizer(p)["input_ids"] for p in shuffled_prompts(rows, seed, 0)]
+        pad_width = max(width, max(len(ids) for ids in shuffled))
+        ids, mask = left_pad(shuffled, pad_width, tokenizer.pad_token_id, "cpu")
+        ids = torch.cat([ids, batch.input_ids[:, width:]], dim=1)
+        mask = torch.cat([mask.bool(), batch.attention_mask[:, width:]], dim=1)
+        contexts["steps_shuffled"] = Context(ids, mask, positions_from_mask(mask))
+    return marks, contexts
 
 
 def token_rows(rollout, values: dict[str, torch.Tensor], tokenizer) -> list[dict]:
