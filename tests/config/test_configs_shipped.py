@@ -26,14 +26,19 @@ def test_train_configs_validate(path):
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
 def test_study_configs_validate(path):
+    """A study without declared claims judges the flagship's and has its arms; one with claims has their arms and
+    the full-token baseline they are judged against."""
     study = load_study_config(path)
-    assert {"full", "random20", "anchors20", "explorers20", "low2high"} <= set(study.arms)
+    if study.claims:
+        assert {"full"} | {c["arm"] for c in study.claims} <= set(study.arms)
+    else:
+        assert {"full", "random20", "anchors20", "explorers20", "low2high"} <= set(study.arms)
     for arm in study.arms:
         assert study.run_config(arm, study.seeds[0]).run_dir.name == f"{arm}-s{study.seeds[0]}"
 
 
 def test_the_required_study_configs_exist():
-    assert {p.name for p in STUDIES} >= {"quickstart.yaml", "study-arith.yaml"}
+    assert {p.name for p in STUDIES} >= {"quickstart.yaml", "study-arith.yaml", "study-pgpo.yaml", "study-ktr.yaml"}
 
 
 def test_the_counterfactual_papers_have_train_configs_on_tasks_that_mark_their_roles():

@@ -263,3 +263,19 @@ def test_the_report_judges_the_declared_claims_instead_of_the_flagship(study):
     assert "Uniformly random 20 %" not in summary
     html = (root / "report.html").read_text()
     assert "PGPO beats DAPO on grounded answers" in html and "Low2High soft reweighting beats" not in html
+
+
+def test_declared_claims_follow_the_flagship_claims_when_the_study_has_flagship_arms(study):
+    from tokenfocus.report.tables import verdict_table
+
+    accuracy_study(study, random20=(108, 110, 112))
+    for seed in range(3):
+        study.run("d3s", seed, 110, 20)
+    declared = [{"arm": "d3s", "test": "keeps_gain", "text": "D3S keeps the accuracy", "paper": "2509.22115"}]
+    root = study.index(arms=("full", "random20", "d3s"), claims=declared)
+    runs = load_runs(root)
+    header, rows = verdict_table(runs, eval_set_names(root, runs), declared)
+    assert header[0] == "claim (arXiv 2605.07660, 2509.22115)"
+    assert [row[0] for row in rows[:len(CLAIMS)]] == [text for _, text in CLAIMS]
+    assert rows[len(CLAIMS)][:2] == ["D3S keeps the accuracy (greedy pass@1, in-dist)", "reproduced"]
+    assert len(rows) == len(CLAIMS) + 2

@@ -155,16 +155,23 @@ def training_table(runs: list[dict]) -> Table:
     return header, rows
 
 
+FLAGSHIP_ARMS = ("random20", "low2high", "anchors20", "explorers20")
+
+
 def verdict_table(runs: list[dict], sets: list[str] | None = None, declared: list[dict] | None = None) -> Table:
-    """One row per claim: the flagship's (arXiv 2605.07660), or the ``declared`` claims of the study config."""
+    """One row per claim: the flagship's (arXiv 2605.07660) when the study has a flagship arm or declares no claims,
+    then the ``declared`` claims of the study config (other papers' arms against full)."""
+    sets = sets if sets is not None else sorted({n for run in runs for n in run["evals"]}, key=default_set_order)
+    rows = []
+    papers = []
+    if not declared or any(r["arm"] in FLAGSHIP_ARMS for r in runs):
+        claims = verdicts(runs, sets)
+        rows += [[text, *claims[key]] for key, text in CLAIMS]
+        papers.append("2605.07660")
     if declared:
-        sets = sets if sets is not None else sorted({n for run in runs for n in run["evals"]}, key=default_set_order)
-        rows = declared_verdicts(runs, declared, sets)
-        papers = sorted({c["paper"] for c in declared if c.get("paper")})
-        return [f"claim{' (arXiv ' + ', '.join(papers) + ')' if papers else ''}", "verdict", "evidence"], \
-            [list(row) for row in rows]
-    claims = verdicts(runs, sets)
-    return ["claim (arXiv 2605.07660)", "verdict", "evidence"], [[text, *claims[key]] for key, text in CLAIMS]
+        rows += [list(row) for row in declared_verdicts(runs, declared, sets)]
+        papers += sorted({c["paper"] for c in declared if c.get("paper")} - set(papers))
+    return [f"claim{' (arXiv ' + ', '.join(papers) + ')' if papers else ''}", "verdict", "evidence"], rows
 
 
 def incomplete_table(root: Path) -> Table:
