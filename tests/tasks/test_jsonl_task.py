@@ -97,3 +97,19 @@ def test_missing_empty_and_non_utf8_files(tmp_path):
     only_train = write(tmp_path / "t.jsonl", [{"prompt": PROMPT, "answer": "20", "split": "train"}])
     with pytest.raises(ValueError, match="has no 'test' rows"):
         build_task({"name": "jsonl", "path": str(only_train)}).eval_examples("test", 3)
+
+
+def test_a_marked_file_trains_with_pgpo_through_the_recipe(tmp_path):
+    from tokenfocus.recipes.train import run_train
+
+    rows = [{"prompt": f"Let a={i}, b={j}. Compute a*b.", "answer": i * j, "split": "train",
+             "spans": {"evidence": [[4, 12 + (i > 9)]]}} for i in range(2, 14) for j in (3, 7)]
+    data = write(tmp_path / "d.jsonl", rows)
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump({
+        "model": TINY, "task": {"name": "jsonl", "path": data.name, "n_train": 8}, "method": "pgpo",
+        "reward": {"kind": "digits"}, "run": {"dir": str(tmp_path / "run"), "save_steps": 1},
+        "trl": {"max_steps": 1, "per_device_train_batch_size": 8, "num_generations": 4, "max_completion_length": 4}}))
+    run_dir, _ = run_train(load_train_config(path), log=lambda *a: None)
+    record = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    assert record["signal/context_dependency/mean"] >= 0 and "time/counterfactual_s" in record
