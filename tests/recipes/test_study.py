@@ -279,3 +279,43 @@ def test_a_study_runs_slice_by_slice_and_exports_light_files(tmp_path, monkeypat
         run_study(study, arms=["fulll"])
     with pytest.raises(ValueError, match=r"--seeds: \[7\] are not seeds"):
         run_study(study, seeds=[7])
+
+
+def test_a_counterfactual_study_on_marked_prompts_runs_and_reports(tmp_path):
+    """The steps task marks evidence and steps: PGPO and Video-KTR arms train on their own signals, the samples
+    carry the counterfactual signals and the spans, and the report judges the declared claims."""
+    from tokenfocus.report.study_report import render_report
+
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": "tiny-llama:layers=2,hidden=64,heads=4,kv_heads=2,intermediate=128",
+        "task": {"name": "steps", "n_train": 16},
+        "train": {"reward": {"kind": "digits"}, "save_steps": 2,
+                  "trl": {"max_steps": 2, "num_generations": 4, "per_device_train_batch_size": 8,
+                          "max_completion_length": 6, "learning_rate": 1e-3}},
+        "arms": {"full": "grpo", "pgpo": "pgpo", "video_ktr": "video_ktr"},
+        "claims": [{"arm": "video_ktr", "test": "keeps_gain", "text": "KTR keeps the gain", "paper": "2601.19686"}],
+        "seeds": [0],
+        "eval": {"sets": {"in-dist": {"split": "test", "tiers": {"S2": 3}}, "hard": {"split": "test",
+                                                                                       "tiers": {"S4": 3}}},
+                 "k": 0, "max_new_tokens": 6},
+        "samples": 2,
+        "dir": str(tmp_path / "out"),
+        "warmup": {"n_train": 8, "epochs": 1, "learning_rate": 1e-3, "batch_size": 8},
+    }))
+    root = run_study(load_study_config(config), log=lambda m: None)
+    index = json.loads((root / "study.json").read_text())
+    assert all(r["status"] == "done" for r in index["runs"]) and len(index["runs"]) == 4
+    pgpo = [json.loads(line) for line in (root / "pgpo-s0" / "metrics.jsonl").open()]
+    assert any(row.get("signal/context_dependency/mean", -1) >= 0 for row in pgpo)
+    ktr = [json.loads(line) for line in (root / "video_ktr-s0" / "metrics.jsonl").open()]
+    assert any("policy/ratio/ktr_order" in row for row in ktr)
+    samples = [json.loads(line) for line in (root / "full-s0" / "samples" / "tokens.jsonl").open()]
+    assert len(samples) == 2
+    for row in samples:
+        assert set(row["signals"]) >= {"context_dependency", "order_attribution", "attention_entropy"}
+        assert set(row["spans"]) == {"evidence", "steps"}
+        start, end = row["spans"]["evidence"][0]
+        assert row["prompt"][start:end].isdigit()
+    render_report(root)
+    assert "| KTR keeps the gain (greedy pass@1, in-dist) |" in (root / "summary.md").read_text()

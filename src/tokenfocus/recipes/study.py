@@ -30,6 +30,9 @@ from ..config.study import INITIAL_ARM
 from ..io import append_jsonl, atomic_write_text, write_json, write_jsonl
 
 SAMPLE_SIGNALS = ("attention_entropy", "attention_mass", "predictive_entropy", "position")
+# Added to the samples of a task that marks the role: where the counterfactual signals put their weight.
+ROLE_SIGNALS = {"evidence": ({"name": "context_dependency"},),
+                "steps": ({"name": "token_attribution", "counterfactual": "steps_shuffled", "label": "order_attribution"},)}
 
 
 class StudyRunsFailed(ValueError):
@@ -288,12 +291,21 @@ def export_light(root: Path, dest: Path) -> Path:
 
 
 def _write_samples(model, tokenizer, study: StudyConfig, run_dir: Path, seed: int) -> None:
-    """A few held-out responses of the final model with their per-token signals (for the report's heatmaps)."""
+    """A few held-out responses of the final model with their per-token signals (for the report's heatmaps); on a
+    task that marks prompt roles, the counterfactual signals too, and each row's spans."""
     from ..rollout import generate_rollout
-    from ..signals import compute_signals
-    from .analyze import token_rows
+    from ..signals import compute_signals, parse_signal_specs, required_roles
+    from .analyze import counterfactual_inputs, token_rows
 
-    prompts = study.task.sample_prompts(study.samples, seed)
+    roles = [role for role in ROLE_SIGNALS if role in study.task.roles]
+    examples = study.task.examples("test", study.samples, seed) if roles else None
+    prompts = [e.prompt for e in examples] if examples else study.task.sample_prompts(study.samples, seed)
     rollout = generate_rollout(model, tokenizer, prompts, max_new_tokens=study.eval.max_new_tokens)
-    values = compute_signals(model, rollout.batch, list(SAMPLE_SIGNALS))
-    write_jsonl(run_dir / "samples" / "tokens.jsonl", token_rows(rollout, values, tokenizer))
+    specs = parse_signal_specs([*SAMPLE_SIGNALS, *(spec for role in roles for spec in ROLE_SIGNALS[role])])
+    marks, contexts = ({}, {}) if not roles else counterfactual_inputs(
+        tokenizer, rollout, [e.spans for e in examples], required_roles(specs), specs, seed)
+    values = compute_signals(model, rollout.batch, specs, marks=marks, contexts=contexts)
+    rows = token_rows(rollout, values, tokenizer)
+    for row, example in zip(rows, examples or ()):
+        row["spans"] = {role: [list(s) for s in ranges] for role, ranges in example.spans.items()}
+    write_jsonl(run_dir / "samples" / "tokens.jsonl", rows)
