@@ -37,3 +37,22 @@ def test_smollm2_recorder_matches_eager_and_keeps_logits(smollm):
         assert got.shape[1] == 9  # per query head under GQA (3 KV heads)
         err = ((got.double() - reference[layer]).abs() * mask[:, None]).max().item()
         assert err <= 2e-5, (layer, err)
+
+
+def test_span_marks_on_smollm2s_tokenizer(smollm):
+    """Byte-level BPE with a regex pre-tokenizer: the facts' tokens are marked (" 47" style tokens straddle a span
+    edge and count), through the chat template exactly as TRL tokenizes it."""
+    from tokenfocus.tasks import build_task
+    from tokenfocus.tasks.spans import token_marks
+
+    _, tok = smollm
+    example = build_task({"name": "facts"}).examples("test", 4, tiers=["F3"])[0]
+    prompt = [{"role": "user", "content": example.prompt}]
+    ids, marks = token_marks(tok, prompt, example.spans)
+    assert ids == tok.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True)["input_ids"]
+    marked = tok.decode([i for i, m in zip(ids, marks["evidence"]) if m])
+    facts = [example.prompt[a:b] for a, b in example.spans["evidence"]]
+    assert marked.replace(" ", "") == "".join(facts)
+    assert sum(marks["evidence"]) >= sum(len(f) for f in facts) - 3 * len(facts)  # digits are single tokens
+    query = tok.decode([i for i, m in zip(ids, marks["query"]) if m])
+    assert query.strip() == example.prompt[slice(*example.spans["query"][0])]
