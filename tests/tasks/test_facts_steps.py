@@ -35,13 +35,13 @@ def test_every_tier_draws_valid_problems_with_disjoint_splits(name):
 
 def test_facts_answers_follow_the_evidence():
     task = build_task({"name": "facts"})
-    for e in task.examples("train", 200, tiers=["F1", "F2", "F3", "F4"]):
+    for e in task.examples("train", 250, tiers=["F1", "F2", "F3", "F4", "F5"]):
         facts = dict(fact.split("=") for fact in (e.prompt[a:b] for a, b in e.spans["evidence"]))
         query = e.prompt[slice(*e.spans["query"][0])].removeprefix("Compute ")
         expression = "".join(facts.get(ch, ch) for ch in query)
         assert int(eval(expression)) == int(e.answer)  # noqa: S307
-        assert len(facts) == (2 if e.tier in ("F1", "F2") else 3)
-        if e.tier == "F3":  # one fact is a distractor the question does not use
+        assert len(facts) == {"F1": 2, "F2": 2, "F3": 3, "F4": 4, "F5": 3}[e.tier]
+        if e.tier in ("F3", "F4"):  # one or two facts are distractors the question does not use
             assert sum(name in query for name in facts) == 2
 
 

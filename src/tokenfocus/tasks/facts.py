@@ -8,7 +8,8 @@ Variable names are drawn per problem (the model must look them up). Tiers:
   F1  2 facts, 1-digit values, a+b or a-b
   F2  2 facts, 2-digit values, a+b or a-b
   F3  3 facts (one a distractor the question does not use), 2-digit values, a+b or a-b
-  F4  3 facts, a*b+c with 1-digit factors and c in 1..9
+  F4  4 facts (two distractors), 2-digit values, a+b or a-b: more context to search (the held-out hard tier)
+  F5  3 facts, a*b+c with 1-digit factors and c in 1..9 (after the warm-up its pass rate is about 5 %)
 Gold solution (for the SFT warm-up): "k+q = 47+38 = 85\nAnswer: 85".
 """
 
@@ -19,7 +20,8 @@ import random
 from .base import Example, register_task
 from .generated import GeneratedTask
 
-TIERS = ("F1", "F2", "F3", "F4")
+TIERS = ("F1", "F2", "F3", "F4", "F5")
+DISTRACTORS = {"F3": 1, "F4": 2}
 NAMES = "abcdefghjkmnpqrstuvwxyz"  # no i, l, o: they read as digits
 ANSWER_FORMAT = 'Answer in the form "Answer: N".'
 
@@ -28,10 +30,10 @@ def _values(tier: str, rng: random.Random) -> tuple[list[int], str]:
     """(fact values, expression over placeholders {0}, {1}, ...), the first values being the ones used."""
     if tier == "F1":
         return [rng.randint(0, 9), rng.randint(0, 9)], "{0}" + rng.choice("+-") + "{1}"
-    if tier in ("F2", "F3"):
-        values = [rng.randint(10, 99) for _ in range(2 if tier == "F2" else 3)]
+    if tier in ("F2", "F3", "F4"):
+        values = [rng.randint(10, 99) for _ in range(2 + DISTRACTORS.get(tier, 0))]
         return values, "{0}" + rng.choice("+-") + "{1}"
-    if tier == "F4":
+    if tier == "F5":
         return [rng.randint(2, 9), rng.randint(2, 9), rng.randint(1, 9)], "{0}*{1}+{2}"
     raise ValueError(f"Unknown facts tier {tier!r}; valid tiers: {TIERS}")
 
