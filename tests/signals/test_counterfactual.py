@@ -167,3 +167,23 @@ def test_k3_is_finite_and_non_negative_for_extreme_ratios():
     capture = ForwardCapture(batch, 1, logprobs=full, counterfactual={"evidence_masked": CounterfactualRecord(blind)})
     values = context_dependency(capture)
     assert torch.isfinite(values).all() and (values >= 0).all() and values[0, 0] == 0 and values[0, 3] == 0
+
+
+def test_empty_completions_chunking_and_row_order():
+    """A row with no response tokens gives zeros (no NaN); row chunks of 1 equal one chunk; permuting the rows
+    permutes the values."""
+    model, _ = tiny()
+    batch = rollout_batch([5, 7, 3, 6], [4, 0, 2, 3], prompt_width=7, completion_width=4, seed=10)
+    evidence = _evidence(batch, [2, 3, 4])
+    specs = [{"name": "context_dependency", "estimator": "full_kl", "label": "kl"}, {"name": "context_dependency"},
+             {"name": "token_attribution"}]
+    one = compute_signals(model, batch, specs, marks={"evidence": evidence}, batch_size=8)
+    single = compute_signals(model, batch, specs, marks={"evidence": evidence}, batch_size=1)
+    for label in one:
+        assert torch.isfinite(one[label]).all() and (one[label][1] == 0).all()
+        torch.testing.assert_close(one[label], single[label], atol=1e-5, rtol=1e-5)
+    order = torch.tensor([2, 0, 3, 1])
+    permuted = TokenBatch(batch.input_ids[order], batch.attention_mask[order], batch.response_mask[order])
+    shuffled = compute_signals(model, permuted, specs, marks={"evidence": evidence[order]})
+    for label in one:
+        torch.testing.assert_close(shuffled[label], one[label][order], atol=1e-5, rtol=1e-5)
