@@ -35,7 +35,7 @@ STUDY_KEYS = {"model": str, "task": dict, "train": dict, "arms": dict, "seeds": 
 CLAIM_KEYS = {"arm": str, "test": str, "set": str, "text": str, "paper": str}
 CLAIM_TESTS = ("beats", "keeps_gain")  # arm - full above 0; arm keeps more than half of full's gain
 TRAIN_KEYS = {"reward": dict, "trl": dict, "diagnostics": dict, "diagnostics_arms": list, "save_steps": int,
-              "signal_pass": SignalPass}
+              "signal_pass": SignalPass, "keep_checkpoints": bool}
 INITIAL_ARM = "initial"  # the starting model's evaluation, listed beside the arms
 
 

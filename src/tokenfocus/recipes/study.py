@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 import traceback
 from pathlib import Path
 
 import yaml
 
-from ..checkpoints import latest_complete_checkpoint
+from ..checkpoints import checkpoint_dirs, latest_complete_checkpoint
 from ..config import StudyConfig
 from ..config.study import INITIAL_ARM
 from ..io import append_jsonl, atomic_write_text, write_json, write_jsonl
@@ -175,6 +176,8 @@ def run_study(study: StudyConfig, log=print, allow_config_change: bool = False, 
                 _write_drift(model, tokenizer, starting_model(), study, run_dir)
                 if study.samples:
                     _write_samples(model, tokenizer, study, run_dir, seed)
+                if not study.train.get("keep_checkpoints", False):
+                    _drop_checkpoints(run_dir)
                 finished({**entry, "status": "done", "seconds": time.time() - arm_started})
             # One failing run must not cost the others: record it (study.json, the log) and go on.
             except Exception as error:  # noqa: BLE001
@@ -183,6 +186,14 @@ def run_study(study: StudyConfig, log=print, allow_config_change: bool = False, 
     if failures:
         raise StudyRunsFailed(root, failures)
     return root
+
+
+def _drop_checkpoints(run_dir: Path) -> None:
+    """A finished run (final model evaluated) is never resumed: its checkpoints (about 1.6 GB each for SmolLM2 with
+    the optimizer state) go, ``final/`` stays. A study of 30 runs kept 150 GB otherwise and filled this disk
+    mid-save. ``train.keep_checkpoints: true`` keeps them."""
+    for checkpoint in checkpoint_dirs(run_dir):
+        shutil.rmtree(checkpoint, ignore_errors=True)
 
 
 def model_fingerprint(model) -> str:
