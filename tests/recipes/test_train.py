@@ -157,11 +157,14 @@ def test_prompt_attention_mass_as_a_training_signal_fused_equals_separate(tmp_pa
             assert fused[step][key] == pytest.approx(separate[step][key], rel=1e-4, abs=1e-6), (step, key)
 
 
-def test_marked_attention_mass_is_refused_in_training(tmp_path):
+def test_marked_attention_mass_on_a_task_without_marks_is_refused(tmp_path):
+    """keys='marked' reads the prompts' evidence marks (tests/integrations/test_trl_counterfactual.py trains with
+    them on the facts task); arithmetic marks none, so the config is refused before anything loads."""
     method = {"signals": [{"name": "attention_mass", "keys": "marked"}],
               "policy": {"name": "quantile", "signal": "attention_mass", "ratio": 0.2, "side": "high"},
               "loss": {"preset": "dapo"}}
-    with pytest.raises(ValueError, match="keys='prompt' only"):
+    with pytest.raises(ValueError, match="signals \\['attention_mass'\\] need the prompt's 'evidence' tokens marked, "
+                                         "but task 'arithmetic' marks no roles"):
         _run(tmp_path, "marked", method=method)
 
 

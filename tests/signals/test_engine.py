@@ -49,7 +49,10 @@ def test_all_masked_rows_and_empty_completions_give_zeros_not_nan():
     )
     specs = list(SIGNALS) + [{"name": "attention_entropy", "sink": "exclude", "label": "ae_nosink"},
                              {"name": "attention_entropy", "head_reduce": "max", "layers": "all", "label": "ae_max"}]
-    values = compute_signals(model, fully_padded, specs)
+    evidence = torch.zeros_like(fully_padded.attention_mask)
+    evidence[:, 3] = True  # a prompt column (padding in some rows: the counterfactual must still give zeros there)
+    values = compute_signals(model, fully_padded, specs, marks={"evidence": evidence & ~fully_padded.response_mask})
+    assert {"context_dependency", "token_attribution"} <= set(values)
     for name, v in values.items():
         assert torch.isfinite(v).all(), name
         assert v[1].abs().max() == 0 and v[3].abs().max() == 0, name
