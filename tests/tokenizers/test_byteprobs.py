@@ -1,0 +1,124 @@
+"""Exact byte-level probabilities (B5) against brute force on the tiny BPE: every token sequence of up to four
+tokens is scored by its own forward pass, the canonical ones that cover the bytes are summed, and the results
+must equal the cover computation (which scores one sequence per split point)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tokenfocus.tokenizers import VocabTrie
+from tokenfocus.tokenizers.byteprobs import END, ByteState, split_last_pretoken
+
+ALPHABET = b"ab "
+
+
+@pytest.fixture(scope="module")
+def trie(bpe_tokenizer):
+    return VocabTrie.from_tokenizer(bpe_tokenizer)
+
+
+class Brute:
+    """log P(sequence | head) for every sequence of ordinary tokens up to ``depth``, one forward each."""
+
+    def __init__(self, model, trie, head_ids, depth):
+        self.trie, self.head = trie, head_ids
+        ordinary = [i for i, b in enumerate(trie.token_bytes) if b]
+        self.special = [i for i, b in enumerate(trie.token_bytes) if b is None]
+        self.logp: dict[tuple, float] = {}
+        self.end: dict[tuple, float] = {}  # log P(a special token next | head + seq)
+        for n in range(1, depth + 1):
+            seqs = list(itertools.product(ordinary, repeat=n))
+            ids = torch.tensor([head_ids + list(s) for s in seqs])
+            with torch.no_grad():
+                logp = torch.log_softmax(model(input_ids=ids).logits.double(), -1)
+            h = len(head_ids)
+            for row, seq in enumerate(seqs):
+                self.logp[seq] = sum(logp[row, h - 1 + k, t].item() for k, t in enumerate(seq))
+                self.end[seq] = torch.logsumexp(logp[row, -1, self.special], 0).item()
+
+    def canonical(self, seq) -> bool:
+        return self.trie.encode(self.trie.decode_bytes(seq)) == list(seq)
+
+    def prefix_mass(self, x: bytes) -> float:
+        """P(x comes next): canonical minimal covers (all but the last token end before x does)."""
+        total = 0.0
+        for seq, lp in self.logp.items():
+            data = self.trie.decode_bytes(seq)
+            before = len(self.trie.decode_bytes(seq[:-1]))
+            if before < len(x) and data.startswith(x) and self.canonical(seq):
+                total += math.exp(lp)
+        return total
+
+    def end_mass(self, x: bytes) -> float:
+        return sum(math.exp(lp + self.end[seq]) for seq, lp in self.logp.items()
+                   if self.trie.decode_bytes(seq) == x and self.canonical(seq))
+
+    def next_byte(self, x: bytes) -> np.ndarray:
+        mass = np.zeros(257)
+        for b in ALPHABET:
+            mass[b] = self.prefix_mass(x + bytes([b]))
+        mass[END] = self.end_mass(x)
+        return mass / mass.sum()
+
+
+@pytest.mark.parametrize("prompt", ["ab b", "ba", "b  a", "aa ab", "bab ", "a  "])
+def test_prefix_and_next_byte_equal_brute_force(bpe_model, trie, prompt):
+    state = ByteState.from_prompt(bpe_model, trie, prompt)
+    head_text, tail = split_last_pretoken(trie.tokenizer, prompt)
+    assert head_text.encode() + tail == prompt.encode()
+    brute = Brute(bpe_model, trie, state.head_ids, depth=len(tail) + 1)
+    assert math.exp(state.prefix_logprob()) == pytest.approx(brute.prefix_mass(tail), rel=1e-9, abs=1e-12)
+    got = state.next_byte_distribution()
+    assert got.sum() == pytest.approx(1.0, abs=1e-12)
+    assert got[[b for b in range(256) if b not in ALPHABET]].sum() == 0
+    np.testing.assert_allclose(got, brute.next_byte(tail), rtol=1e-9, atol=1e-12)
+    assert state.forwards == len(tail) + 1  # one sequence per split point
+
+
+def test_unnormalized_next_byte_mass_is_the_longer_prefix_probability(bpe_model, trie):
+    """mass_b(x) = P(x b) across appends (each append costs one forward), and the states stay exact."""
+    state = ByteState.from_prompt(bpe_model, trie, "ab")
+    _, tail = split_last_pretoken(trie.tokenizer, "ab")
+    for byte in b" ba":
+        mass = state.next_byte_distribution(normalize=False)
+        assert mass[:256].sum() + mass[END] <= math.exp(state.prefix_logprob()) + 1e-15
+        before = state.forwards
+        state.append(bytes([byte]))
+        assert state.forwards == before + 1
+        assert math.log(mass[byte]) == pytest.approx(state.prefix_logprob(), abs=1e-12)
+    assert state.tail == tail + b" ba"
+    brute = Brute(bpe_model, trie, state.head_ids, depth=4)
+    assert math.exp(state.prefix_logprob()) == pytest.approx(brute.prefix_mass(state.tail), rel=1e-9)
+    np.testing.assert_allclose(state.next_byte_distribution(), brute.next_byte(state.tail), rtol=1e-9, atol=1e-12)
+
+
+def test_a_state_extended_by_bytes_equals_a_fresh_state(bpe_model, trie):
+    """The head of a fresh state ends at the last pre-token boundary of the longer prompt; a stable boundary
+    gives the same next-byte distribution either way."""
+    grown = ByteState.from_prompt(bpe_model, trie, "ab").append(b" b")
+    fresh = ByteState.from_prompt(bpe_model, trie, "ab b")
+    assert fresh.head_ids != grown.head_ids
+    np.testing.assert_allclose(grown.next_byte_distribution(), fresh.next_byte_distribution(), rtol=1e-9)
+
+
+def test_check_modes_bound_their_error(bpe_model, trie):
+    exact = ByteState.from_prompt(bpe_model, trie, "ab b")
+    fast = ByteState.from_prompt(bpe_model, trie, "ab b", check="none")
+    mass = ByteState.from_prompt(bpe_model, trie, "ab b", check="mass", min_mass=1e-3)
+    p_exact = math.exp(exact.prefix_logprob())
+    assert exact.unchecked_mass == 0
+    for approx in (fast, mass):
+        p = math.exp(approx.prefix_logprob())
+        assert p_exact <= p <= p_exact + approx.unchecked_mass + 1e-12
+    assert fast.unchecked_mass > mass.unchecked_mass
+
+
+def test_a_tail_no_token_spells_is_a_clear_error(bpe_model, trie):
+    state = ByteState.from_prompt(bpe_model, trie, "ab")
+    with pytest.raises(ValueError, match=r"b'abz' cannot be spelled by this vocabulary"):
+        state.append(b"z")
