@@ -122,3 +122,73 @@ def test_a_tail_no_token_spells_is_a_clear_error(bpe_model, trie):
     state = ByteState.from_prompt(bpe_model, trie, "ab")
     with pytest.raises(ValueError, match=r"b'abz' cannot be spelled by this vocabulary"):
         state.append(b"z")
+
+
+# --- generation, healing, ensembles ------------------------------------------------------------------------
+
+
+def test_greedy_bytes_follow_the_argmax_and_their_logprob(bpe_model, trie):
+    from tokenfocus.tokenizers.bytegen import generate_bytes
+
+    state = ByteState.from_prompt(bpe_model, trie, "aa")
+    probe = ByteState.from_prompt(bpe_model, trie, "aa")
+    data, logprob = generate_bytes(state, 4)
+    assert len(data) == 4
+    expected = 0.0
+    for byte in data:
+        p = probe.next_byte_distribution()
+        assert byte == int(np.argmax(p))
+        expected += math.log(p[byte])
+        probe.append(bytes([byte]))
+    assert logprob == pytest.approx(expected, abs=1e-12)
+    assert state.tail == b"aa" + data and state.forwards == 3 + 4  # 3 splits for "aa", then one per byte
+
+
+def test_generation_stops_before_a_stop_byte_and_at_the_end_of_text(bpe_model, trie):
+    from tokenfocus.tokenizers.bytegen import complete_word, generate_bytes
+
+    state = ByteState.from_prompt(bpe_model, trie, "aa")
+    word, _ = complete_word(state)
+    assert word == "aba" and state.tail == b"aaaba"  # greedy "aba " stops before the space
+    ended = ByteState.from_prompt(bpe_model, trie, "ab")  # greedy: a special token first
+    assert generate_bytes(ended, 4) == (b"", 0.0) and ended.tail == b"ab"
+
+
+def test_sampling_follows_the_distribution(bpe_model, trie):
+    from tokenfocus.tokenizers.bytegen import generate_bytes
+
+    p = ByteState.from_prompt(bpe_model, trie, "ab").next_byte_distribution()
+    draws = [generate_bytes(ByteState.from_prompt(bpe_model, trie, "ab"), 1, temperature=1.0, seed=s)[0]
+             for s in range(300)]
+    freq_a = sum(d == b"a" for d in draws) / len(draws)
+    assert abs(freq_a - p[ord("a")]) < 4 * np.sqrt(p[ord("a")] * (1 - p[ord("a")]) / len(draws)) + 1e-9
+
+
+def test_ensemble_is_the_weighted_mixture_and_stays_in_step(bpe_model, trie):
+    from tokenfocus.models import build_tiny_llama
+    from tokenfocus.tokenizers.bytegen import ByteEnsemble
+
+    char_model, char_tok = build_tiny_llama(seed=1)
+    char_trie = VocabTrie.from_tokenizer(char_tok)
+    a = ByteState.from_prompt(bpe_model, trie, "ab b")
+    b = ByteState.from_prompt(char_model, char_trie, "ab b")
+    pa, pb = a.next_byte_distribution(), b.next_byte_distribution()
+    ensemble = ByteEnsemble([a, b], weights=[3, 1])
+    np.testing.assert_allclose(ensemble.next_byte_distribution(), 0.75 * pa + 0.25 * pb, atol=1e-15)
+    assert ensemble.next_byte_distribution().sum() == pytest.approx(1.0)
+    ensemble.append(b"a")
+    assert a.tail.endswith(b"ba") and b.tail.endswith(b"ba")
+    with pytest.raises(ValueError, match="non-negative"):
+        ByteEnsemble([a, b], weights=[1, -1])
+
+
+def test_healing_on_a_vocabulary_whose_canonical_split_hides_the_word(bpe_model, trie):
+    """The result carries both completions; they are compared to the ones computed step by step."""
+    from tokenfocus.tokenizers.bytegen import complete_word, heal, token_word_completion
+
+    result = heal(bpe_model, trie, "ab b", check="all")
+    expected, _ = complete_word(ByteState.from_prompt(bpe_model, trie, "ab b"))
+    assert result.byte_completion == expected
+    tokens, first = token_word_completion(bpe_model, trie.tokenizer, [0], "ab b")
+    assert (result.token_completion, result.token_next) == (tokens, first)
+    assert result.changed == (tokens != expected)

@@ -47,6 +47,14 @@ def split_last_pretoken(tokenizer, text: str) -> tuple[str, bytes]:
     return text[:start], text[start:].encode("utf-8")
 
 
+def start_ids(tokenizer) -> list[int]:
+    """The document start a text is conditioned on by default: the BOS token, else EOS."""
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if start is None:
+        raise ValueError("the tokenizer has no BOS or EOS token to start a text: pass prefix_ids")
+    return [start]
+
+
 @dataclass
 class _Split:
     """Covers that start at byte ``start`` of the tail: ``left`` spells tail[:start] canonically."""
@@ -55,7 +63,11 @@ class _Split:
     left: list[int]
     left_logprob: float
     next_logprobs: np.ndarray  # (V,) float64: log P(token | head + left)
-    valid: dict[int, bool] = field(default_factory=dict)  # canonicality of left + [t], checked once per t
+    valid: np.ndarray = field(default=None)  # (V,) int8: canonicality of left + [t]; -1 = not checked yet
+
+    def __post_init__(self):
+        if self.valid is None:
+            self.valid = np.full(self.next_logprobs.shape[0], -1, dtype=np.int8)
 
 
 @dataclass
@@ -82,11 +94,7 @@ class ByteState:
         ``prefix_ids`` default to the tokenizer's BOS (else EOS) token, a document start, so that the first byte
         of a text has a distribution too; pass a chat header, or ``[]`` to condition on the prompt alone.
         """
-        if prefix_ids is None:
-            tok = trie.tokenizer
-            prefix_ids = [tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id]
-            if prefix_ids[0] is None:
-                raise ValueError("the tokenizer has no BOS or EOS token to start a text: pass prefix_ids")
+        prefix_ids = start_ids(trie.tokenizer) if prefix_ids is None else prefix_ids
         head_text, tail = split_last_pretoken(trie.tokenizer, prompt)
         head_ids = list(prefix_ids) + (_spell(trie, head_text.encode("utf-8")) if head_text else [])
         if not head_ids:
@@ -131,35 +139,33 @@ class ByteState:
 
     def _validate(self, split: _Split, ids: np.ndarray, logmass: np.ndarray) -> np.ndarray:
         """Keep-mask over candidates: canonicality of left + [t], checked once per (split, t) and cached."""
-        todo = [k for k, t in enumerate(ids.tolist()) if t not in split.valid]
-        if todo and self.check != "all":
-            order = sorted(todo, key=lambda k: -logmass[k])
-            masses = np.exp(logmass[order])
+        todo = np.nonzero(split.valid[ids] < 0)[0]
+        if todo.size and self.check != "all":
+            order = todo[np.argsort(-logmass[todo], kind="stable")]
             if self.check == "none":
                 cut = 0
             else:  # check the heaviest covers until the rest weighs less than min_mass of what was seen
-                tail_mass = np.cumsum(masses[::-1])[::-1]
-                total = masses.sum()
-                below = np.nonzero(tail_mass < self.min_mass * max(total, 1e-300))[0]
-                cut = int(below[0]) if below.size else len(order)
-            for k in order[cut:]:
-                split.valid[int(ids[k])] = True
-                self.unchecked_mass += float(np.exp(logmass[k]))
+                masses = np.exp(logmass[order])
+                rest = np.cumsum(masses[::-1])[::-1]
+                below = np.nonzero(rest < self.min_mass * max(masses.sum(), 1e-300))[0]
+                cut = int(below[0]) if below.size else order.size
+            split.valid[ids[order[cut:]]] = 1
+            self.unchecked_mass += float(np.exp(logmass[order[cut:]]).sum())
             todo = order[:cut]
-        if todo:
+        if todo.size:
             left_bytes = self.trie.decode_bytes(split.left)
             texts, where = [], []
-            for k in todo:
-                t = int(ids[k])
+            for t in ids[todo].tolist():
                 data = left_bytes + self.trie.token_bytes[t]
                 if _is_text(data):
                     texts.append(data.decode("utf-8"))
                     where.append(t)
                 else:  # ends inside a character: no text to re-encode (module docstring)
-                    split.valid[t] = True
+                    split.valid[t] = 1
+            expected = split.left
             for t, encoded in zip(where, _encode_many(self.trie, texts)):
-                split.valid[t] = encoded == split.left + [t]
-        return np.array([split.valid[int(t)] for t in ids.tolist()], dtype=bool)
+                split.valid[t] = len(encoded) == len(expected) + 1 and encoded[-1] == t and encoded[:-1] == expected
+        return split.valid[ids] > 0
 
     def prefix_logprob(self) -> float:
         """log P(the tail's bytes come next | head), summed over every kept cover."""
@@ -184,8 +190,7 @@ class ByteState:
         for split in self.splits:
             ids, logmass = self._covers(split, self.tail[split.start:])
             if split.start < n:
-                lengths = np.array([len(self.trie.token_bytes[i]) for i in ids.tolist()], dtype=np.int64)
-                longer = lengths > n - split.start  # a cover that ends exactly at n continues in split n
+                longer = self.trie.token_len[ids] > n - split.start  # a cover that ends exactly at n continues in split n
                 nxt = np.array([self.trie.token_bytes[i][n - split.start] for i in ids[longer].tolist()], dtype=np.int64)
                 np.add.at(mass, nxt, np.exp(logmass[longer]))
             else:  # split n: left is the canonical encoding of the whole tail; any next token may follow

@@ -103,9 +103,11 @@ class VocabTrie:
             self._by_bytes.setdefault(b, []).append(i)
         self.max_len = max(len(b) for b in self._sorted)
         self._first_byte = np.full(len(self.token_bytes), -1, dtype=np.int64)  # -1: a special token
+        self.token_len = np.zeros(len(self.token_bytes), dtype=np.int64)  # (V,) bytes per token, 0 for specials
         for i, b in enumerate(self.token_bytes):
             if b:
                 self._first_byte[i] = b[0]
+                self.token_len[i] = len(b)
 
     @classmethod
     def from_tokenizer(cls, tokenizer) -> "VocabTrie":
