@@ -306,5 +306,14 @@ def presets():
         typer.echo(f"{'':17s} {method.paper}{arxiv}")
 
 
+def _add_subcommands() -> None:
+    from .cli_tokenizer import app as tokenizer_app
+
+    app.add_typer(tokenizer_app, name="tokenizer")
+
+
+_add_subcommands()
+
+
 if __name__ == "__main__":
     app()

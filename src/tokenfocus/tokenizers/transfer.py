@@ -26,20 +26,21 @@ from .vocab import VocabTrie
 Init = Literal["mean", "focus", "random"]
 
 
-def _old_pieces(old: VocabTrie, data: bytes) -> list[int]:
-    """The old tokenizer's ids for ``data``: its canonical encoding, or byte by byte if it is not text."""
+def _old_pieces(old: VocabTrie, data: bytes) -> list[int] | None:
+    """The old tokenizer's ids for ``data``: its canonical encoding, or byte by byte if it is not text; None
+    when the old vocabulary cannot spell it (a byte it lacks)."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         text = None
     ids = old.encode(text) if text else []
-    if text is not None and ids and old.decode_bytes(ids) == data:
+    if ids and all(old.token_bytes[i] is not None for i in ids) and old.decode_bytes(ids) == data:
         return ids
     pieces = []
     for b in data:  # a byte-level vocabulary has every single byte
         found = old.ids_of(bytes([b]))
         if not found:
-            raise ValueError(f"byte {b:#04x} has no token in the old vocabulary: it cannot seed a new embedding")
+            return None
         pieces.append(found[0])
     return pieces
 
@@ -60,8 +61,8 @@ def init_embeddings(old_embeddings: torch.Tensor, old: VocabTrie, new: VocabTrie
                     seed: int = 0, focus_temperature: float = 0.1, focus_candidates: int = 64) -> torch.Tensor:
     """(V_new, d) input embeddings for the new vocabulary from the old (V_old, d) matrix.
 
-    Special tokens are matched by their text (``<|im_end|>`` keeps its embedding); an unmatched one gets the
-    mean old embedding.
+    Special tokens are matched by their text (``<|im_end|>`` keeps its embedding); an unmatched one, and a token
+    the old vocabulary cannot spell, gets the mean old embedding.
     """
     if method not in ("mean", "focus", "random"):
         raise ValueError(f"unknown init {method!r}; choose mean, focus or random")
@@ -74,8 +75,9 @@ def init_embeddings(old_embeddings: torch.Tensor, old: VocabTrie, new: VocabTrie
         out = emb.mean(0) + emb.std(0) * torch.randn(v_new, d, generator=gen)
     else:
         out = torch.empty(v_new, d)
-        for i, data in enumerate(new.token_bytes):
-            out[i] = emb[_old_pieces(old, data)].mean(0) if data is not None else emb.mean(0)
+        for i, data in enumerate(new.token_bytes):  # a token the old vocabulary cannot spell: the mean embedding
+            pieces = _old_pieces(old, data) if data is not None else None
+            out[i] = emb[pieces].mean(0) if pieces else emb.mean(0)
     for i, data in enumerate(new.token_bytes):  # specials by name; identical byte strings keep their vector
         if data is None:
             out[i] = emb[old_special[new_tokens[i]]] if new_tokens[i] in old_special else emb.mean(0)
