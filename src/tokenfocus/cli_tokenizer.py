@@ -93,6 +93,8 @@ def probe_command(
     rate: float = typer.Option(0.05, min=0.0, max=1.0, help="Fraction of content words to bracket (at least one)."),
     seed: int = typer.Option(0),
     batch_size: int = typer.Option(8, min=1),
+    temperature: float = typer.Option(0.0, min=0.0, help="0 = greedy; > 0 samples (the same seeds with and "
+                                                          "without the mask)."),
     out: Path = typer.Option(Path("runs/tokenizer"), help=OUT_HELP),
     overwrite: bool = typer.Option(False, "--overwrite"),
 ):
@@ -103,7 +105,7 @@ def probe_command(
         prepare(out, "phantom.json", overwrite)
         model_obj, tokenizer = _load(model)
         run_phantom(model_obj, tokenizer, n=n, out=out, rate=rate, seed=seed, batch_size=batch_size,
-                    model_spec=model, log=_log)
+                    temperature=temperature, model_spec=model, log=_log)
     except ValueError as error:
         _fail(str(error))
     _done(out, "phantom.json")

@@ -161,3 +161,12 @@ def test_bracketing_and_the_probe_run_end_to_end():
     assert len(trials) >= 3 and {t.label for t in trials} <= {"unchanged", "replaced", "phantom", "kept_brackets",
                                                                "unaligned"}
     assert summarize(trials)["trials"] == len(trials)
+
+
+def test_sampled_probe_is_reproducible_from_its_seed():
+    from tokenfocus.models import build_tiny_llama
+
+    model, tok = build_tiny_llama()
+    texts = probe_texts(2)
+    runs = [run_probe(model, tok, texts, temperature=1.0, seed=4, batch_size=2, max_new_tokens=12) for _ in range(2)]
+    assert runs[0] == runs[1] and len(runs[0]) >= 2

@@ -126,13 +126,14 @@ def measure_healing(model, tokenizer, texts: Sequence[str], n: int, *, seed: int
 
 
 def run_phantom(model, tokenizer, *, n: int, out: Path, rate: float = 0.05, seed: int = 0, batch_size: int = 8,
-                model_spec: str = "", log: Log = print) -> dict:
+                temperature: float = 0.0, model_spec: str = "", log: Log = print) -> dict:
     """The phantom-edit probe on ``n`` generated texts, without and with the decoding mask."""
     texts = probe_texts(n, seed)
     conditions = {}
     for mask in (False, True):
         began = time.perf_counter()
-        trials = run_probe(model, tokenizer, texts, mask=mask, rate=rate, seed=seed, batch_size=batch_size)
+        trials = run_probe(model, tokenizer, texts, mask=mask, rate=rate, seed=seed, batch_size=batch_size,
+                           temperature=temperature)
         name = "masked" if mask else "plain"
         conditions[name] = {**summarize(trials), "seconds": time.perf_counter() - began,
                             "trials_detail": [t.to_dict() for t in trials]}
@@ -143,7 +144,8 @@ def run_phantom(model, tokenizer, *, n: int, out: Path, rate: float = 0.05, seed
             for a, b in zip(plain["trials_detail"], masked["trials_detail"])
             if a["label"] in ("unchanged", "replaced", "phantom") and b["label"] in ("unchanged", "replaced", "phantom")]
     effect = (vars(paired_difference([float(b) for _, b in both], [float(a) for a, _ in both])) if both else None)
-    result = {"model": model_spec, "texts": n, "rate": rate, "seed": seed, "conditions": conditions,
+    result = {"model": model_spec, "texts": n, "rate": rate, "seed": seed, "temperature": temperature,
+              "conditions": conditions,
               "mask_effect_on_phantom_rate": effect, "manifest": manifest(seeds={"seed": seed})}
     write_json(out / "phantom.json", result)
     return result

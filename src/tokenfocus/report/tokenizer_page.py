@@ -101,12 +101,14 @@ def _phantom_section(data: dict) -> str:
     rows = "".join(f"<tr><td class='l'>{k}</td>" + "".join(f"<td>{_num(conds[c][k])}</td>" for c in conds) + "</tr>"
                    for k in labels + rates)
     effect = _interval(data.get("mask_effect_on_phantom_rate"))
+    decoding = f"sampled at T = {data['temperature']:g}" if data.get("temperature") else "greedy decoding"
     examples = [t for c in conds for t in conds[c]["trials_detail"] if t["label"] == "phantom"][:12]
     ex_rows = "".join(f"<tr><td class='l'>{_e(t['word'])}</td><td class='l'><code>{_e(t['original_pieces'])}</code></td>"
                       f"<td class='l'><code>{_e(t['output_pieces'])}</code></td><td class='l'>{_e(t['phantom_type'])}</td></tr>"
                       for t in examples)
     return (f"<h2 id='phantom'>Phantom edits (B6)</h2><p class='meta'>model {_e(data['model'])} · {data['texts']} "
-            f"generated texts · {data['rate']:.0%} of content words bracketed · greedy decoding</p>"
+            f"generated texts · {data['rate']:.0%} of content words bracketed · "
+            f"{decoding}</p>"
             f"<table id='phantom-counts'><tr><th class='l'></th>{header}</tr>{rows}</table>"
             f"<p>mask − plain, phantom rate over trials judged in both (paired, 95 % CI): {effect}</p>"
             f"<figure id='fig-phantom-types'><figcaption>Phantom edits by type</figcaption>"

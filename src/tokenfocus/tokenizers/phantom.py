@@ -269,8 +269,9 @@ INSTRUCTION = ("Rewrite the text below exactly, but replace each word in [bracke
 
 
 def run_probe(model, tokenizer, texts: list[str], *, mask: bool = False, rate: float = 0.05, seed: int = 0,
-              batch_size: int = 8, max_new_tokens: int | None = None) -> list[Trial]:
-    """Rewrite every text with its bracketed words (greedy) and label each bracketed word."""
+              batch_size: int = 8, max_new_tokens: int | None = None, temperature: float = 0.0) -> list[Trial]:
+    """Rewrite every text with its bracketed words (greedy, or sampled at ``temperature`` > 0 from a seed
+    fixed per batch) and label each bracketed word."""
     trie = VocabTrie.from_tokenizer(tokenizer)
     items = [(i, text, *bracket_words(text, rate, seed + i)) for i, text in enumerate(texts)]
     trials: list[Trial] = []
@@ -288,8 +289,11 @@ def run_probe(model, tokenizer, texts: list[str], *, mask: bool = False, rate: f
 
             processors = LogitsProcessorList([PhantomMask(trie, [[text[s:e] for s, e in spans]
                                                                  for _, text, _, spans in batch])])
-        with torch.no_grad():
-            out = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens or longest + 16,
+        sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 \
+            else {"do_sample": False}
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + lo)
+            out = model.generate(**enc, **sampling, max_new_tokens=max_new_tokens or longest + 16,
                                  logits_processor=processors, pad_token_id=tokenizer.pad_token_id)
         for row, (index, text, _, spans) in enumerate(batch):
             generated = out[row, enc["input_ids"].shape[1]:].tolist()
