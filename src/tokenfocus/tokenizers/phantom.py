@@ -47,6 +47,7 @@ class Trial:
     original_pieces: tuple[str, ...]  # tokens over the word (and its leading space) in a faithful copy
     output_pieces: tuple[str, ...]
     phantom_type: str | None = None
+    context: str = ""  # the output around the word (its first 120 characters when unaligned)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,7 +82,7 @@ def label_trial(trie: VocabTrie, text: str, span: tuple[int, int], output_ids: l
     output = trie.decode_bytes([i for i in output_ids if trie.token_bytes[i] is not None]).decode("utf-8", "replace")
     matcher = difflib.SequenceMatcher(None, text, output, autojunk=False)
     if matcher.ratio() < min_similarity:
-        return Trial(text_index, word, "unaligned", "", (), ())
+        return Trial(text_index, word, "unaligned", "", (), (), context=output[:120])
     # where the word's characters went: a word inside one 'equal' block kept its surface
     new_start = new_end = None
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
@@ -93,16 +94,18 @@ def label_trial(trie: VocabTrie, text: str, span: tuple[int, int], output_ids: l
     pieces = tuple(trie.token_bytes[i].decode("utf-8", "replace") for i in original)
     if new_start is None:
         changed = _changed_word(matcher, start, end, output)
-        return Trial(text_index, word, "replaced", changed, pieces, ())
+        return Trial(text_index, word, "replaced", changed[:60], pieces, (), context=changed[:120])
+    around = output[max(0, new_start - 30):new_end + 30]
     if output[new_start - 1:new_start] == "[" and output[new_end:new_end + 1] == "]":
-        return Trial(text_index, word, "kept_brackets", word, pieces, ())
+        return Trial(text_index, word, "kept_brackets", word, pieces, (), context=around)
     new_lead = 1 if new_start > 0 and output[new_start - 1] == " " else 0
     produced = _covering(trie, [i for i in output_ids if trie.token_bytes[i] is not None], output,
                          new_start - new_lead, new_end)
     new_pieces = tuple(trie.token_bytes[i].decode("utf-8", "replace") for i in produced)
     if produced == original:
-        return Trial(text_index, word, "unchanged", word, pieces, new_pieces)
-    return Trial(text_index, word, "phantom", word, pieces, new_pieces, classify_phantom(word, pieces, new_pieces))
+        return Trial(text_index, word, "unchanged", word, pieces, new_pieces, context=around)
+    return Trial(text_index, word, "phantom", word, pieces, new_pieces, classify_phantom(word, pieces, new_pieces),
+                 context=around)
 
 
 def _changed_word(matcher: difflib.SequenceMatcher, start: int, end: int, output: str) -> str:
