@@ -81,6 +81,14 @@ def test_phantom_types(word, before, after, expected):
     assert classify_phantom(word, before, after) == expected
 
 
+def test_a_newline_before_the_word_is_a_newline_substitution(trie):
+    """"on Monday" copied as "on\nMonday": the word's own tokens lose their space to the newline token."""
+    output = trie.encode(TEXT.replace("library on Monday", "library on\nMonday"))
+    trial = label_trial(trie, TEXT, span_of("Monday"), output)
+    assert trial.label == "phantom" and trial.phantom_type == "newline_substitution"
+    assert classify_phantom("Monday", (" Monday",), ("Monday",), before="\n") == "newline_substitution"
+
+
 def completes(chunk: bytes, token: bytes, word: bytes) -> bool:
     """Brute force: after ``chunk`` (bytes since the last break), does ``token`` finish a run equal to ``word``?"""
     data = chunk + token

@@ -104,8 +104,8 @@ def label_trial(trie: VocabTrie, text: str, span: tuple[int, int], output_ids: l
     new_pieces = tuple(trie.token_bytes[i].decode("utf-8", "replace") for i in produced)
     if produced == original:
         return Trial(text_index, word, "unchanged", word, pieces, new_pieces, context=around)
-    return Trial(text_index, word, "phantom", word, pieces, new_pieces, classify_phantom(word, pieces, new_pieces),
-                 context=around)
+    kind = classify_phantom(word, pieces, new_pieces, before=output[new_start - 1:new_start])
+    return Trial(text_index, word, "phantom", word, pieces, new_pieces, kind, context=around)
 
 
 def _changed_word(matcher: difflib.SequenceMatcher, start: int, end: int, output: str) -> str:
@@ -132,9 +132,10 @@ def _boundaries(pieces: tuple[str, ...], word: str) -> set[int]:
     return cuts
 
 
-def classify_phantom(word: str, original: tuple[str, ...], produced: tuple[str, ...]) -> str:
-    """One of ``PHANTOM_TYPES`` for a phantom edit of ``word`` (token pieces before and after)."""
-    if any("\n" in p for p in original + produced):
+def classify_phantom(word: str, original: tuple[str, ...], produced: tuple[str, ...], before: str = "") -> str:
+    """One of ``PHANTOM_TYPES`` for a phantom edit of ``word`` (token pieces before and after; ``before``: the
+    output character just before the word, which a newline may have taken the place of a space in)."""
+    if before == "\n" or any("\n" in p for p in original + produced):
         return "newline_substitution"
     alone = lambda pieces: any(p.strip() == "" for p in pieces)  # noqa: E731 - a whitespace-only token
     if alone(original) != alone(produced):
