@@ -86,6 +86,36 @@ def bytes_command(
     _done(out, "bytes.json")
 
 
+@app.command("ensemble")
+def ensemble_command(
+    train_text: Path = typer.Option(..., help="Text to train the small model and its BPE on (lines or JSONL)."),
+    eval_text: Path = typer.Option(..., help="Texts to cut mid-word; the rest of each word is scored."),
+    model: str = typer.Option("smollm2-135m-instruct", help=MODEL_HELP),
+    vocab_size: int = typer.Option(4096, min=259, help="Vocabulary of the small model's byte-level BPE."),
+    steps: int = typer.Option(300, min=1, help="Training steps of the small model (from scratch)."),
+    n: int = typer.Option(100, min=1, help="Prompts cut mid-word to score."),
+    weight: float = typer.Option(0.5, min=0.0, max=1.0, help="Mixture weight of --model (the small model: 1 - w)."),
+    check: str = typer.Option("mass", help="Canonicality check of covers: all, mass or none."),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(Path("runs/tokenizer"), help=OUT_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+):
+    """A byte-level ensemble of --model and a small model on a local BPE (different vocabularies, B5)."""
+    from .recipes.tokenizer import prepare, run_ensemble
+
+    try:
+        if check not in ("all", "mass", "none"):
+            raise ValueError(f"--check {check!r}: choose all, mass or none")
+        train, held_out = _texts(train_text, "--train-text"), _texts(eval_text, "--eval-text")
+        prepare(out, "ensemble.json", overwrite)
+        model_obj, tokenizer = _load(model)
+        run_ensemble(model_obj, tokenizer, train_texts=train, eval_texts=held_out, vocab_size=vocab_size,
+                     steps=steps, n=n, out=out, weight=weight, check=check, seed=seed, model_spec=model, log=_log)
+    except ValueError as error:
+        _fail(str(error))
+    _done(out, "ensemble.json")
+
+
 @app.command("probe")
 def probe_command(
     n: int = typer.Option(40, min=1, help="Generated texts (each with about --rate of its content words bracketed)."),

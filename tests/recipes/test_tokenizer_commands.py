@@ -4,6 +4,7 @@ one page checked in headless Chromium; bad input refused before any model loads.
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -35,6 +36,9 @@ def out(tmp_path_factory):
     result = invoke("bytes", "--model", "tiny-llama", "-p", "She counted the oran", "--heal-texts", str(texts),
                     "--n-heal", "6", "--check", "all", *common)
     assert result.exit_code == 0, result.output
+    result = invoke("ensemble", "--model", "tiny-llama", "--train-text", str(texts), "--eval-text", str(texts),
+                    "--vocab-size", "300", "--steps", "3", "--n", "4", "--weight", "0.7", "--check", "all", *common)
+    assert result.exit_code == 0, result.output
     result = invoke("probe", "--model", "tiny-llama", "--n", "2", "--batch-size", "2", *common)
     assert result.exit_code == 0, result.output
     result = invoke("metrics", "--text", str(texts), "-t", "tiny-llama", "-t", "bpe:300", "--train-text", str(texts),
@@ -47,7 +51,8 @@ def out(tmp_path_factory):
 
 
 def test_each_command_writes_its_file(out):
-    data = {name: json.loads((out / f"{name}.json").read_text()) for name in ("bytes", "phantom", "metrics", "transfer")}
+    data = {name: json.loads((out / f"{name}.json").read_text())
+            for name in ("bytes", "ensemble", "phantom", "metrics", "transfer")}
     prompt = data["bytes"]["prompts"][0]
     assert prompt["prompt"] == "She counted the oran" and prompt["tail"] == "n"  # characters are pre-tokens
     ps = [b["p"] for b in prompt["next_bytes"]]
@@ -57,6 +62,14 @@ def test_each_command_writes_its_file(out):
     assert heal["healed_accuracy"] == sum(c["healed_correct"] for c in heal["cases"]) / 6
     for case in heal["cases"]:
         assert case["prompt"] + case["gold"] in " ".join(TEXTS) and case["gold"]
+    ensemble = data["ensemble"]
+    assert ensemble["n"] == 4 and ensemble["small"]["steps"] == 3 and len(ensemble["small"]["losses"]) == 3
+    for case in ensemble["cases"]:  # per byte p_mix = 0.7 p_model + 0.3 p_small >= 0.7 p_model and 0.3 p_small
+        assert case["bits_ensemble"] <= case["bytes"] * -math.log2(0.7) + case["bits_model"] + 1e-9
+        assert case["bits_ensemble"] <= case["bytes"] * -math.log2(0.3) + case["bits_small"] + 1e-9
+        if case["bytes"] == 1:  # one byte: the mixture lies between its members
+            low, high = sorted([case["bits_model"], case["bits_small"]])
+            assert low - 1e-9 <= case["bits_ensemble"] <= high + 1e-9
     phantom = data["phantom"]["conditions"]
     assert set(phantom) == {"plain", "masked"} and phantom["plain"]["trials"] == phantom["masked"]["trials"] >= 2
     metrics = data["metrics"]
@@ -81,7 +94,7 @@ def test_one_page_in_a_headless_browser(out, tmp_path):
     console = [line for line in run.stderr.splitlines() if ":CONSOLE" in line]
     assert not console, console
     dom = run.stdout
-    for section in ("bytes", "phantom", "metrics", "transfer"):
+    for section in ("bytes", "ensemble", "phantom", "metrics", "transfer"):
         assert f'id="{section}"' in dom
     assert dom.count('class="next-bytes"') == 1 and 'id="healing"' in dom
     figure = re.search(r'<figure id="fig-phantom-types">(.*?)</figure>', dom, re.DOTALL).group(1)

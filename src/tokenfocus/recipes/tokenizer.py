@@ -1,12 +1,13 @@
 """`tokenfocus tokenizer bytes | probe | metrics | transfer`: the tokenizer probes (B5, B6, B9, B7) on a model.
 
-Each command writes one JSON file into its output directory (``bytes.json``, ``phantom.json``, ``metrics.json``,
-``transfer.json``, each with its manifest) and re-renders ``tokenizer.html`` from every such file present, so
+Each command writes one JSON file into its output directory (``bytes.json``, ``ensemble.json``, ``phantom.json``,
+``metrics.json``, ``transfer.json``, each with its manifest) and re-renders ``tokenizer.html`` from every such file present, so
 the four commands pointed at one directory give one page.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -17,11 +18,11 @@ from ..io import RUN_MARKERS, manifest, write_json
 from ..report.stats import mean_interval, paired_difference
 from ..report.tokenizer_page import render_tokenizer_page
 from ..tokenizers import VocabTrie
-from ..tokenizers.bytegen import complete_word, token_word_completion
+from ..tokenizers.bytegen import ByteEnsemble, complete_word, token_word_completion
 from ..tokenizers.byteprobs import END, ByteState, start_ids
 from ..tokenizers.metrics import tokenizer_metrics, train_bpe
 from ..tokenizers.phantom import probe_texts, run_probe, summarize
-from ..tokenizers.transfer import bits_per_byte, continue_training, transfer_model
+from ..tokenizers.transfer import bits_per_byte, continue_training, small_lm, transfer_model
 
 Log = Callable[[str], None]
 DEFAULT_PROMPTS = ("The capital of France is Pa", "She counted the apples and the oran",
@@ -213,6 +214,47 @@ def run_transfer(model, tokenizer, *, train_texts: Sequence[str], eval_texts: Se
               "shared_tokens": shared,
               "comparisons": comparisons, "manifest": manifest(seeds={"seed": seed})}
     write_json(out / "transfer.json", result)
+    return result
+
+
+def run_ensemble(model, tokenizer, *, train_texts: Sequence[str], eval_texts: Sequence[str], vocab_size: int,
+                 steps: int, n: int, out: Path, weight: float = 0.5, layers: int = 4, hidden: int = 128,
+                 batch_size: int = 16, max_tokens: int = 128, learning_rate: float = 1e-3, check: str = "mass",
+                 min_mass: float = 1e-4, seed: int = 0, model_spec: str = "", log: Log = print) -> dict:
+    """A byte-level ensemble across vocabularies (B5): ``model`` and a small model trained from scratch on a
+    local BPE, scored on the rest of words cut mid-word (bits per byte of the gold rest, given the prompt)."""
+    small_tok = train_bpe(train_texts, vocab_size)
+    small = small_lm(small_tok, layers=layers, hidden=hidden, seed=seed)
+    began = time.perf_counter()
+    losses = continue_training(small, small_tok, train_texts, steps=steps, batch_size=batch_size,
+                               max_tokens=max_tokens, learning_rate=learning_rate, seed=seed)
+    log(f"ensemble: small model trained {steps} steps in {time.perf_counter() - began:.0f} s, "
+        f"loss {losses[0]:.2f} -> {losses[-1]:.2f}")
+    big_trie, small_trie = VocabTrie.from_tokenizer(tokenizer), VocabTrie.from_tokenizer(small_tok)
+    cases = []
+    for k, (prompt, rest) in enumerate(mid_word_prompts(eval_texts, n, seed)):
+        ensemble = ByteEnsemble([ByteState.from_prompt(m, t, prompt, check=check, min_mass=min_mass)
+                                 for m, t in ((model, big_trie), (small, small_trie))], [weight, 1 - weight])
+        bits = {"model": 0.0, "small": 0.0, "ensemble": 0.0}
+        for byte in rest.encode():  # one pass: the members' distributions are the ones their mixture uses
+            members = [state.next_byte_distribution()[byte] for state in ensemble.states]
+            for name, p in zip(bits, members + [float(np.dot(ensemble.weights, members))]):
+                bits[name] -= math.log2(p) if p > 0 else -math.inf
+            ensemble.append(bytes([byte]))
+        cases.append({"prompt": prompt, "rest": rest, "bytes": len(rest.encode()), **{f"bits_{k2}": v for k2, v in bits.items()}})
+        if (k + 1) % 20 == 0:
+            log(f"ensemble: {k + 1} prompts")
+    total_bytes = sum(c["bytes"] for c in cases)
+    per_byte = {name: sum(c[f"bits_{name}"] for c in cases) / total_bytes for name in ("model", "small", "ensemble")}
+    per_case = {name: [c[f"bits_{name}"] / c["bytes"] for c in cases] for name in ("model", "small", "ensemble")}
+    result = {"model": model_spec, "small": {"vocab_size": len(small_tok), "layers": layers, "hidden": hidden,
+                                             "steps": steps, "losses": losses},
+              "weight": weight, "n": len(cases), "bits_per_byte": per_byte,
+              # positive: the ensemble needs fewer bits than the member (paired over prompts, bits per byte)
+              "ensemble_vs_model": vars(paired_difference(per_case["model"], per_case["ensemble"])),
+              "ensemble_vs_small": vars(paired_difference(per_case["small"], per_case["ensemble"])),
+              "cases": cases, "manifest": manifest(seeds={"seed": seed})}
+    write_json(out / "ensemble.json", result)
     return result
 
 

@@ -1,5 +1,5 @@
 """One self-contained HTML page for the tokenizer probes, rendered from the JSON files of an output directory:
-``bytes.json`` (next-byte distributions, healing), ``phantom.json`` (phantom edits with and without the mask),
+``bytes.json`` (next-byte distributions, healing), ``ensemble.json`` (a byte-level ensemble), ``phantom.json`` (phantom edits with and without the mask),
 ``metrics.json`` (tokenizer metrics) and ``transfer.json`` (tokenizer transfer). Sections appear for the files
 present. No script and no network: tables, CSS bars and one inline SVG bar chart."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from ..io import atomic_write_text
 from .token_page import STYLE
 
-FILES = ("bytes.json", "phantom.json", "metrics.json", "transfer.json")
+FILES = ("bytes.json", "ensemble.json", "phantom.json", "metrics.json", "transfer.json")
 EXTRA_STYLE = """
 .bar{display:inline-block;height:.8rem;background:#1f8fff;vertical-align:middle}
 td.l,th.l{text-align:left} code{background:#f4f4f6;padding:0 .2rem} figure{margin:1rem 0}
@@ -67,6 +67,18 @@ def _bytes_section(data: dict) -> str:
             f"</table><table><tr><th class='l'>prompt (end)</th><th class='l'>gold rest</th><th class='l'>plain</th>"
             f"<th class='l'>healed</th></tr>{rows}</table>")
     return "".join(parts)
+
+
+def _ensemble_section(data: dict) -> str:
+    small = data["small"]
+    rows = "".join(f"<tr><td class='l'>{_e(name)}</td><td>{bpb:.3f}</td></tr>" for name, bpb in data["bits_per_byte"].items())
+    return (f"<h2 id='ensemble'>Byte-level ensemble across vocabularies (B5)</h2><p class='meta'>{_e(data['model'])} "
+            f"(weight {data['weight']:g}) with a small model ({small['layers']} layers, d = {small['hidden']}, "
+            f"BPE of {small['vocab_size']} tokens, {small['steps']} steps from scratch) · {data['n']} prompts cut "
+            f"mid-word · bits per byte of the rest of the word (lower is better)</p>"
+            f"<table id='ensemble-table'><tr><th class='l'>model</th><th>bits/byte</th></tr>{rows}</table>"
+            f"<p>bits/byte saved by the ensemble (paired, 95 % CI): vs the model {_interval(data['ensemble_vs_model'])};"
+            f" vs the small model {_interval(data['ensemble_vs_small'])}</p>")
 
 
 def _svg_bars(counts: dict[str, dict[str, int]]) -> str:
@@ -142,7 +154,8 @@ def _transfer_section(data: dict) -> str:
             f"{comps}</table>")
 
 
-SECTIONS = {"bytes.json": _bytes_section, "phantom.json": _phantom_section, "metrics.json": _metrics_section,
+SECTIONS = {"bytes.json": _bytes_section, "ensemble.json": _ensemble_section, "phantom.json": _phantom_section,
+            "metrics.json": _metrics_section,
             "transfer.json": _transfer_section}
 
 

@@ -126,3 +126,14 @@ def heal(model, trie, prompt: str, *, prefix_ids: list[int] | None = None, check
     healed, _ = complete_word(state, max_bytes)
     token_completion, token_next = token_word_completion(model, trie.tokenizer, prefix_ids, prompt)
     return HealingResult(prompt, token_completion, healed, token_next, byte_next)
+
+
+def byte_logprob(model: ByteModel, data: bytes) -> float:
+    """log P(data | what ``model`` has seen), byte by byte from the normalized next-byte distributions; extends
+    ``model`` by ``data``. Comparable across vocabularies and across ensembles (a byte-level likelihood)."""
+    total = 0.0
+    for byte in data:
+        p = model.next_byte_distribution()[byte]
+        total += float(np.log(p)) if p > 0 else float("-inf")
+        model.append(bytes([byte]))
+    return total

@@ -165,3 +165,18 @@ def continue_training(model, tokenizer, texts: Sequence[str], *, steps: int, bat
         losses.append(loss.item())
     model.eval()
     return losses
+
+
+def small_lm(tokenizer, *, layers: int = 4, hidden: int = 128, heads: int = 4, seed: int = 0):
+    """A small random llama on ``tokenizer``'s vocabulary (tied embeddings), to be trained from scratch, e.g.
+    as the second member of a byte-level ensemble across vocabularies."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+                         max_position_embeddings=1024, tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    return model.eval()
