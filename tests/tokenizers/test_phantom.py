@@ -59,6 +59,8 @@ def test_the_same_word_through_other_tokens_is_a_phantom_edit(trie):
 def test_brackets_kept_and_garbage_are_counted_apart(trie):
     kept = label_trial(trie, TEXT, span_of("library"), trie.encode(TEXT.replace("library", "[library]")))
     assert kept.label == "kept_brackets"
+    moved = label_trial(trie, TEXT, span_of("Monday"), trie.encode(TEXT.replace("on Monday.", "on [Monday, NASA].")))
+    assert moved.label == "kept_brackets"  # a bracket that moved but still touches the word is not a phantom
     assert label_trial(trie, TEXT, span_of("library"), trie.encode("zzzz qqqq")).label == "unaligned"
     summary = summarize([kept, label_trial(trie, TEXT, span_of("library"), trie.encode(TEXT))])
     assert summary["judged"] == 1 and summary["phantom_rate"] == 0.0 and summary["kept_brackets"] == 1

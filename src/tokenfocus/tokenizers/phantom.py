@@ -96,7 +96,7 @@ def label_trial(trie: VocabTrie, text: str, span: tuple[int, int], output_ids: l
         changed = _changed_word(matcher, start, end, output)
         return Trial(text_index, word, "replaced", changed[:60], pieces, (), context=changed[:120])
     around = output[max(0, new_start - 30):new_end + 30]
-    if output[new_start - 1:new_start] == "[" and output[new_end:new_end + 1] == "]":
+    if output[new_start - 1:new_start] == "[" or output[new_end:new_end + 1] == "]":  # a bracket still touches it
         return Trial(text_index, word, "kept_brackets", word, pieces, (), context=around)
     new_lead = 1 if new_start > 0 and output[new_start - 1] == " " else 0
     produced = _covering(trie, [i for i in output_ids if trie.token_bytes[i] is not None], output,
