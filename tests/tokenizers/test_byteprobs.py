@@ -192,3 +192,56 @@ def test_healing_on_a_vocabulary_whose_canonical_split_hides_the_word(bpe_model,
     tokens, first = token_word_completion(bpe_model, trie.tokenizer, [0], "ab b")
     assert (result.token_completion, result.token_next) == (tokens, first)
     assert result.changed == (tokens != expected)
+
+
+# --- the canonicality shortcut -------------------------------------------------------------------------------
+
+
+def rule_vs_encoding(trie, tail: str):
+    """Validity of canonical(tail) + [t] for every token t: through the shortcut, and by re-encoding each."""
+    from tokenfocus.tokenizers.byteprobs import _Split
+
+    left = trie.encode(tail) if tail else []
+    state = ByteState(model=None, trie=trie, head_ids=[0], tail=b"", splits=[])
+    ids = np.array([i for i, b in enumerate(trie.token_bytes) if b is not None])
+    split = _Split(len(tail), left, 0.0, np.zeros(len(trie)))
+    fast = state._validate(split, ids, np.zeros(ids.size))
+    slow = np.array([trie.encode(trie.decode_bytes(left + [t]).decode("utf-8", "replace")) == left + [t]
+                     if _whole_text(trie.decode_bytes(left + [t])) else True for t in ids.tolist()])
+    return fast, slow, ids
+
+
+def _whole_text(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+TAILS = ["", " oranges", "Hello", "x=12", "end.", " a", "ab ", "\n", "it's", " 3"]
+
+
+def test_canonicality_shortcut_equals_re_encoding_on_a_gpt2_style_bpe():
+    from tokenfocus.tokenizers.metrics import train_bpe
+    from tokenfocus.tokenizers.phantom import probe_texts
+
+    trie = VocabTrie.from_tokenizer(train_bpe(probe_texts(300) + ["it's x=12 end.\n\n a ab  3"] * 5, 700))
+    assert trie.gpt2_split
+    invalid = {}
+    for tail in TAILS:
+        fast, slow, ids = rule_vs_encoding(trie, tail)
+        assert (fast == slow).all(), (tail, [trie.token_bytes[i] for i in ids[fast != slow]])
+        invalid[tail] = int((~slow).sum())
+    assert invalid[" oranges"] > 0 and invalid["Hello"] > 0 and invalid["ab "] > 0  # the checks have work to do
+
+
+@pytest.mark.slow
+def test_canonicality_shortcut_equals_re_encoding_on_smollm2():
+    from tokenfocus.models import load_model
+
+    trie = VocabTrie.from_tokenizer(load_model("default")[1])
+    assert trie.gpt2_split
+    for tail in TAILS[:6]:
+        fast, slow, ids = rule_vs_encoding(trie, tail)
+        assert (fast == slow).all(), (tail, [trie.token_bytes[i] for i in ids[fast != slow]][:10])

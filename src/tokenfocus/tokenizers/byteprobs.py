@@ -154,6 +154,8 @@ class ByteState:
             todo = order[:cut]
         if todo.size:
             left_bytes = self.trie.decode_bytes(split.left)
+            todo = self._by_rule(split, left_bytes, ids[todo], todo)
+        if todo.size:
             texts, where = [], []
             for t in ids[todo].tolist():
                 data = left_bytes + self.trie.token_bytes[t]
@@ -166,6 +168,18 @@ class ByteState:
             for t, encoded in zip(where, _encode_many(self.trie, texts)):
                 split.valid[t] = len(encoded) == len(expected) + 1 and encoded[-1] == t and encoded[:-1] == expected
         return split.valid[ids] > 0
+
+    def _by_rule(self, split: _Split, left_bytes: bytes, candidates: np.ndarray, todo: np.ndarray) -> np.ndarray:
+        """Settle, without re-encoding, the covers whose canonicality follows from the token alone; return the
+        rest. With nothing before the token (the head's boundary is fixed), or under GPT-2's pre-tokenizer after
+        a non-space byte when the token starts with ASCII whitespace (a pre-token boundary: the encoding splits
+        there), left + [t] is canonical exactly when [t] is canonical for its own bytes."""
+        if left_bytes and not (self.trie.gpt2_split and left_bytes[-1] not in _SPACE_BYTES):
+            return todo
+        settled = np.ones(candidates.size, dtype=bool) if not left_bytes else np.isin(
+            self.trie.first_byte[candidates], list(_SPACE_BYTES))
+        split.valid[candidates[settled]] = self.trie.self_canonical[candidates[settled]]
+        return todo[~settled]
 
     def prefix_logprob(self) -> float:
         """log P(the tail's bytes come next | head), summed over every kept cover."""
@@ -215,6 +229,9 @@ class ByteState:
             self.splits = [s for s in self.splits
                            if s.start >= len(tail) or self.trie.extensions(tail[s.start:]).size]
         return self
+
+
+_SPACE_BYTES = frozenset(b" \t\n\r\x0b\x0c")
 
 
 def _spell(trie: VocabTrie, data: bytes) -> list[int]:

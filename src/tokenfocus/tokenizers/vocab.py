@@ -109,6 +109,36 @@ class VocabTrie:
                 self._first_byte[i] = b[0]
                 self.token_len[i] = len(b)
 
+    @property
+    def gpt2_split(self) -> bool:
+        """True when the pre-tokenizer is GPT-2's regex alone (byte-level, no prefix space): then no pre-token
+        runs from a non-space character into a following whitespace (the pattern's only leading class)."""
+        if not hasattr(self, "_gpt2_split"):
+            spec = json.loads(self.tokenizer.backend_tokenizer.to_str()).get("pre_tokenizer") or {}
+            self._gpt2_split = (self.kind == "byte_level" and spec.get("type") == "ByteLevel"
+                                and spec.get("use_regex", True) and not spec.get("add_prefix_space", False))
+        return self._gpt2_split
+
+    @property
+    def self_canonical(self) -> np.ndarray:
+        """(V,) bool: token t alone is the canonical encoding of its bytes (computed once, one batch encode).
+        Special tokens are False; a token that is not whole UTF-8 text is True (it cannot be re-encoded)."""
+        if not hasattr(self, "_self_canonical"):
+            out = np.zeros(len(self.token_bytes), dtype=bool)
+            ids, texts = [], []
+            for i, data in enumerate(self.token_bytes):
+                if data is None:
+                    continue
+                try:
+                    texts.append(data.decode("utf-8"))
+                    ids.append(i)
+                except UnicodeDecodeError:
+                    out[i] = True
+            for i, encoded in zip(ids, self.encode_batch(texts)):
+                out[i] = encoded == [i]
+            self._self_canonical = out
+        return self._self_canonical
+
     @classmethod
     def from_tokenizer(cls, tokenizer) -> "VocabTrie":
         """Build from a Hugging Face fast tokenizer; an error names the problem if it is not byte-exact."""
