@@ -44,7 +44,7 @@ def _bytes_section(data: dict) -> str:
     parts = [f"<h2 id='bytes'>Exact next-byte probabilities (B5)</h2><p class='meta'>model {_e(data['model'])} · "
              f"canonicality check <code>{_e(data['check'])}</code> (min mass {data['min_mass']:g})</p>"]
     for row in data["prompts"]:
-        bars = "".join(f"<tr><td class='l'><code>{_e(b['byte'])}</code></td><td>{b['p']:.4f}</td>"
+        bars = "".join(f"<tr><td class='l'><code>{_e(b['byte']) if b['byte'] != ' ' else '␠'}</code></td><td>{b['p']:.4f}</td>"
                        f"<td class='l'><span class='bar' style='width:{max(1, round(240 * b['p']))}px'></span></td></tr>"
                        for b in row["next_bytes"])
         parts.append(f"<div class='seq'><div class='prompt'>{_e(row['prompt'])}▮</div>"
