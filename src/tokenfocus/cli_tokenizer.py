@@ -81,9 +81,9 @@ def bytes_command(
         model_obj, tokenizer = _load(model)
         run_bytes(model_obj, tokenizer, prompts=list(prompt) or list(DEFAULT_PROMPTS), out=out, heal_texts=texts,
                   n_heal=n_heal, check=check, min_mass=min_mass, top=top, seed=seed, model_spec=model, log=_log)
+        _done(out, "bytes.json")
     except ValueError as error:
         _fail(str(error))
-    _done(out, "bytes.json")
 
 
 @app.command("ensemble")
@@ -111,9 +111,9 @@ def ensemble_command(
         model_obj, tokenizer = _load(model)
         run_ensemble(model_obj, tokenizer, train_texts=train, eval_texts=held_out, vocab_size=vocab_size,
                      steps=steps, n=n, out=out, weight=weight, check=check, seed=seed, model_spec=model, log=_log)
+        _done(out, "ensemble.json")
     except ValueError as error:
         _fail(str(error))
-    _done(out, "ensemble.json")
 
 
 @app.command("probe")
@@ -136,9 +136,9 @@ def probe_command(
         model_obj, tokenizer = _load(model)
         run_phantom(model_obj, tokenizer, n=n, out=out, rate=rate, seed=seed, batch_size=batch_size,
                     temperature=temperature, model_spec=model, log=_log)
+        _done(out, "phantom.json")
     except ValueError as error:
         _fail(str(error))
-    _done(out, "phantom.json")
 
 
 @app.command("metrics")
@@ -167,9 +167,9 @@ def metrics_command(
         train = _texts(train_text, "--train-text")
         prepare(out, "metrics.json", overwrite)
         run_metrics(tokenizer, texts=texts, train_texts=train, out=out, k_max=k_max, log=_log)
+        _done(out, "metrics.json")
     except ValueError as error:
         _fail(str(error))
-    _done(out, "metrics.json")
 
 
 @app.command("transfer")
@@ -202,9 +202,9 @@ def transfer_command(
         run_transfer(model_obj, tokenizer, train_texts=train, eval_texts=held_out, vocab_size=vocab_size,
                      methods=chosen, steps=steps, out=out, batch_size=batch_size, max_tokens=max_tokens,
                      learning_rate=learning_rate, seed=seed, model_spec=model, log=_log)
+        _done(out, "transfer.json")
     except ValueError as error:
         _fail(str(error))
-    _done(out, "transfer.json")
 
 
 if __name__ == "__main__":

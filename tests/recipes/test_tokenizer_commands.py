@@ -133,3 +133,17 @@ def test_an_output_is_never_replaced_silently(out, monkeypatch):
     (run_dir / "config.yaml").write_text("x: 1\n")
     result = invoke("probe", "--out", str(run_dir))
     assert result.exit_code == 2 and "holds a training run or study" in result.output
+
+
+def test_a_torn_file_beside_the_output_is_named_and_the_new_file_kept(tmp_path):
+    """A bytes.json cut off mid-write (by hand: the commands write atomically) stops the page with a message
+    naming it; the command's own file is written whole before that."""
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "bytes.json").write_text('{"model": "tiny-llama", "prompts": [{"prompt": "ab')
+    texts = tmp_path / "t.txt"
+    texts.write_text("\n".join(TEXTS))
+    result = invoke("metrics", "--text", str(texts), "-t", "tiny-llama", "--k-max", "2", "--out", str(out))
+    assert result.exit_code == 2 and "bytes.json is not a complete JSON file" in result.output
+    assert json.loads((out / "metrics.json").read_text())["tokenizers"][0]["tokenizer"] == "tiny-llama"
+    assert not list(out.glob(".*tmp*"))  # no temporary file left behind

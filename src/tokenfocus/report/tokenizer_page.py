@@ -159,13 +159,21 @@ SECTIONS = {"bytes.json": _bytes_section, "ensemble.json": _ensemble_section, "p
             "transfer.json": _transfer_section}
 
 
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not a complete JSON file ({error}); re-run its command with --overwrite, "
+                         "or move the file away") from None
+
+
 def render_tokenizer_page(out: Path) -> Path:
     """Write ``out/tokenizer.html`` from the probe files in ``out``."""
     out = Path(out)
     present = [name for name in FILES if (out / name).is_file()]
     if not present:
         raise ValueError(f"{out} holds none of {', '.join(FILES)}: run a `tokenfocus tokenizer` command first")
-    body = "".join(SECTIONS[name](json.loads((out / name).read_text())) for name in present)
+    body = "".join(SECTIONS[name](_read(out / name)) for name in present)
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>tokenfocus — tokenizer probes</title>"
             f"<style>{STYLE}{EXTRA_STYLE}</style></head><body><h1>tokenfocus — tokenizer probes</h1>{body}</body></html>")
     target = out / "tokenizer.html"
