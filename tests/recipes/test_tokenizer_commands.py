@@ -147,3 +147,25 @@ def test_a_torn_file_beside_the_output_is_named_and_the_new_file_kept(tmp_path):
     assert result.exit_code == 2 and "bytes.json is not a complete JSON file" in result.output
     assert json.loads((out / "metrics.json").read_text())["tokenizers"][0]["tokenizer"] == "tiny-llama"
     assert not list(out.glob(".*tmp*"))  # no temporary file left behind
+
+
+def test_a_kill_during_the_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    """--overwrite replaces a file only by renaming a complete new one over it: a run killed between writing and
+    renaming (simulated at the rename) leaves the previous results whole."""
+    import tokenfocus.io as tio
+
+    texts = tmp_path / "t.txt"
+    texts.write_text("\n".join(TEXTS))
+    out = tmp_path / "o"
+    args = ["metrics", "--text", str(texts), "-t", "tiny-llama", "--k-max", "2", "--out", str(out)]
+    assert invoke(*args).exit_code == 0
+    before = (out / "metrics.json").read_text()
+
+    def killed(src, dst):
+        raise KeyboardInterrupt("killed at the rename")
+
+    monkeypatch.setattr(tio.os, "replace", killed)
+    result = CliRunner().invoke(app, ["tokenizer", *args, "--k-max", "3", "--overwrite"])
+    assert result.exit_code != 0  # click turns the interrupt into "Aborted!"
+    assert (out / "metrics.json").read_text() == before
+    assert json.loads(before)["tokenizers"][0]["H_2"] > 0
