@@ -245,3 +245,23 @@ def test_canonicality_shortcut_equals_re_encoding_on_smollm2():
     for tail in TAILS[:6]:
         fast, slow, ids = rule_vs_encoding(trie, tail)
         assert (fast == slow).all(), (tail, [trie.token_bytes[i] for i in ids[fast != slow]][:10])
+
+
+@pytest.mark.slow
+def test_smollm2_heals_a_cut_word_and_survives_hostile_prompts():
+    """On the packaged model: " Pa" continues with "r" (plain tokens say "ix"); prompts in other scripts, with
+    emoji, empty or all whitespace give proper distributions, and generation may pass through partial UTF-8."""
+    from tokenfocus.models import load_model
+    from tokenfocus.tokenizers.bytegen import complete_word, generate_bytes
+
+    model, tok = load_model("default")
+    trie = VocabTrie.from_tokenizer(tok)
+    state = ByteState.from_prompt(model, trie, "The capital of France is Pa", check="mass", min_mass=1e-4)
+    assert state.tail == b" Pa" and state.next_byte_distribution()[ord("r")] > 0.9
+    assert complete_word(state)[0] == "ris"
+    for prompt in ["日本", "I love 🍕", "", "   ", "Line one\n"]:
+        state = ByteState.from_prompt(model, trie, prompt, check="mass", min_mass=1e-4)
+        p = state.next_byte_distribution()
+        assert p.sum() == pytest.approx(1.0) and (p >= 0).all()
+        data, logprob = generate_bytes(state, 4)
+        assert state.tail.endswith(data) and np.isfinite(logprob)
