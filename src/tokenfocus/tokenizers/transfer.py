@@ -119,19 +119,25 @@ def transfer_model(model, old_tokenizer, new_tokenizer, method: Init = "mean", *
     return moved
 
 
+def _documents(tokenizer, texts: Sequence[str], max_tokens: int, device):
+    """``(rows, ids, mask)``: each text as [start] + its tokens (cut to ``max_tokens``), right-padded with the
+    start token; the start token is BOS, else EOS."""
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    rows = [[start] + tokenizer(t, add_special_tokens=False)["input_ids"][:max_tokens - 1] for t in texts]
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r + [start] * (width - len(r)) for r in rows], device=device)
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+    return rows, ids, mask
+
+
 @torch.no_grad()
 def bits_per_byte(model, tokenizer, texts: Sequence[str], *, batch_size: int = 8, max_tokens: int = 512
                   ) -> list[float]:
     """Per-document bits per byte: -log2 P(document tokens | start token) / UTF-8 bytes of the document."""
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
     out = []
     for lo in range(0, len(texts), batch_size):
-        chunk = texts[lo:lo + batch_size]
-        rows = [[start] + tokenizer(t, add_special_tokens=False)["input_ids"][:max_tokens - 1] for t in chunk]
-        width = max(len(r) for r in rows)
-        ids = torch.tensor([r + [start] * (width - len(r)) for r in rows], device=device)
-        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+        rows, ids, mask = _documents(tokenizer, texts[lo:lo + batch_size], max_tokens, device)
         logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
         token_lp = logp[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1) * mask[:, 1:]  # row t-1 predicts t
         for row, nats in zip(rows, (-token_lp.sum(-1)).tolist()):  # the bytes the (possibly cut) tokens spell
@@ -147,16 +153,12 @@ def continue_training(model, tokenizer, texts: Sequence[str], *, steps: int, bat
     gen = torch.Generator().manual_seed(seed)
     params = ([model.get_input_embeddings().weight] if train_only_embeddings else list(model.parameters()))
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
     model.train()
     losses = []
     for _ in range(steps):
         pick = torch.randint(len(texts), (batch_size,), generator=gen).tolist()
-        rows = [[start] + tokenizer(texts[i], add_special_tokens=False)["input_ids"][:max_tokens - 1] for i in pick]
-        width = max(len(r) for r in rows)
-        ids = torch.tensor([r + [start] * (width - len(r)) for r in rows], device=device)
-        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+        _, ids, mask = _documents(tokenizer, [texts[i] for i in pick], max_tokens, device)
         labels = ids.masked_fill(mask == 0, -100)
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)
