@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+from helpers import GSM8K_DIR
 import yaml
 
 from tokenfocus import models
@@ -210,7 +212,7 @@ def test_trl_fields_only_trls_own_loss_reads_are_refused_unless_default(tmp_path
 def test_signals_needing_prompt_marks_on_a_task_without_them_are_refused_before_loading(tmp_path, monkeypatch, task,
                                                                                           method, missing):
     monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
-    gsm8k = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k" / "train.jsonl"
+    gsm8k = GSM8K_DIR / "train.jsonl"
     spec = {"name": task, **({"path": str(gsm8k)} if task == "gsm8k" else {})}
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"model": TINY, "task": spec, "method": method, "run": {"dir": str(tmp_path / "r")}}))

@@ -11,7 +11,7 @@ import yaml
 from datasets import Dataset
 from trl import GRPOConfig
 
-from helpers import tiny
+from helpers import GSM8K_DIR, tiny
 from tokenfocus.config import load_train_config, method_preset, method_presets
 from tokenfocus.integrations.prompt_marks import SPANS_COLUMN
 from tokenfocus.integrations.trl import TokenFocusGRPOTrainer
@@ -63,7 +63,7 @@ def test_every_train_config_trains_through_the_recipe(tmp_path, path):
     data["model"] = TINY
     data["task"] = {**data["task"], "n_train": 16}
     if data["task"]["name"] == "gsm8k":  # the shipped config reads the hub; tests read the local copy
-        data["task"]["path"] = str(Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k" / "train.jsonl")
+        data["task"]["path"] = str(GSM8K_DIR / "train.jsonl")
     data["reward"] = {"kind": "digits"}
     data["trl"] = {**data["trl"], "max_steps": 2, "per_device_train_batch_size": 8, "num_generations": 4,
                    "max_completion_length": 6}
