@@ -74,12 +74,15 @@ class AttentionRecord:
                (the BOS / sink column); recorded only when asked for.
     key_mass:  (B, H, T) float32 or None, attention probability of each row on the keys marked for this
                forward (``recorder.key_marks``, e.g. the prompt); recorded only when marks were given.
+    received:  (B, H, T) float32 or None, attention each KEY receives, summed over the real query rows that may
+               see it (a column sum: the sink diagnostics); recorded only when asked for.
     """
 
     entropy: torch.Tensor
     n_keys: torch.Tensor
     sink_prob: torch.Tensor | None = None
     key_mass: torch.Tensor | None = None
+    received: torch.Tensor | None = None
 
 
 @dataclass

@@ -4,6 +4,7 @@ and TRL's vLLM importance-sampling correction in our loss. A tiny random llama, 
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -112,3 +113,15 @@ def test_trainer_loss_applies_the_vllm_importance_sampling_ratio_as_trl_does(tmp
         assert abs(got.item() - expected.item()) <= 1e-6, (seed, got.item(), expected.item())
         without = dict(inputs, importance_sampling_ratio=torch.ones(shape))
         assert abs(ours._compute_loss(ours.model, without).item() - got.item()) > 1e-6  # the ratio mattered
+
+
+def test_grpo_loss_with_the_sink_decorrelation_term_trains_and_logs_it(tmp_path):
+    """lambda > 0 adds the prompt positions' cos^2 term to the GRPO loss: finite, logged, in (0, 1]."""
+    from dataclasses import replace
+    trainer, _ = make_trainer(tmp_path, method="dapo", max_steps=2)
+    trainer.tf_loss = replace(trainer.tf_loss, sink_decorrelation=10.0)
+    trainer.train()
+    logged = [row for row in trainer.state.log_history if "loss/sink_decorrelation" in row]
+    assert len(logged) == 2
+    assert all(0 < row["loss/sink_decorrelation"] <= 1 for row in logged)
+    assert all(math.isfinite(row["loss"]) for row in trainer.state.log_history if "loss" in row)

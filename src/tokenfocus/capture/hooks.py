@@ -8,7 +8,8 @@ Canonical names (decoder-only models):
     final_norm              the final norm, i.e. what the LM head reads (B, T, d)
 
 Each captured point takes a reducer ``fn(tensor) -> tensor`` that runs inside the hook, so only the reduced
-value is kept (pass ``None`` to keep the tensor itself, detached). Values are appended per call: a forward run
+value is kept (pass ``None`` to keep the tensor itself, detached; ``detach=False`` keeps it in the autograd graph,
+for a loss on hidden states such as the sink decorrelation term). Values are appended per call: a forward run
 in several row chunks yields a list in call order. Hooks are always removed on exit, also on exceptions.
 """
 
@@ -66,6 +67,13 @@ def resolve_point(model: nn.Module, name: str) -> nn.Module:
     return {"attn": layer.self_attn, "mlp": layer.mlp, "resid_post": layer}[part]
 
 
+def layer_output_points(model: nn.Module, *, last: bool = True) -> dict[str, None]:
+    """{"layers.{i}.resid_post": None} for every decoder layer (all but the last when ``last`` is False: the sink
+    decorrelation term's layers l = 1..L-1)."""
+    count = len(find_decoder_layers(model))
+    return {f"layers.{i}.resid_post": None for i in range(count if last else count - 1)}
+
+
 class Capture:
     """Values captured by ``capture(...)``: ``cap[name]`` is the list of per-call reduced tensors."""
 
@@ -77,14 +85,22 @@ class Capture:
 
 
 @contextmanager
-def capture(model: nn.Module, points: dict[str, Reducer | None]) -> Iterator[Capture]:
-    """Record the outputs of the named points for every forward inside the block."""
+def capture(model: nn.Module, points: dict[str, Reducer | None], *, detach: bool = True) -> Iterator[Capture]:
+    """Record the outputs of the named points for every forward inside the block.
+
+    detach=False keeps the (un-reduced) tensors attached to the graph, so a loss can backpropagate through them;
+    reducers still run without grad. Gradient-checkpoint recomputation re-runs the hooks inside backward: those
+    calls are not recorded (the forward's tensors are the ones the loss used)."""
     result = Capture()
     handles = []
 
     def make_hook(name: str, reducer: Reducer | None):
         def hook(_module, _inputs, output):
             tensor = output[0] if isinstance(output, (tuple, list)) else output
+            if not detach and reducer is None:
+                if torch._C._current_graph_task_id() == -1:  # not a checkpoint recompute inside backward
+                    result.values[name].append(tensor)
+                return
             with torch.no_grad():
                 value = tensor.detach() if reducer is None else reducer(tensor.detach())
             result.values[name].append(value)

@@ -8,7 +8,8 @@ so one fused attention call with the keys as values, plus the log-sum-exp the ke
 exact entropy in O(T) extra memory (``entropy_lse``). Where the identity does not hold -- logit soft-capping,
 additive position biases (ALiBi, T5), learned sink logits -- or no kernel returns the LSE, ``entropy_chunked``
 computes the exact scores of a block of queries at a time, with the same mask, biases, soft-cap and sinks
-the model uses. ``key_mass`` reuses the entropy pass's LSE to give each row's attention mass on marked keys.
+the model uses. ``key_mass`` reuses the entropy pass's LSE to give each row's attention mass on marked keys, and
+``received_mass`` the attention each key receives (a column sum: attention sinks).
 
 Shapes: query/key (B, H, S, D) (keys already repeated for GQA); masks bool or additive (B, 1|H, S, S).
 The recorder that calls these inside the model's attention lives in ``recorder.py``.
@@ -204,3 +205,36 @@ def key_mass(
         parts.append(torch.where(weight > 0, p, torch.zeros_like(p)).sum(-1))
     mass = torch.cat(parts, dim=-1)
     return torch.where(torch.isfinite(mass), mass, torch.zeros_like(mass))
+
+
+def received_mass(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float,
+    lse: torch.Tensor,
+    *,
+    softcap: float | None = None,
+    position_bias: torch.Tensor | None = None,
+    chunk_size: int = 128,
+) -> torch.Tensor:
+    """(B, H, K) fp32 attention each key receives, summed over the query rows (INTEGRATION_NOTES §5.5):
+
+        R_j = sum_i exp(s_ij - LSE_i)          (over the rows i allowed to see key j)
+
+    A column sum is no row expectation, so no fused call gives it; with the row's ``lse`` from the entropy pass
+    it costs the scores once more, ``chunk_size`` query rows at a time: B*H*S*K multiply-adds, B*H*chunk*K floats,
+    never the S x K matrix. Rows with no allowed key add 0. The columns of all rows sum to the number of rows
+    with a key (each row is a distribution), minus a learned sink's share when the model has one.
+    """
+    b, h, s, _ = query.shape
+    key_t = key.float().transpose(-1, -2)
+    lse = lse.float()
+    total = torch.zeros(b, h, key.shape[2], dtype=torch.float32, device=query.device)
+    for start in range(0, s, chunk_size):
+        stop = min(start + chunk_size, s)
+        scores = _block_scores(query[:, :, start:stop].float(), key_t, mask, scale, start, softcap=softcap,
+                               position_bias=position_bias)  # (B, H, c, K)
+        p = torch.exp(scores - lse[..., start:stop, None])
+        total += torch.where(torch.isfinite(p), p, torch.zeros_like(p)).sum(2)
+    return total

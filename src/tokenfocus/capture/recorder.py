@@ -29,7 +29,7 @@ from ..options import check_choice
 from ..types import AttentionRecord
 from .hooks import find_decoder_layers
 from .kernels import (_allowed_keys, _first_keys, _has_additive_bias, _key_counts, _repeat_kv, entropy_chunked,
-                      entropy_lse, key_mass)
+                      entropy_lse, key_mass, received_mass)
 
 Backend = Literal["lse", "chunked"]
 # "fp32": recorded layers' q and k are cast to fp32 (exact to ~1e-6 nats; default).
@@ -49,10 +49,12 @@ class AttentionEntropyRecorder:
         chunk_size: int = 128,
         precision: Precision = "fp32",
         key_marks: torch.Tensor | None = None,
+        record_received: bool = False,
     ):
         """key_marks: optional (N, K) bool keys whose attention mass to record (e.g. the prompt), one row per
         sequence of every forward in call order: a forward of b rows reads the next b rows (row chunks need no
-        re-setting). Records then carry ``key_mass``."""
+        re-setting). Records then carry ``key_mass``. record_received: records also carry ``received``, the
+        attention each key receives (column sums, one more pass over the scores in query chunks)."""
         check_choice("backend", backend, Backend, owner="attention_entropy")
         check_choice("precision", precision, Precision, owner="attention_entropy")
         self.precision = precision
@@ -61,6 +63,7 @@ class AttentionEntropyRecorder:
         self.record_sink = record_sink
         self.chunk_size = chunk_size
         self.key_marks = key_marks
+        self.record_received = record_received
         self.calls: dict[int, list[AttentionRecord]] = defaultdict(list)
         self.fallbacks: dict[int, str] = {}  # layer -> why the chunked path was used
 
@@ -118,7 +121,15 @@ class AttentionEntropyRecorder:
                 k_first = torch.gather(k, 2, first[:, None, :, None].expand(b, h, q_len, d))
                 sink_prob = torch.exp((q.float() * k_first.float()).sum(-1) * scale - lse)
                 sink_prob = torch.where(valid, sink_prob, torch.zeros_like(sink_prob))
-        self.calls[layer].append(AttentionRecord(entropy.float(), n_keys, sink_prob, mass))
+            received = None
+            if self.record_received:
+                # Only real query rows count: a padding row (which may still see real keys under right padding)
+                # is the one that may not see itself; rows without any key add nothing either.
+                rows = valid if allowed is None else valid & allowed[:, :1].diagonal(dim1=-2, dim2=-1)
+                row_lse = torch.where(rows, lse, torch.full_like(lse, float("inf")))
+                received = received_mass(q, k, attention_mask, scale, row_lse, softcap=softcap,
+                                         position_bias=position_bias, chunk_size=self.chunk_size)
+        self.calls[layer].append(AttentionRecord(entropy.float(), n_keys, sink_prob, mass, received))
 
     def _chunked_reason(self, q, mask, softcap, sinks, position_bias) -> str | None:
         if self.backend == "chunked":
@@ -139,11 +150,13 @@ class AttentionEntropyRecorder:
         for layer, calls in sorted(self.calls.items()):
             sinks = [c.sink_prob for c in calls]
             masses = [c.key_mass for c in calls]
+            received = [c.received for c in calls]
             out[layer] = AttentionRecord(
                 torch.cat([c.entropy for c in calls]),
                 torch.cat([c.n_keys for c in calls]),
                 torch.cat(sinks) if all(s is not None for s in sinks) else None,
                 torch.cat(masses) if all(m is not None for m in masses) else None,
+                torch.cat(received) if all(r is not None for r in received) else None,
             )
         return out
 
@@ -201,6 +214,7 @@ def record_attention_entropy(
     chunk_size: int = 128,
     precision: Precision = "fp32",
     key_marks: torch.Tensor | None = None,
+    record_received: bool = False,
 ) -> Iterator[AttentionEntropyRecorder]:
     """Record per-query attention entropy of ``layers`` for every full-sequence forward inside the block.
 
@@ -211,7 +225,7 @@ def record_attention_entropy(
     """
     decoder_layers = find_decoder_layers(model)
     chosen = resolve_layers(layers, len(decoder_layers))
-    recorder = AttentionEntropyRecorder(chosen, backend, record_sink, chunk_size, precision, key_marks)
+    recorder = AttentionEntropyRecorder(chosen, backend, record_sink, chunk_size, precision, key_marks, record_received)
     original = model.config._attn_implementation
     base = original if original in ("sdpa", "eager") else "sdpa"  # flash/flex: sdpa gives the same output
     tagged = []

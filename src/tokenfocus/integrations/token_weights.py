@@ -99,7 +99,7 @@ class TokenWeighting:
                 [evidence.bool(), torch.zeros_like(completion_mask, dtype=torch.bool)], dim=1)
         capture = ForwardCapture(
             batch=batch, num_layers=self.num_layers,
-            attention={k: AttentionRecord(r.entropy, r.n_keys, r.sink_prob, r.key_mass) for k, r in records.items()},
+            attention={k: AttentionRecord(r.entropy, r.n_keys, r.sink_prob, r.key_mass, r.received) for k, r in records.items()},
             logprobs=to_token_layout(logps, attention_mask.shape, width),
             predictive_entropy=to_token_layout(entropies, attention_mask.shape, width),
             key_marks=key_marks,

@@ -30,9 +30,10 @@ import torch
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
+from ..capture import capture, layer_output_points
 from ..diagnostics import DiagnosticsConfig, diagnose, diagnosis_signals, informative_groups, trainable_parameters
 from ..io import POLICY_WEIGHTS_FILE, append_jsonl
-from ..losses import LossConfig, compute_loss, token_counts
+from ..losses import LossConfig, compute_loss, sink_decorrelation, token_counts
 from ..options import check_choice
 from ..signals import Context, SignalPass, SignalSource, counterfactual_scores, parse_signal_specs
 from ..types import PolicyInputs
@@ -279,7 +280,9 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
         recording = (self.tf_weighting.recorder(unwrapped, inputs["prompt_mask"], width,
                                                 evidence=inputs.get("tf_evidence"))
                      if self.tf_in_loss else nullcontext(None))
-        with recording as recorder:
+        decorrelate = self.tf_loss.sink_decorrelation > 0
+        hidden_points = layer_output_points(unwrapped, last=False) if decorrelate else {}
+        with recording as recorder, capture(unwrapped, hidden_points, detach=False) as hidden:
             logps, entropies, _ = self._get_per_token_logps_and_entropies(model, input_ids, attention_mask, width,
                                                                           compute_entropy=True)
         training = self.model.training
@@ -316,6 +319,13 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
             importance_ratio=inputs.get("importance_sampling_ratio") if correct else None,
         )
         loss = loss / counts.loss_divisor
+        if decorrelate:  # a mean over this micro-batch's prompt positions, averaged over the accumulation steps
+            prompt = torch.cat([inputs["prompt_mask"].bool(), torch.zeros_like(mask)], dim=1)
+            term = sink_decorrelation([torch.cat(hidden[name]) for name in hidden_points], prompt,
+                                      attention_mask.bool().to(torch.uint8).argmax(-1))
+            counted = term.per_token.ne(0).sum().clamp_min(1)
+            loss = loss + self.tf_loss.sink_decorrelation * term.per_token.sum() / counted / accumulation
+            metrics.update(term.metrics)
         with torch.no_grad():
             metrics["signal/predictive_entropy_train/mean"] = float(entropies[mask].mean()) if mask.any() else 0.0
         self._log(metrics)

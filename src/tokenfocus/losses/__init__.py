@@ -4,10 +4,10 @@ from .aggregate import NORMALIZERS, NORMS, aggregate
 from .normalization import TokenCounts, token_counts
 from .objective import LossConfig, compute_loss
 from .presets import LOSS_PRESETS, loss_preset
-from .regularizers import entropy_bonus, kl_k3
+from .regularizers import entropy_bonus, kl_k3, sink_decorrelation
 from .surrogate import cispo, clipped_surrogate, log_ratio
 
 __all__ = [
     "LOSS_PRESETS", "NORMALIZERS", "NORMS", "LossConfig", "TokenCounts", "aggregate", "cispo", "clipped_surrogate",
-    "compute_loss", "entropy_bonus", "kl_k3", "log_ratio", "loss_preset", "token_counts",
+    "compute_loss", "entropy_bonus", "kl_k3", "log_ratio", "loss_preset", "sink_decorrelation", "token_counts",
 ]

@@ -35,6 +35,9 @@ class LossConfig:
     beta: float = 0.0  # k3 KL coefficient (0: no reference model, as in DAPO)
     kl_ratio_correction: bool = True  # multiply the KL by the importance ratio (TRL use_bias_correction_kl)
     entropy_coef: float = 0.0
+    # lambda of the sink decorrelation term on the prompt's hidden states (arXiv 2510.22603; the paper uses 1e4);
+    # the trainer adds lambda * mean cos^2(h_first, h_i) over prompt positions and every layer output but the last
+    sink_decorrelation: float = 0.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -46,8 +49,8 @@ class LossConfig:
                 problems.append(str(error))
         if not (0 <= self.epsilon_low < 1 and self.epsilon_high >= 0):
             problems.append(f"need 0 <= epsilon_low < 1 and epsilon_high >= 0, got {self.epsilon_low}, {self.epsilon_high}")
-        if self.beta < 0 or self.entropy_coef < 0:
-            problems.append("beta and entropy_coef must be >= 0")
+        if self.beta < 0 or self.entropy_coef < 0 or self.sink_decorrelation < 0:
+            problems.append("beta, entropy_coef and sink_decorrelation must be >= 0")
         if problems:
             raise ValueError("Invalid loss config: " + "; ".join(problems))
 

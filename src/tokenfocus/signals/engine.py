@@ -77,8 +77,8 @@ def forward_capture(
     attention: dict[int, AttentionRecord] = {}
     if recorder is not None:
         attention = {
-            layer: AttentionRecord(r.entropy.cpu(), r.n_keys.cpu(), None if r.sink_prob is None else r.sink_prob.cpu(),
-                                   None if r.key_mass is None else r.key_mass.cpu())
+            layer: AttentionRecord(r.entropy.cpu(), r.n_keys.cpu(), *(None if v is None else v.cpu()
+                                                                      for v in (r.sink_prob, r.key_mass, r.received)))
             for layer, r in recorder.result().items()
         }
     return ForwardCapture(

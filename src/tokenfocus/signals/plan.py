@@ -1,6 +1,6 @@
 """What a scoring forward must record for a set of signals: the attention capture plan.
 
-    specs ──► attention_plan ──► AttentionPlan(layers, record_sink, backend, precision, keys)
+    specs ──► attention_plan ──► AttentionPlan(layers, record_sink, backend, precision, keys, record_received)
                                    ├─ key_marks(batch)   (B, T) bool keys for attention mass, or None
                                    └─ recorder(model)    the attention-entropy recorder context, or nullcontext(None)
 
@@ -41,6 +41,7 @@ class AttentionPlan:
     precision:   "fp32" if any spec asks for it, else "model".
     keys:        the keys whose attention mass is recorded ("prompt" or caller-"marked"); None when no signal
                  reads attention mass.
+    record_received: record the attention each key receives (column sums; the sink_score signal).
     """
 
     layers: tuple[int, ...]
@@ -48,6 +49,7 @@ class AttentionPlan:
     backend: Backend
     precision: Precision
     keys: KeySet | None
+    record_received: bool = False
 
     def __post_init__(self) -> None:
         check_choice("backend", self.backend, Backend, owner="attention_plan")
@@ -80,13 +82,14 @@ class AttentionPlan:
                 raise ValueError("key_marks needs attention layers: the mass is recorded by the attention recorder")
             return nullcontext(None)
         return record_attention_entropy(model, list(self.layers), backend=self.backend, record_sink=self.record_sink,
-                                        precision=self.precision, key_marks=key_marks)
+                                        precision=self.precision, key_marks=key_marks,
+                                        record_received=self.record_received)
 
 
 def attention_plan(specs: list[SignalSpec], num_layers: int) -> AttentionPlan:
     """The plan for parsed ``specs`` on a ``num_layers``-layer model; refuses specs reading different key sets."""
     layers: set[int] = set()
-    record_sink, backend, precision = False, "lse", "model"
+    record_sink, record_received, backend, precision = False, False, "lse", "model"
     wanted: set = set()
     for spec in specs:
         options = {**spec.entry.options(), **spec.options}
@@ -96,6 +99,7 @@ def attention_plan(specs: list[SignalSpec], num_layers: int) -> AttentionPlan:
             continue
         layers.update(resolve_layers(options["layers"], num_layers))
         record_sink |= options.get("sink") == "exclude"
+        record_received |= "received" in spec.entry.requires
         if options.get("backend") == "chunked":
             backend = "chunked"
         if options.get("precision") == "fp32":
@@ -106,4 +110,4 @@ def attention_plan(specs: list[SignalSpec], num_layers: int) -> AttentionPlan:
     keys = next(iter(wanted)) if wanted else None
     if wanted:
         check_choice("keys", keys, KeySet)
-    return AttentionPlan(tuple(sorted(layers)), record_sink, backend, precision, keys)
+    return AttentionPlan(tuple(sorted(layers)), record_sink, backend, precision, keys, record_received)

@@ -18,7 +18,7 @@ from ..types import ForwardCapture
 
 SignalFn = Callable[..., torch.Tensor]
 
-Requirement = Literal["attention", "logits", "key_mass", "counterfactual"]
+Requirement = Literal["attention", "logits", "key_mass", "counterfactual", "received"]
 # "forward+counterfactual": the scoring forward plus one no-grad forward per counterfactual context
 Cost = Literal["free", "forward", "forward+attention", "forward+counterfactual"]
 
@@ -32,7 +32,8 @@ class SignalInfo:
               chunked LM-head pass; "key_mass": the recorder's attention mass on marked keys, with the
               spec's ``keys`` option naming the marks: "prompt", or "marked" for caller-given marks; "counterfactual":
               a second forward of the same response with part of the prompt hidden or changed, the spec's
-              ``counterfactual`` option naming which). cost: "free" (no forward), "forward",
+              ``counterfactual`` option naming which; "received": the recorder's column sums, the attention
+              each key receives). cost: "free" (no forward), "forward",
               "forward+attention" or "forward+counterfactual".
     """
 
