@@ -307,9 +307,11 @@ def presets():
 
 
 def _add_subcommands() -> None:
+    from .cli_probe import app as probe_app
     from .cli_tokenizer import app as tokenizer_app
 
     app.add_typer(tokenizer_app, name="tokenizer")
+    app.add_typer(probe_app, name="probe")
 
 
 _add_subcommands()
