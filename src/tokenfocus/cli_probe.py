@@ -33,6 +33,17 @@ def _texts(path: Optional[Path], n: int, seed: int = 0, answers: bool = True) ->
     return (read_texts(path, answers) if path is not None else generated_texts(n, seed))[:n]
 
 
+def _numbers(text: str, flag: str, kind=float, example: str = "2,4,8") -> list:
+    """Comma-separated numbers of an option, or a ValueError naming the option and an example."""
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise ValueError(f"{flag} {text!r}: expected comma-separated {kind.__name__}s, e.g. {example}")
+    return values
+
+
 def _load(model: str):
     from .models import load_model
 
@@ -109,12 +120,7 @@ def function_tokens_command(
     from .recipes.probe import prepare, run_function_tokens
 
     try:
-        try:
-            strengths = [float(a) for a in alphas.split(",") if a.strip()]
-        except ValueError:
-            raise ValueError(f"--alphas {alphas!r}: expected comma-separated numbers, e.g. 2,4,8") from None
-        if not strengths:
-            raise ValueError("--alphas is empty; pass e.g. 2,4,8")
+        strengths = _numbers(alphas, "--alphas")
         documents = _texts(texts, n, seed)
         if len(documents) <= n_eval:
             raise ValueError(f"{len(documents)} texts but --n-eval {n_eval}: the partition needs texts of its own; "
@@ -180,25 +186,62 @@ def block_attention_command(
     overwrite: bool = typer.Option(False, "--overwrite"),
 ):
     """Per-token sensitivity to block attention, and a short block distillation (C9)."""
-    from .recipes.probe import prepare, run_block_attention, split_problem
+    from .recipes.probe import facts_problems, prepare, run_block_attention, split_problem
 
     try:
         if segmenter not in ("sentence", "paragraph", "similarity"):
             raise ValueError(f"--segmenter {segmenter!r}: choose sentence, paragraph or similarity")
-        from .recipes.probe import facts_problems
-
         wanted = n_eval + (distill_train if distill_steps else 0)
-        documents = _texts(texts, wanted, seed, answers=False) if texts else facts_problems(wanted, seed)
-        if distill_steps and len(documents) <= n_eval:
-            raise ValueError(f"--distill-steps needs problems beyond the {n_eval} evaluated ones; pass more texts")
-        for text in documents:  # every problem splits into context + question, checked before the model loads
-            split_problem(text)
+        documents = _texts(texts, 10 ** 9, seed, answers=False) if texts else facts_problems(wanted, seed)
+        usable, skipped = [], []
+        for number, text in enumerate(documents, 1):  # context + question, checked before the model loads
+            try:
+                split_problem(text)
+                usable.append(text)
+            except ValueError:
+                skipped.append(number)
+        if len(usable) < wanted:
+            raise ValueError(f"{len(usable)} of {len(documents)} problems have at least two sentences (context + "
+                             f"question), {wanted} needed (--n-eval + --distill-train); pass more problems")
+        if skipped:
+            _log(f"block attention: skipped {len(skipped)} one-sentence problems (rows {skipped[:10]}"
+                 f"{' ...' if len(skipped) > 10 else ''})")
+        documents = usable[:wanted]
         prepare(out, "block_attention.json", overwrite)
         model_obj, tokenizer = _load(model)
         run_block_attention(model_obj, tokenizer, texts=documents, out=out, segmenter=segmenter, n_eval=n_eval,
                             distill_steps=distill_steps, distill_train=distill_train, learning_rate=learning_rate,
                             seed=seed, model_spec=model, log=_log)
         _done(out, "block_attention.json")
+    except ValueError as error:
+        _fail(str(error))
+
+
+@app.command("ngram-heads")
+def ngram_heads_command(
+    periods: str = typer.Option("63,32", help="Block lengths of the repeated-random-token probes (comma-separated; "
+                                              "two or more, so a positional head cannot pass for an n-gram head)."),
+    n_dfa: int = typer.Option(4, min=1, help="DFA in-context sequences to score."),
+    dfa_length: int = typer.Option(128, min=8, help="Symbols per DFA sequence."),
+    train_seconds: float = typer.Option(0.0, min=0.0, help="Also train a tiny model from scratch on the DFA task "
+                                                           "for this long and score its heads."),
+    model: str = typer.Option("smollm2-135m-instruct", help=MODEL_HELP),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(Path("runs/probes"), help=OUT_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+):
+    """Per-head in-context n-gram scores (C5), and optionally a tiny model trained where such heads form."""
+    from .recipes.probe import prepare, run_ngram_heads
+
+    try:
+        lengths = _numbers(periods, "--periods", int, "63,32")
+        if len(set(lengths)) < 2 or min(lengths) < 2 or 2 * max(lengths) + 1 > 512:
+            raise ValueError(f"--periods {periods!r}: give two or more different block lengths in 2..255")
+        prepare(out, "ngram_heads.json", overwrite)
+        model_obj, tokenizer = _load(model)
+        run_ngram_heads(model_obj, tokenizer, out=out, periods=lengths, n_dfa=n_dfa, dfa_length=dfa_length,
+                        train_seconds=train_seconds, seed=seed, model_spec=model, log=_log)
+        _done(out, "ngram_heads.json")
     except ValueError as error:
         _fail(str(error))
 

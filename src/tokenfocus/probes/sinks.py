@@ -17,7 +17,7 @@ arXiv 2510.22603 (code umbertocappellazzo/Llama-AVSR). Its diagnostics, measured
 
 ``sink_score`` (per position) also feeds the ``sink_score`` signal and pruning's sink protection.
 
-Cost: one forward with the recorder on every probed layer; per layer one extra attention call (the entropy
+Cost: one decoder forward (no LM head) with the recorder on every probed layer; per layer one extra attention call (the entropy
 pass's LSE) and one pass over the scores in query chunks (B*H*chunk*T floats), plus the residual stream
 (L*B*T*d floats) kept for the activation statistics.
 """
@@ -175,8 +175,9 @@ def probe_sinks(
     device = next(model.parameters()).device
     with torch.no_grad(), record_attention_entropy(model, chosen, record_received=True, chunk_size=chunk_size) as rec, \
             capture(model, points) as cap:
-        model(input_ids=input_ids.to(device), attention_mask=attention_mask.long().to(device),
-              position_ids=position_ids.to(device), use_cache=False)
+        # the decoder alone: the probe reads attention and the residual stream, not the logits
+        model.get_decoder()(input_ids=input_ids.to(device), attention_mask=attention_mask.long().to(device),
+                            position_ids=position_ids.to(device), use_cache=False)
     records = rec.result()
     mask = attention_mask.cpu()
     hidden = [torch.cat(cap[f"layers.{i}.resid_post"]).float().cpu() for i in chosen]  # L x (B, T, d)

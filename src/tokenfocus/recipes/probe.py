@@ -238,12 +238,20 @@ def run_function_tokens(model, tokenizer, *, texts: Sequence[str], out: Path, co
     width = max(len(x) for x in losses)
     pad = lambda xs, fill: torch.stack([torch.cat([x, x.new_full((width - len(x),), fill)]) for x in xs])  # noqa: E731
     decomposition = loss_decomposition(pad(losses, 0.0), pad(tags, False), pad(valid, False))
+    per_text = [loss_decomposition(l[None], g[None], v[None]) for l, g, v in zip(losses, tags, valid)]
+    pairs = {}  # paired over texts: is F->C the largest mean loss?
+    for other in ("C->C", "C->F", "F->F"):
+        usable = [d for d in per_text if d.count["F->C"] and d.count[other]]
+        if usable:
+            pairs[f"F->C minus {other}"] = vars(paired_difference([d.mean["F->C"] for d in usable],
+                                                                  [d.mean[other] for d in usable]))
     log("function tokens: steering at the last function token vs the last content token")
     steer = steering(model, tokenizer, partition, layer=layer, alphas=alphas, **STEERING)
     comparisons = {str(a): vars(paired_difference(steer.shifts["function"][a], steer.shifts["content"][a]))
                    for a in alphas}
     result = {"model": model_spec, "partition": partition.to_json(tokenizer), "n_fit": len(fit), "n_eval": len(held),
-              "decomposition": decomposition.to_json(), "steering": steer.to_json(),
+              "decomposition": decomposition.to_json(), "decomposition_paired": pairs,
+              "steering": steer.to_json(),
               "steering_function_minus_content": comparisons, "steering_prompts": STEERING,
               "manifest": manifest(seeds={"seed": seed})}
     write_json(out / "function_tokens.json", result)
@@ -357,4 +365,67 @@ def run_block_attention(model, tokenizer, *, texts: Sequence[str], out: Path, se
                 f"{run.held_out_after:.4f} in {distill_steps} steps")
     result["manifest"] = manifest(seeds={"seed": seed})
     write_json(out / "block_attention.json", result)
+    return result
+
+
+# -- n-gram heads (C5) --------------------------------------------------------------------------------------------
+
+def _head_grids(label: str, scores) -> dict:
+    """Per n: the layer x head mass grid, the chance baseline and the top heads (for the page and the verdicts)."""
+    data = scores.to_json()
+    grids = {}
+    for k, n in enumerate(scores.n_values):
+        baseline = data["baseline"][str(n)]
+        grids[f"{label}, n={n}"] = {"mass": [[h[k] for h in layer] for layer in data["mass"]], "baseline": baseline,
+                                    "top": [{**row, "baseline": baseline} for row in data["top"][str(n)]]}
+    return grids
+
+
+def ngram_probe(model, tokenizer, *, periods: Sequence[int], n_dfa: int, dfa_length: int, vocab: Sequence[int],
+                seed: int, label: str) -> dict:
+    """Head scores on repeated random tokens at each period (two repeats) and on DFA sequences, plus the model's
+    in-context DFA accuracy against the n-gram estimators."""
+    from ..probes.ngram import dfa_token_sequences, head_ngram_scores, icl_accuracy, repeated_random_tokens
+
+    bos = tokenizer.bos_token_id
+    grids, best = {}, {}
+    for period in periods:
+        ids = repeated_random_tokens(list(vocab), period, 2, seed, batch=2, bos_id=bos)
+        scores = head_ngram_scores(model, ids)
+        grids.update(_head_grids(f"{label}, repeated tokens (period {period})", scores))
+        best[f"period {period}"] = {str(n): {"head": scores.top[n][0][0], "mass": scores.top[n][0][1],
+                                             "baseline": float(scores.baseline[k])}
+                                    for k, n in enumerate(scores.n_values)}
+    batch = dfa_token_sequences(tokenizer, n_dfa, dfa_length, seed)
+    scores = head_ngram_scores(model, batch.input_ids)
+    grids.update(_head_grids(f"{label}, DFA sequences", scores))
+    best["dfa"] = {str(n): {"head": scores.top[n][0][0], "mass": scores.top[n][0][1],
+                            "baseline": float(scores.baseline[k])} for k, n in enumerate(scores.n_values)}
+    return {"grids": grids, "best": best, "icl_accuracy": icl_accuracy(model, batch).to_json()}
+
+
+def run_ngram_heads(model, tokenizer, *, out: Path, periods: Sequence[int] = (63, 32), n_dfa: int = 4,
+                    dfa_length: int = 128, train_seconds: float = 0.0, seed: int = 0, model_spec: str = "",
+                    log: Log = print) -> dict:
+    """n-gram head scores of ``model`` and, with ``train_seconds`` > 0, of a tiny model trained from scratch on
+    the DFA in-context task for that long."""
+    vocab = [i for i in range(len(tokenizer)) if i not in set(tokenizer.all_special_ids)][:20000]
+    log(f"ngram heads: repeated random tokens at periods {list(periods)} and {n_dfa} DFA sequences")
+    result = {"model": model_spec, "periods": list(periods),
+              "models": {"probed": ngram_probe(model, tokenizer, periods=periods, n_dfa=n_dfa, dfa_length=dfa_length,
+                                               vocab=vocab, seed=seed, label=model_spec or "model")}}
+    if train_seconds > 0:
+        from ..probes.ngram import train_icl_model
+
+        log(f"ngram heads: training a tiny model on the DFA task for up to {train_seconds:.0f} s")
+        tiny, tiny_tok, train_log = train_icl_model(max_seconds=train_seconds, seed=seed)
+        tiny_vocab = [i for i in range(len(tiny_tok)) if i not in set(tiny_tok.all_special_ids)]
+        tiny_periods = [p for p in (min(periods), max(3, min(periods) // 2 + 1)) if p <= len(tiny_vocab)]
+        result["models"]["tiny"] = {"training": train_log.to_json(),
+                                    **ngram_probe(tiny, tiny_tok, periods=tiny_periods or [len(tiny_vocab)],
+                                                  n_dfa=n_dfa, dfa_length=min(dfa_length, 96), vocab=tiny_vocab,
+                                                  seed=seed + 1, label="tiny from scratch")}
+    result["grids"] = {name: grid for m in result["models"].values() for name, grid in m["grids"].items()}
+    result["manifest"] = manifest(seeds={"seed": seed})
+    write_json(out / "ngram_heads.json", result)
     return result

@@ -166,6 +166,8 @@ def _function_section(data: dict) -> str:
         f"{data['n_fit']} texts</p>"
         f"<figure><figcaption>Mean next-token loss (nats) by (previous token type → next token type), "
         f"{data['n_eval']} held-out texts</figcaption>{bars}</figure>"
+        + "".join(f"<p>{_e(k)} (paired over texts): {_interval(v)}</p>"
+                  for k, v in data.get("decomposition_paired", {}).items()) +
         f"<h3>Steering at layer {steer['layer']}</h3><p>Shift of the next-token log-odds of concept-A words vs "
         f"concept-B words when α × the mean-difference direction is added at the prompt's last function token or "
         f"its last content token ({len(steer['positions']['function'])} neutral prompts).</p>"
