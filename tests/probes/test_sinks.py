@@ -99,3 +99,21 @@ def test_bad_input_is_refused_before_the_forward():
         probe_sinks(model, torch.tensor([[1, 2, 3]]), sink_threshold=0)
     with pytest.raises(ValueError, match="all False"):
         probe_sinks(model, torch.tensor([[1, 2, 3]]), torch.zeros(1, 3, dtype=torch.bool))
+
+
+def test_fused_column_sums_equal_the_chunked_ones():
+    """Pure causal attention: the one-call path (reversed positions, the row LSE as a bias column) equals the
+    explicit chunked column sums, also with a row whose LSE is +inf (it adds nothing)."""
+    from tokenfocus.capture.kernels import _block_scores, _received_fused, entropy_lse
+
+    torch.manual_seed(1)
+    q, k = torch.randn(2, 3, 37, 16), torch.randn(2, 3, 37, 16)
+    _, lse = entropy_lse(q, k, None, 0.25)
+    fused = received_mass(q, k, None, 0.25, lse)  # the fused path (no mask)
+    scores = _block_scores(q, k.transpose(-1, -2), None, 0.25, 0)  # (B, H, S, S) with -inf above the diagonal
+    dense = torch.exp(scores - lse[..., None]).sum(2)
+    torch.testing.assert_close(fused, dense, atol=1e-5, rtol=1e-5)
+    lse[0, 0, 5] = float("inf")
+    masked = _received_fused(q, k, lse, 0.25)
+    scores[0, 0, 5] = float("-inf")
+    torch.testing.assert_close(masked, torch.exp(scores - lse[..., None]).nan_to_num(0.0).sum(2), atol=1e-5, rtol=1e-5)

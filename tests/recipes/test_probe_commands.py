@@ -148,3 +148,20 @@ def test_the_decorrelation_fine_tune_runs_both_arms_on_a_tiny_model(tmp_path):
         numbers = finetune[arm] if arm == "before" else finetune[arm]["after"]
         assert 0 <= numbers["cos2_first"] <= 1 and numbers["task_loss"] > 0
     assert not list((tmp_path / "o").glob(".finetune-*"))  # the trainers' folders are removed
+
+
+def test_a_kill_during_the_write_keeps_the_previous_file(out, monkeypatch):
+    """--overwrite replaces sinks.json only by renaming a complete new file over it: a run killed at the rename
+    leaves the previous results whole."""
+    import tokenfocus.io as tio
+
+    before = (out / "sinks.json").read_text()
+
+    def killed(src, dst):
+        raise KeyboardInterrupt("killed at the rename")
+
+    monkeypatch.setattr(tio.os, "replace", killed)
+    result = CliRunner().invoke(app, ["probe", "sinks", "--model", "tiny-llama", "--n", "2", "--max-tokens", "12",
+                                      "--out", str(out), "--overwrite"])
+    assert result.exit_code != 0
+    assert (out / "sinks.json").read_text() == before and json.loads(before)["n_texts"] == 3
