@@ -34,6 +34,9 @@ def out(tmp_path_factory):
     assert result.exit_code == 0, result.output
     result = invoke("block-attention", "--n-eval", "2", "--distill-steps", "1", "--distill-train", "2", *common)
     assert result.exit_code == 0, result.output
+    result = invoke("ngram-heads", "--periods", "20,12", "--n-dfa", "2", "--dfa-length", "40", "--train-seconds", "2",
+                    *common)
+    assert result.exit_code == 0, result.output
     return out
 
 
@@ -57,6 +60,12 @@ def test_each_command_writes_its_file(out):
     assert block["n_eval"] == 2 and block["block_means"]["first"] == 0 and block["block_means"]["global"] == 0
     assert block["block_counts"]["query"] > 0 and block["block_counts"]["context"] > 0
     assert set(block["distill"]) == {"kl", "uniform"} and len(block["distill"]["kl"]["losses"]) == 1
+    ngram = json.loads((out / "ngram_heads.json").read_text())
+    probed, tiny = ngram["models"]["probed"], ngram["models"]["tiny"]
+    assert set(probed["best"]) == {"period 20", "period 12", "dfa"} and tiny["training"]["seconds"] < 30
+    for grid in ngram["grids"].values():  # layer x head masses of a 2-layer, 4-head model, within [0, 1]
+        assert len(grid["mass"]) == 2 and len(grid["mass"][0]) == 4
+        assert all(0 <= v <= 1 + 1e-6 for row in grid["mass"] for v in row) and 0 < grid["baseline"] < 1
 
 
 def test_concepts_on_a_tokenizer_without_single_token_words_says_why(tmp_path):
@@ -76,7 +85,7 @@ def test_one_page_in_a_headless_browser(out, tmp_path):
     console = [line for line in run.stderr.splitlines() if ":CONSOLE" in line]
     assert not console, console
     dom = run.stdout
-    for section in ("sinks", "function-tokens", "block-attention"):
+    for section in ("sinks", "function-tokens", "block-attention", "ngram-heads"):
         assert f'id="{section}"' in dom
     figures = re.findall(r"<figure>(.*?)</figure>", dom, re.DOTALL)
     assert len(figures) >= 4
