@@ -382,21 +382,23 @@ def _head_grids(label: str, scores) -> dict:
 
 
 def ngram_probe(model, tokenizer, *, periods: Sequence[int], n_dfa: int, dfa_length: int, vocab: Sequence[int],
-                seed: int, label: str) -> dict:
-    """Head scores on repeated random tokens at each period (two repeats) and on DFA sequences, plus the model's
-    in-context DFA accuracy against the n-gram estimators."""
+                seed: int, label: str, length: int | None = None, batch: int = 2,
+                dfa_options: dict | None = None) -> dict:
+    """Head scores on repeated random tokens at each period (repeated to fill ``length``, at least twice) and on DFA
+    sequences, plus the model's in-context DFA accuracy against the n-gram estimators."""
     from ..probes.ngram import dfa_token_sequences, head_ngram_scores, icl_accuracy, repeated_random_tokens
 
     bos = tokenizer.bos_token_id
     grids, best = {}, {}
     for period in periods:
-        ids = repeated_random_tokens(list(vocab), period, 2, seed, batch=2, bos_id=bos)
+        repeats = max(2, (length or 2 * period) // period)
+        ids = repeated_random_tokens(list(vocab), period, repeats, seed, batch=batch, bos_id=bos)
         scores = head_ngram_scores(model, ids)
         grids.update(_head_grids(f"{label}, repeated tokens (period {period})", scores))
         best[f"period {period}"] = {str(n): {"head": scores.top[n][0][0], "mass": scores.top[n][0][1],
                                              "baseline": float(scores.baseline[k])}
                                     for k, n in enumerate(scores.n_values)}
-    batch = dfa_token_sequences(tokenizer, n_dfa, dfa_length, seed)
+    batch = dfa_token_sequences(tokenizer, n_dfa, dfa_length, seed, **(dfa_options or {}))
     scores = head_ngram_scores(model, batch.input_ids)
     grids.update(_head_grids(f"{label}, DFA sequences", scores))
     best["dfa"] = {str(n): {"head": scores.top[n][0][0], "mass": scores.top[n][0][1],
@@ -418,13 +420,18 @@ def run_ngram_heads(model, tokenizer, *, out: Path, periods: Sequence[int] = (63
         from ..probes.ngram import train_icl_model
 
         log(f"ngram heads: training a tiny model on the DFA task for up to {train_seconds:.0f} s")
+        from ..probes.ngram import symbol_token_ids
+
         tiny, tiny_tok, train_log = train_icl_model(max_seconds=train_seconds, seed=seed)
-        tiny_vocab = [i for i in range(len(tiny_tok)) if i not in set(tiny_tok.all_special_ids)]
-        tiny_periods = [p for p in (min(periods), max(3, min(periods) // 2 + 1)) if p <= len(tiny_vocab)]
+        settings = train_log.settings  # probed as trained: its sequence length, its symbols, its DFA distribution
+        length = settings["length"]
+        letters, _ = symbol_token_ids(tiny_tok, settings.get("walk", {}).get("n_symbols", 16))
+        longest = min(len(letters), length // 2 - 3)  # two periods of distinct symbols, each repeated >= twice
         result["models"]["tiny"] = {"training": train_log.to_json(),
-                                    **ngram_probe(tiny, tiny_tok, periods=tiny_periods or [len(tiny_vocab)],
-                                                  n_dfa=n_dfa, dfa_length=min(dfa_length, 96), vocab=tiny_vocab,
-                                                  seed=seed + 1, label="tiny from scratch")}
+                                    **ngram_probe(tiny, tiny_tok, periods=[longest - 3, longest],
+                                                  n_dfa=16, dfa_length=length, vocab=letters, seed=seed + 1,
+                                                  label="tiny from scratch", length=length, batch=8,
+                                                  dfa_options=settings.get("dfa"))}
     result["grids"] = {name: grid for m in result["models"].values() for name, grid in m["grids"].items()}
     result["manifest"] = manifest(seeds={"seed": seed})
     write_json(out / "ngram_heads.json", result)
