@@ -96,5 +96,5 @@ def test_sft_trainer_refuses_bad_options(tmp_path):
         _sft(tmp_path, TokenFocusSFTTrainer, sink_decorrelation=-1.0)
     with pytest.raises(ValueError, match="decorrelated"):
         _sft(tmp_path, TokenFocusSFTTrainer, decorrelated="outputs")
-    with pytest.raises(ValueError, match="sink_decorrelation must be >= 0"):
+    with pytest.raises(ValueError, match="sink_decorrelation is a loss coefficient >= 0"):
         LossConfig(sink_decorrelation=-1.0)

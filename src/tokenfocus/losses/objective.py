@@ -49,8 +49,10 @@ class LossConfig:
                 problems.append(str(error))
         if not (0 <= self.epsilon_low < 1 and self.epsilon_high >= 0):
             problems.append(f"need 0 <= epsilon_low < 1 and epsilon_high >= 0, got {self.epsilon_low}, {self.epsilon_high}")
-        if self.beta < 0 or self.entropy_coef < 0 or self.sink_decorrelation < 0:
-            problems.append("beta, entropy_coef and sink_decorrelation must be >= 0")
+        if self.beta < 0 or self.entropy_coef < 0:
+            problems.append("beta and entropy_coef must be >= 0")
+        if self.sink_decorrelation < 0:
+            problems.append(f"sink_decorrelation is a loss coefficient >= 0, got {self.sink_decorrelation}")
         if problems:
             raise ValueError("Invalid loss config: " + "; ".join(problems))
 
