@@ -13,7 +13,7 @@ from tokenfocus.cli import app
 from tokenfocus.config import ConfigError, load_train_config
 from tokenfocus.io import latest_metrics, read_jsonl
 from tokenfocus.recipes.analyze import load_prompt_file
-from tokenfocus.recipes.train import run_train
+from tokenfocus.recipes.train import added_defaults, config_differences, run_train
 from tokenfocus.rollout import PromptError
 
 TINY = "tiny-llama:layers=2,hidden=32,heads=4,kv_heads=2,intermediate=64"
@@ -63,6 +63,20 @@ def test_resume_refuses_a_changed_config_and_names_the_difference(tmp_path):
     assert (tmp_path / "run" / "config.yaml").read_text() == saved  # still describes the first steps
     assert yaml.safe_load((tmp_path / "run" / "config-resume-2.yaml").read_text())["method"] == "anchors20"
     assert sorted(latest_metrics(tmp_path / "run" / "metrics.jsonl")) == [1, 2, 3]
+
+
+def test_a_field_added_later_with_its_neutral_default_is_no_difference_on_resume():
+    """A run started before ``loss.sink_decorrelation`` existed resumes under the newer code; a non-default value of
+    the new field, or a changed old one, is still a difference."""
+    old = {"resolved_method": {"loss": {"beta": 0.0}}, "run": {"seed": 0}}
+    same = {"resolved_method": {"loss": {"beta": 0.0, "sink_decorrelation": 0.0}}, "run": {"seed": 0}}
+    assert config_differences(old, same) == ["resolved_method.loss.sink_decorrelation: '(absent)' -> 0.0"]
+    assert config_differences(old, same, defaults=added_defaults()) == []
+    turned_on = {"resolved_method": {"loss": {"beta": 0.0, "sink_decorrelation": 1.0}}, "run": {"seed": 0}}
+    assert config_differences(old, turned_on, defaults=added_defaults()) == [
+        "resolved_method.loss.sink_decorrelation: '(absent)' -> 1.0"]
+    dropped = {"resolved_method": {"loss": {}}, "run": {"seed": 0}}  # a key the new config lacks stays a difference
+    assert config_differences(old, dropped, defaults=added_defaults()) == ["resolved_method.loss.beta: 0.0 -> '(absent)'"]
 
 
 def test_a_torn_metrics_tail_is_set_aside_before_the_resume_appends(tmp_path):

@@ -61,8 +61,17 @@ def ensure_reference_path(model, run_dir: Path) -> None:
     model.config._name_or_path = str(target)
 
 
-def config_differences(old: dict, new: dict, ignore=IGNORED_ON_RESUME) -> list[str]:
-    """``key: old -> new`` for every dotted key whose value differs between two config.yaml dicts."""
+def added_defaults() -> dict:
+    """Keys a config.yaml written by an older tokenfocus may lack, with the value that reproduces its behaviour
+    (a field added with a neutral default): the resolved loss fields."""
+    from ..losses import LossConfig
+
+    return {"resolved_method": {"loss": LossConfig().to_dict()}}
+
+
+def config_differences(old: dict, new: dict, ignore=IGNORED_ON_RESUME, defaults: dict | None = None) -> list[str]:
+    """``key: old -> new`` for every dotted key whose value differs between two config.yaml dicts. A key ``old``
+    lacks is no difference when ``new`` holds its value in ``defaults`` (nested like the configs)."""
     def flat(data, prefix=""):
         out = {}
         for key, value in (data or {}).items():
@@ -71,6 +80,8 @@ def config_differences(old: dict, new: dict, ignore=IGNORED_ON_RESUME) -> list[s
         return out
 
     a, b = flat(old), flat(yaml.safe_load(yaml.safe_dump(new, sort_keys=False)))
+    implied = flat(yaml.safe_load(yaml.safe_dump(defaults, sort_keys=False))) if defaults else {}
+    a.update({key: value for key, value in implied.items() if key not in a and b.get(key, "(absent)") == value})
     return [f"{key}: {a.get(key, '(absent)')!r} -> {b.get(key, '(absent)')!r}" for key in sorted(set(a) | set(b))
             if key not in ignore and a.get(key, "(absent)") != b.get(key, "(absent)")]
 
@@ -106,7 +117,8 @@ def prepare_run_dir(config: TrainConfig, resume: bool, overwrite: bool, allow_co
         raise ValueError(f"--resume: no complete checkpoint-N in {run_dir}; start again with --overwrite")
     saved = run_dir / "config.yaml"
     if saved.is_file():
-        differences = config_differences(yaml.safe_load(saved.read_text()), config.to_dict())
+        differences = config_differences(yaml.safe_load(saved.read_text()), config.to_dict(),
+                                         defaults=added_defaults())
         if differences and not allow_config_change:
             raise ValueError(f"--resume: the config differs from the run's config.yaml ({len(differences)} "
                              "difference(s)):\n  " + "\n  ".join(differences) + "\nresume with the same config, "
