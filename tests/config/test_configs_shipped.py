@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from tokenfocus.config import load_study_config, load_train_config
+from tokenfocus.config.dpo import load_dpo_config
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 STUDIES = sorted(p for p in CONFIGS.glob("*.yaml") if "arms" in yaml.safe_load(p.read_text()))
@@ -22,6 +23,15 @@ def test_configs_holds_only_studies_and_train_configs():
 def test_train_configs_validate(path):
     config = load_train_config(path)
     assert config.method.name and config.trl_args()["max_steps"] >= 1
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "dpo").glob("*.yaml")), ids=lambda p: p.name)
+def test_dpo_configs_validate_and_name_their_condition(path):
+    config = load_dpo_config(path)
+    assert len(config.rows) == 256 and config.trl_args()["max_steps"] >= 1
+    expected = {"dpo.yaml": ("uniform", 0), "weighted.yaml": ("diff", 0), "barrier.yaml": ("uniform", 1.0),
+                "tab-po.yaml": ("diff", 1.0)}[path.name]
+    assert (config.weighting.mode, config.weighting.barrier) == expected
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)

@@ -72,16 +72,35 @@ RANGES = {
 }
 
 
+def _fields(config_class) -> dict[str, Any]:
+    try:
+        hints = typing.get_type_hints(config_class)
+    except (NameError, TypeError):
+        hints = {}
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(config_class) if f.init}
+
+
 @lru_cache(maxsize=1)
 def grpo_fields() -> dict[str, Any]:
     """GRPOConfig field -> its annotation (``Any`` where the annotation cannot be resolved)."""
     from trl import GRPOConfig
 
-    try:
-        hints = typing.get_type_hints(GRPOConfig)
-    except (NameError, TypeError):
-        hints = {}
-    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(GRPOConfig) if f.init}
+    return _fields(GRPOConfig)
+
+
+@lru_cache(maxsize=1)
+def dpo_fields() -> dict[str, Any]:
+    """DPOConfig field -> its annotation."""
+    from trl import DPOConfig
+
+    return _fields(DPOConfig)
+
+
+# DPOConfig fields a dpo config must not set under trl:, and where they are set instead.
+OWNED_DPO_FIELDS = {"output_dir": "run.dir", "seed": "run.seed", "save_steps": "run.save_steps",
+                    "save_total_limit": "run.save_total_limit"}
+DPO_RANGES = {"beta": (lambda v: v > 0, "> 0"), "label_smoothing": (lambda v: 0 <= v < 0.5, "in [0, 0.5)"),
+              "max_length": (lambda v: v >= 1, ">= 1")}
 
 
 @lru_cache(maxsize=1)
@@ -99,18 +118,21 @@ def _ignored_by_our_loss(key: str, value: Any) -> bool:
     return not any(value == ok and isinstance(value, bool) == isinstance(ok, bool) for ok in accepted)
 
 
-def check_trl(trl: dict, problems: list[str]) -> dict:
+def check_trl(trl: dict, problems: list[str], trainer: str = "grpo") -> dict:
     """``trl`` with numeric strings converted; problems appended for owned, unknown, mistyped and out-of-range
-    fields, and for loss settings only TRL's own loss reads set to a non-default value (every one, each naming the
-    field)."""
-    valid = grpo_fields()
+    fields, and (GRPO) for loss settings only TRL's own loss reads set to a non-default value (every one, each naming
+    the field). ``trainer``: "grpo" (GRPOConfig fields) or "dpo" (DPOConfig fields)."""
+    grpo = trainer == "grpo"
+    valid, owned = (grpo_fields(), OWNED_TRL_FIELDS) if grpo else (dpo_fields(), OWNED_DPO_FIELDS)
+    ranges = RANGES if grpo else {**{k: v for k, v in RANGES.items() if k in valid}, **DPO_RANGES}
+    name = "GRPOConfig" if grpo else "DPOConfig"
     out = {}
     for key, value in trl.items():
         if not isinstance(key, str) or key not in valid:
-            problems.append(f"trl: unknown GRPOConfig field {key!r}{suggest(key, valid)}")
+            problems.append(f"trl: unknown {name} field {key!r}{suggest(key, valid)}")
             continue
-        if key in OWNED_TRL_FIELDS:
-            problems.append(f"trl.{key}: set it through {OWNED_TRL_FIELDS[key]} instead")
+        if key in owned:
+            problems.append(f"trl.{key}: set it through {owned[key]} instead")
             continue
         kind = valid[key]
         value = coerce(value, kind)
@@ -119,11 +141,11 @@ def check_trl(trl: dict, problems: list[str]) -> dict:
             problems.append(f"trl.{key}: expected {type_name(kind)}, got {type(value).__name__} ({value!r})")
         elif isinstance(value, float) and math.isnan(value):
             problems.append(f"trl.{key}: expected a number, got nan")
-        elif _ignored_by_our_loss(key, value):
+        elif grpo and _ignored_by_our_loss(key, value):
             problems.append(f"trl.{key}={value!r} would be ignored: only TRL's own loss reads it, and tokenfocus "
                             f"trains with its own; {LOSS_ONLY_TRL_FIELDS[key]}")
-        elif key in RANGES and isinstance(value, (int, float)) and not isinstance(value, bool):
-            check, words = RANGES[key]
+        elif key in ranges and isinstance(value, (int, float)) and not isinstance(value, bool):
+            check, words = ranges[key]
             if not check(value):
                 problems.append(f"trl.{key} must be {words}, got {value!r}")
     return out

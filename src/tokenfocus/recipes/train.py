@@ -149,6 +149,30 @@ def final_from_checkpoint(checkpoint: Path, run_dir: Path) -> None:
     publish(staged, run_dir / "final")
 
 
+def open_run_dir(config, resume: bool, overwrite: bool, allow_config_change: bool, main_process: bool,
+                 log=print) -> tuple[Path | None, bool]:
+    """(checkpoint to resume from, whether the run is already complete): the run-directory rules
+    (``prepare_run_dir``), then config.yaml (a new run) and manifest.json. ``config``: any run config with
+    ``run_dir``, ``run.seed``, ``to_dict()`` and ``trl_args()``."""
+    run_dir = config.run_dir
+    chosen = prepare_run_dir(config, resume, overwrite, allow_config_change, main_process, log)
+    max_steps = config.trl_args().get("max_steps", -1)
+    if chosen is not None and 0 < max_steps <= step_of(chosen):
+        # Killed after its last checkpoint: nothing is left to train (a resumed Trainer would run one more step).
+        if main_process and not (run_dir / "final").is_dir():
+            final_from_checkpoint(chosen, run_dir)
+        log(f"{chosen.name} is the run's last step: it is complete ({run_dir / 'final'})")
+        return chosen, True
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if main_process:
+        if chosen is None:  # a resumed run keeps the config.yaml that describes its first steps
+            atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+        write_json(run_dir / "manifest.json", manifest(seeds={"seed": config.run.seed},
+                                                       resumed_from=chosen.name if chosen else None,
+                                                       world_size=int(os.environ.get("WORLD_SIZE", "1"))))
+    return chosen, False
+
+
 def run_train(config: TrainConfig, resume: bool = False, log=print, overwrite: bool = False,
               allow_config_change: bool = False):
     """Train; returns (run directory, trainer). Never overwrites a run without ``overwrite`` (see
@@ -160,20 +184,9 @@ def run_train(config: TrainConfig, resume: bool = False, log=print, overwrite: b
 
     run_dir = config.run_dir
     main_process = int(os.environ.get("RANK", "0")) == 0  # torchrun / accelerate launch set RANK
-    chosen = prepare_run_dir(config, resume, overwrite, allow_config_change, main_process, log)
-    if chosen is not None and step_of(chosen) >= config.trl_args()["max_steps"]:
-        # Killed after its last checkpoint: nothing is left to train (a resumed Trainer would run one more step).
-        if main_process and not (run_dir / "final").is_dir():
-            final_from_checkpoint(chosen, run_dir)
-        log(f"{chosen.name} is the run's last step: it is complete ({run_dir / 'final'})")
+    chosen, complete = open_run_dir(config, resume, overwrite, allow_config_change, main_process, log)
+    if complete:
         return run_dir, None
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if main_process:
-        if chosen is None:  # a resumed run keeps the config.yaml that describes its first steps
-            atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
-        write_json(run_dir / "manifest.json", manifest(seeds={"seed": config.run.seed},
-                                                       resumed_from=chosen.name if chosen else None,
-                                                       world_size=int(os.environ.get("WORLD_SIZE", "1"))))
     model, tokenizer = load_model(config.model)
     method = config.method
     if method.loss.beta > 0:
@@ -192,18 +205,25 @@ def run_train(config: TrainConfig, resume: bool = False, log=print, overwrite: b
         append_jsonl(run_dir / "metrics.jsonl", {"event": "resume", "from": chosen.name, "time": time.time()})
     log(f"training {config.model} with policy {method.policy.name} ({trainer.tf_pass} signal pass) for "
         f"{trainer.args.max_steps} steps -> {run_dir}")
+    train_and_publish(trainer, tokenizer, chosen, stop, run_dir, main_process, log)
+    return run_dir, trainer
+
+
+def train_and_publish(trainer, tokenizer, chosen: Path | None, stop: GracefulStop, run_dir: Path, main_process: bool,
+                      log=print) -> None:
+    """``trainer.train`` (resumed from ``chosen``); then ``final/``, written aside and renamed so it is always whole,
+    unless SIGTERM stopped the run (its last checkpoint is then the place to resume from)."""
     try:
         trainer.train(resume_from_checkpoint=str(chosen) if chosen is not None else None)
     finally:
         stop.restore()
     if stop.requested:
         log(f"stopped by SIGTERM at step {trainer.state.global_step}; continue with --resume")
-    else:  # written aside and renamed: a final/ directory is always whole
-        staged = run_dir / STAGING / "final"
-        if main_process:
-            shutil.rmtree(staged, ignore_errors=True)
-        trainer.save_model(str(staged))
-        if main_process:
-            tokenizer.save_pretrained(str(staged))
-            publish(staged, run_dir / "final")
-    return run_dir, trainer
+        return
+    staged = run_dir / STAGING / "final"
+    if main_process:
+        shutil.rmtree(staged, ignore_errors=True)
+    trainer.save_model(str(staged))
+    if main_process:
+        tokenizer.save_pretrained(str(staged))
+        publish(staged, run_dir / "final")

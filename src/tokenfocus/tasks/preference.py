@@ -1,0 +1,133 @@
+"""Preference pairs from a JSONL file, for ``tokenfocus dpo``: every bad row named by its line before training.
+
+One JSON object per line, plain text or chat format (TRL's preference formats):
+
+    {"prompt": "Compute 47+38.", "chosen": "Answer: 85", "rejected": "Answer: 86"}
+    {"prompt": [{"role": "user", "content": "Compute 47+38."}],
+     "chosen": [{"role": "assistant", "content": "Answer: 85"}],
+     "rejected": [{"role": "assistant", "content": "Answer: 86"}]}
+    optional: "chosen_weights": [...], "rejected_weights": [...]   one weight per completion token (weights: column)
+
+Checked when the config is validated (no model, no tokenizer): not JSON, not an object, a missing field, a wrong
+type, an empty text, chosen identical to rejected, the two formats mixed in one row, negative or non-numeric
+weights. Checked once the tokenizer is loaded, before the trainer is built: a row longer than ``max_length`` tokens
+(TRL would cut its completion silently). Nothing is dropped: any problem stops the run, all of them listed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+FIELDS = ("prompt", "chosen", "rejected")
+WEIGHT_FIELDS = ("chosen_weights", "rejected_weights")
+SHOWN = 12  # problems listed before "... and N more"
+
+
+@dataclass(frozen=True)
+class PairRow:
+    line: int
+    data: dict  # prompt, chosen, rejected (+ the weight lists when present)
+
+
+def _text(value) -> str | None:
+    """The text of a field: a string, or the concatenated contents of a chat message list; None if malformed."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and all(isinstance(m, dict) and isinstance(m.get("content"), str)
+                                                and isinstance(m.get("role"), str) for m in value):
+        return "".join(m["content"] for m in value)
+    return None
+
+
+def row_problems(data: dict) -> list[str]:
+    """What is wrong with one pair (each with the fix)."""
+    problems = []
+    missing = [f for f in FIELDS if f not in data]
+    if missing:
+        return [f"missing {missing}; each row needs 'prompt', 'chosen' and 'rejected'"]
+    kinds = set()
+    for field in FIELDS:
+        text = _text(data[field])
+        if text is None:
+            problems.append(f"{field}: expected a string or a list of {{role, content}} messages, got "
+                            f"{type(data[field]).__name__}")
+            continue
+        kinds.add(isinstance(data[field], str))
+        if not text.strip():
+            problems.append(f"{field} is empty; give it text")
+    if len(kinds) > 1:
+        problems.append("prompt, chosen and rejected mix plain text and chat messages; use one format per row")
+    if not problems and _text(data["chosen"]).strip() == _text(data["rejected"]).strip():
+        problems.append("chosen and rejected are identical: the pair prefers nothing; drop it or fix the rejected "
+                        "completion")
+    for field in WEIGHT_FIELDS:
+        if field in data:
+            weights = data[field]
+            if not isinstance(weights, list) or not all(isinstance(w, (int, float)) and not isinstance(w, bool)
+                                                        for w in weights):
+                problems.append(f"{field}: expected a list of numbers, got {str(weights)[:40]}")
+            elif any(w < 0 or not math.isfinite(w) for w in weights):
+                problems.append(f"{field}: token weights must be finite and >= 0")
+    return problems
+
+
+def read_pairs(path: Path) -> tuple[list[PairRow], list[str]]:
+    """(rows, problems) of a preference JSONL file; every problem names ``file:line``."""
+    path = Path(path)
+    if not path.is_file():
+        return [], [f"pairs file {path} not found; pass a .jsonl file of {{prompt, chosen, rejected}} rows"]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        return [], [f"{path} is not UTF-8 text (byte {error.start}); save it as UTF-8"]
+    rows, problems = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path.name}:{number}"
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as error:
+            problems.append(f"{where}: not valid JSON ({error.msg})")
+            continue
+        if not isinstance(data, dict):
+            problems.append(f"{where}: expected a JSON object with prompt, chosen and rejected, got "
+                            f"{type(data).__name__}")
+            continue
+        found = row_problems(data)
+        problems += [f"{where}: {p}" for p in found]
+        if not found:
+            rows.append(PairRow(number, {k: data[k] for k in (*FIELDS, *WEIGHT_FIELDS) if k in data}))
+    if not rows and not problems:
+        problems.append(f"{path} holds no rows; one JSON object {{prompt, chosen, rejected}} per line")
+    return rows, problems
+
+
+def length_problems(rows: list[PairRow], tokenizer, max_length: int | None, where: str = "pairs") -> list[str]:
+    """Rows whose prompt + chosen or prompt + rejected is longer than ``max_length`` tokens (as the chat template
+    renders them for chat rows)."""
+    if max_length is None:
+        return []
+    problems = []
+    for row in rows:
+        for side in ("chosen", "rejected"):
+            prompt, completion = row.data["prompt"], row.data[side]
+            if isinstance(prompt, str):
+                n = len(tokenizer(prompt + completion, add_special_tokens=False)["input_ids"])
+            else:
+                rendered = tokenizer.apply_chat_template(prompt + completion, tokenize=True, return_dict=True)
+                n = len(rendered["input_ids"])
+            if n > max_length:
+                problems.append(f"{where}:{row.line}: prompt + {side} is {n} tokens, over max_length {max_length}; "
+                                "raise trl.max_length or shorten the row")
+                break
+    return problems
+
+
+def summarize(problems: list[str]) -> str:
+    shown = problems[:SHOWN]
+    more = f"\n  ... and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
+    return "\n  - " + "\n  - ".join(shown) + more
