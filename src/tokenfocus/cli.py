@@ -153,6 +153,36 @@ def dpo(
     typer.secho(f"run: {out.resolve()}  (metrics: {out / 'metrics.jsonl'})", fg=typer.colors.GREEN)
 
 
+@app.command()
+def sft(
+    config: Path = typer.Argument(..., help="SFT config YAML (see tokenfocus.config.sft)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest complete checkpoint in run.dir."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Override run.dir."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Override trl.max_steps."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace a non-empty run.dir (its contents are deleted)."),
+    allow_config_change: bool = typer.Option(False, "--allow-config-change",
+                                             help="With --resume: continue with a config that differs from the run's."),
+):
+    """SFT, or One-Token Rollout (otr:), on TRL's SFTTrainer, in a resumable run directory."""
+    from .config import ConfigError
+    from .config.sft import load_sft_config
+    from .recipes.sft import run_sft
+
+    overrides = {}
+    if run_dir is not None:
+        overrides["run.dir"] = str(run_dir)
+    if max_steps is not None:
+        overrides["trl.max_steps"] = max_steps
+    try:
+        cfg = load_sft_config(config, overrides)
+        out, _ = run_sft(cfg, resume=resume, log=lambda m: typer.echo(m, err=True), overwrite=overwrite,
+                         allow_config_change=allow_config_change)
+    except (ConfigError, ValueError) as error:
+        _fail(str(error))
+    typer.secho(f"run: {out.resolve()}  (metrics: {out / 'metrics.jsonl'})", fg=typer.colors.GREEN)
+
+
 def _csv(value: str | None, kind, flag: str) -> list | None:
     if value is None:
         return None

@@ -83,11 +83,6 @@ def _pairs(spec: dict, base: Path | None, problems: list[str]) -> tuple[list[dic
         path = Path(spec["path"]).expanduser()
         path = path if path.is_absolute() or base is None else base / path
         rows, found = read_pairs(path)
-        formats = {isinstance(r.data["prompt"], str) for r in rows}
-        if len(formats) > 1:
-            chat = [r.line for r in rows if not isinstance(r.data["prompt"], str)][:5]
-            found.append(f"{path.name}: rows mix plain text and chat messages (chat at lines {chat}...); use one "
-                         "format for the whole file")
         if found:
             problems.append(f"pairs: {len(found)} bad row(s) in {path}:" + summarize(found))
         return [r.data for r in rows], [r.line for r in rows], str(path)

@@ -96,7 +96,15 @@ def dpo_fields() -> dict[str, Any]:
     return _fields(DPOConfig)
 
 
-# DPOConfig fields a dpo config must not set under trl:, and where they are set instead.
+@lru_cache(maxsize=1)
+def sft_fields() -> dict[str, Any]:
+    """SFTConfig field -> its annotation."""
+    from trl import SFTConfig
+
+    return _fields(SFTConfig)
+
+
+# DPOConfig / SFTConfig fields a dpo or sft config must not set under trl:, and where they are set instead.
 OWNED_DPO_FIELDS = {"output_dir": "run.dir", "seed": "run.seed", "save_steps": "run.save_steps",
                     "save_total_limit": "run.save_total_limit"}
 DPO_RANGES = {"beta": (lambda v: v > 0, "> 0"), "label_smoothing": (lambda v: 0 <= v < 0.5, "in [0, 0.5)"),
@@ -121,11 +129,13 @@ def _ignored_by_our_loss(key: str, value: Any) -> bool:
 def check_trl(trl: dict, problems: list[str], trainer: str = "grpo") -> dict:
     """``trl`` with numeric strings converted; problems appended for owned, unknown, mistyped and out-of-range
     fields, and (GRPO) for loss settings only TRL's own loss reads set to a non-default value (every one, each naming
-    the field). ``trainer``: "grpo" (GRPOConfig fields) or "dpo" (DPOConfig fields)."""
+    the field). ``trainer``: "grpo", "dpo" or "sft" (the fields of GRPOConfig, DPOConfig or SFTConfig)."""
     grpo = trainer == "grpo"
-    valid, owned = (grpo_fields(), OWNED_TRL_FIELDS) if grpo else (dpo_fields(), OWNED_DPO_FIELDS)
-    ranges = RANGES if grpo else {**{k: v for k, v in RANGES.items() if k in valid}, **DPO_RANGES}
-    name = "GRPOConfig" if grpo else "DPOConfig"
+    valid, owned, name = {"grpo": (grpo_fields(), OWNED_TRL_FIELDS, "GRPOConfig"),
+                          "dpo": (dpo_fields(), OWNED_DPO_FIELDS, "DPOConfig"),
+                          "sft": (sft_fields(), OWNED_DPO_FIELDS, "SFTConfig")}[trainer]
+    ranges = RANGES if grpo else {**{k: v for k, v in RANGES.items() if k in valid},
+                                  **{k: v for k, v in DPO_RANGES.items() if k in valid}}
     out = {}
     for key, value in trl.items():
         if not isinstance(key, str) or key not in valid:

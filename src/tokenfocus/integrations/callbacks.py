@@ -13,7 +13,8 @@ from ..io import append_jsonl
 _RENAMES = {"reward": "reward/mean", "reward_std": "reward/std", "loss": "loss/train", "learning_rate": "optim/lr",
             "grad_norm": "optim/grad_norm", "epoch": "progress/epoch", "num_tokens": "progress/num_tokens",
             "entropy": "signal/predictive_entropy_train/mean", "frac_reward_zero_std": "reward/frac_zero_std"}
-_OURS = ("signal/", "policy/", "loss/", "diag/", "eval/", "time/", "reward/", "optim/", "progress/", "completion/")
+_OURS = ("signal/", "policy/", "loss/", "diag/", "eval/", "time/", "reward/", "optim/", "progress/", "completion/",
+         "otr/")
 
 
 def namespaced(logs: dict) -> dict:

@@ -74,11 +74,14 @@ def row_problems(data: dict) -> list[str]:
     return problems
 
 
-def read_pairs(path: Path) -> tuple[list[PairRow], list[str]]:
-    """(rows, problems) of a preference JSONL file; every problem names ``file:line``."""
+def read_rows(path: Path, fields: tuple[str, ...], check, keep: tuple[str, ...] = ()) -> tuple[list[PairRow],
+                                                                                                 list[str]]:
+    """(rows, problems) of a JSONL file whose objects hold ``fields`` (+ optional ``keep``), each row checked by
+    ``check(data) -> problems``; every problem names ``file:line``."""
     path = Path(path)
+    wanted = ", ".join(fields)
     if not path.is_file():
-        return [], [f"pairs file {path} not found; pass a .jsonl file of {{prompt, chosen, rejected}} rows"]
+        return [], [f"file {path} not found; pass a .jsonl file of {{{wanted}}} rows"]
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
@@ -94,16 +97,47 @@ def read_pairs(path: Path) -> tuple[list[PairRow], list[str]]:
             problems.append(f"{where}: not valid JSON ({error.msg})")
             continue
         if not isinstance(data, dict):
-            problems.append(f"{where}: expected a JSON object with prompt, chosen and rejected, got "
-                            f"{type(data).__name__}")
+            problems.append(f"{where}: expected a JSON object with {wanted}, got {type(data).__name__}")
             continue
-        found = row_problems(data)
+        found = check(data)
         problems += [f"{where}: {p}" for p in found]
         if not found:
-            rows.append(PairRow(number, {k: data[k] for k in (*FIELDS, *WEIGHT_FIELDS) if k in data}))
+            rows.append(PairRow(number, {k: data[k] for k in (*fields, *keep) if k in data}))
     if not rows and not problems:
-        problems.append(f"{path} holds no rows; one JSON object {{prompt, chosen, rejected}} per line")
+        problems.append(f"{path} holds no rows; one JSON object {{{wanted}}} per line")
+    formats = {isinstance(r.data[fields[0]], str) for r in rows}
+    if len(formats) > 1:
+        chat = [r.line for r in rows if not isinstance(r.data[fields[0]], str)][:5]
+        problems.append(f"{path.name}: rows mix plain text and chat messages (chat at lines {chat}...); use one "
+                        "format for the whole file")
     return rows, problems
+
+
+def read_pairs(path: Path) -> tuple[list[PairRow], list[str]]:
+    """(rows, problems) of a preference JSONL file; every problem names ``file:line``."""
+    return read_rows(path, FIELDS, row_problems, keep=WEIGHT_FIELDS)
+
+
+def completion_problems(data: dict) -> list[str]:
+    """What is wrong with one SFT row {prompt, completion}."""
+    missing = [f for f in ("prompt", "completion") if f not in data]
+    if missing:
+        return [f"missing {missing}; each row needs 'prompt' and 'completion'"]
+    problems = []
+    for field in ("prompt", "completion"):
+        text = _text(data[field])
+        if text is None:
+            problems.append(f"{field}: expected a string or a list of {{role, content}} messages")
+        elif not text.strip():
+            problems.append(f"{field} is empty; give it text")
+    if not problems and isinstance(data["prompt"], str) != isinstance(data["completion"], str):
+        problems.append("prompt and completion mix plain text and chat messages; use one format per row")
+    return problems
+
+
+def read_completions(path: Path) -> tuple[list[PairRow], list[str]]:
+    """(rows, problems) of an SFT JSONL file of {prompt, completion} rows."""
+    return read_rows(path, ("prompt", "completion"), completion_problems)
 
 
 def length_problems(rows: list[PairRow], tokenizer, max_length: int | None, where: str = "pairs") -> list[str]:
