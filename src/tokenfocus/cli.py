@@ -183,6 +183,28 @@ def sft(
     typer.secho(f"run: {out.resolve()}  (metrics: {out / 'metrics.jsonl'})", fg=typer.colors.GREEN)
 
 
+@app.command("cdpo-weights")
+def cdpo_weights(
+    config: Path = typer.Argument(..., help="cdpo-weights config YAML (see tokenfocus.recipes.cdpo)."),
+):
+    """cDPO: sample, LoRA-train positive/negative models, write DPO pairs with critical-token weights (+ checks)."""
+    from .config import ConfigError
+    from .config.schema import load_yaml
+    from .recipes.cdpo import parse_cdpo_config, run_cdpo_weights
+
+    try:
+        if not config.is_file():
+            raise ConfigError(f"config file not found: {config}")
+        settings, task, out = parse_cdpo_config(load_yaml(config), base=config.parent)
+        summary = run_cdpo_weights(settings, task, out, log=lambda m: typer.echo(m, err=True))
+    except (ConfigError, ValueError) as error:
+        _fail(str(error))
+    check = summary["first_wrong_digit"]
+    typer.secho(f"{summary['pairs']} pairs -> {out}; first wrong digit is the top-weight token in "
+                f"{check['top1_hit_rate']} of {check['labelled']} labelled responses (chance {check['chance_top1']})",
+                fg=typer.colors.GREEN)
+
+
 def _csv(value: str | None, kind, flag: str) -> list | None:
     if value is None:
         return None

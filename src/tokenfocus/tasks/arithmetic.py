@@ -53,6 +53,11 @@ def _evaluate(expression: str) -> int:
     return int(eval(expression, {"__builtins__": {}}, {}))  # noqa: S307
 
 
+def _solution(problem: Problem) -> str:
+    """The gold short solution: "47+38 = 85\nAnswer: 85"."""
+    return f"{problem.expression} = {problem.answer}\nAnswer: {problem.answer}"
+
+
 def _problem(tier: str, rng: random.Random) -> Problem:
     expression = _draw(tier, rng)
     return Problem(expression, _evaluate(expression), tier, PROMPT_TEMPLATE.format(expression=expression))
@@ -95,8 +100,8 @@ class Arithmetic(Task):
         return [f"tiers: unknown tier(s) {unknown}; valid tiers: {list(TIERS)}"] if unknown else []
 
     def examples(self, split: str, n: int, seed: int = 0, tiers=None) -> list[Example]:
-        return [Example(p.prompt, str(p.answer), p.tier) for p in generate_problems(n, split=split, tiers=tiers,
-                                                                                     seed=seed)]
+        return [Example(p.prompt, str(p.answer), p.tier, _solution(p))
+                for p in generate_problems(n, split=split, tiers=tiers, seed=seed)]
 
     def train_examples(self, n: int | None = None) -> list[Example]:
         return self.examples("train", n or self.options.n_train, self.options.seed, tiers=self.options.tiers)
@@ -105,5 +110,4 @@ class Arithmetic(Task):
         """Gold short solutions "a+b = c\nAnswer: c" drawn with ``seed`` (default: the task seed + 1000)."""
         seed = self.options.seed + 1000 if seed is None else seed
         drawn = generate_problems(n, split="train", tiers=tiers or self.options.tiers, seed=seed)
-        return [Example(p.prompt, str(p.answer), p.tier, f"{p.expression} = {p.answer}\nAnswer: {p.answer}")
-                for p in drawn]
+        return [Example(p.prompt, str(p.answer), p.tier, _solution(p)) for p in drawn]

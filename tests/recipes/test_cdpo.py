@@ -1,0 +1,80 @@
+"""cDPO: contrastive estimation against a naive softmax at the predicting position, the first-wrong-digit label,
+and the pipeline end to end on tiny models (pairs whose weights line up with DPOTrainer's completion tokens)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tokenfocus.config.dpo import build_dpo_config
+from tokenfocus.models import load_model
+from tokenfocus.recipes.cdpo import CDPOWeightsConfig, parse_cdpo_config, run_cdpo_weights
+from tokenfocus.recipes.dpo import run_dpo
+from tokenfocus.signals.critical import contrastive_token_probs, first_wrong_digit
+
+TINY = "tiny-llama:layers=2,hidden=32,heads=4,kv_heads=2,intermediate=64"
+
+
+def test_contrastive_probs_equal_a_naive_softmax_at_the_predicting_position():
+    positive, _ = load_model(TINY + ",seed=1")
+    negative, _ = load_model(TINY + ",seed=2")
+    ids = torch.randint(3, 40, (2, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    got = contrastive_token_probs(positive, negative, ids, mask, beta=1.0, chunk=3)
+    with torch.no_grad():
+        z_pos, z_neg = positive(input_ids=ids, attention_mask=mask).logits, negative(input_ids=ids,
+                                                                                   attention_mask=mask).logits
+    for b in range(2):
+        assert got[b, 0] == 0
+        for t in range(1, 9):
+            expected = torch.softmax(2 * z_pos[b, t - 1] - z_neg[b, t - 1], -1)[ids[b, t]] * mask[b, t]
+            assert float(got[b, t]) == pytest.approx(float(expected), abs=1e-6), (b, t)
+    same = contrastive_token_probs(positive, positive, ids, mask, beta=1.0)  # no contrast: the model's own p
+    assert torch.allclose(same[0, 1:], torch.softmax(z_pos[0, :-1], -1).gather(-1, ids[0, 1:, None])[:, 0], atol=1e-6)
+
+
+def test_first_wrong_digit_is_a_digit_departure_only():
+    gold = "47+38 = 85\nAnswer: 85"
+    assert first_wrong_digit("47+38 = 86\nAnswer: 86", gold) == 9
+    assert first_wrong_digit("47+38 = 75\nAnswer: 75", gold) == 8
+    assert first_wrong_digit("47+38 is 85", gold) is None  # a change of format, not a slip
+    assert first_wrong_digit(gold, gold) is None
+
+
+def test_the_pipeline_writes_pairs_dpo_reads_token_for_token(tmp_path, monkeypatch):
+    from tokenfocus.tasks.arithmetic import Arithmetic
+
+    # a random tiny model never answers right: score by a property of the text so both classes exist
+    monkeypatch.setattr(Arithmetic, "reward", lambda self, config: (lambda texts, answers, **_: [
+        float(len(t) % 2) for t in texts]))
+    config = {"model": TINY, "task": {"name": "arithmetic", "tiers": ["D1"]}, "out": str(tmp_path / "pairs.jsonl"),
+              "n_prompts": 3, "samples": 4, "max_new_tokens": 6, "lora_epochs": 1.0, "continuations": 2,
+              "check_responses": 1}
+    settings, task, out = parse_cdpo_config(config)
+    summary = run_cdpo_weights(settings, task, out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert summary["pairs"] == len(rows) > 0 and summary["correct"] + summary["incorrect"] == 12
+    for row in rows:
+        assert row["chosen_weights"] == [1.0] * len(row["chosen_weights"])  # only_neg
+        assert all(0 <= w <= 1 for w in row["rejected_weights"])
+    assert (tmp_path / "pairs.jsonl.summary.json").is_file() and not (tmp_path / ".pairs.jsonl.lora").exists()
+    dpo = build_dpo_config({"model": TINY, "pairs": {"path": str(out)}, "weights": {"mode": "column"},
+                            "trl": {"max_steps": 1, "per_device_train_batch_size": 2, "max_length": 128},
+                            "run": {"dir": str(tmp_path / "run"), "save_steps": 1}})
+    run_dir, trainer = run_dpo(dpo)  # the column weights' lengths match DPOTrainer's completions, or it refuses
+    assert trainer.tf_token_level and (run_dir / "final").is_dir()
+    with pytest.raises(ValueError, match="exists"):
+        run_cdpo_weights(settings, task, out)
+
+
+def test_bad_settings_are_listed():
+    from tokenfocus.config import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        parse_cdpo_config({"samples": 0, "lora_lr": -1, "colour": 1})
+    message = str(error.value)
+    assert "task:" in message and "out:" in message and "samples must be >= 1" in message and "colour" in message
+    assert CDPOWeightsConfig().problems() == []
