@@ -68,6 +68,18 @@ def test_the_pipeline_writes_pairs_dpo_reads_token_for_token(tmp_path, monkeypat
     assert trainer.tf_token_level and (run_dir / "final").is_dir()
     with pytest.raises(ValueError, match="exists"):
         run_cdpo_weights(settings, task, out)
+    # the saved models feed the critical_token signal, shown by analyze like any other signal
+    from typer.testing import CliRunner
+
+    from tokenfocus.cli import app
+
+    spec = json.dumps({"name": "critical_token", "positive": str(tmp_path / "positive"),
+                       "negative": str(tmp_path / "negative")})
+    result = CliRunner().invoke(app, ["analyze", "--model", TINY, "-p", "1+1?", "--max-new-tokens", "4", "-s", spec,
+                                      "--out", str(tmp_path / "analyze")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "analyze" / "tokens.html").read_text()
+    assert "critical_token" in page
 
 
 def test_bad_settings_are_listed():

@@ -39,20 +39,24 @@ def test_right_padding_and_batch_mates_do_not_change_values():
             assert (alone[name][0] - together[name][r]).abs().max() < 1e-5
 
 
-def test_all_masked_rows_and_empty_completions_give_zeros_not_nan():
+def test_all_masked_rows_and_empty_completions_give_zeros_not_nan(tmp_path):
     model, _ = tiny()
+    for name, seed in (("pos", 1), ("neg", 2)):  # critical_token reads two saved models (cDPO's)
+        tiny(seed=seed)[0].save_pretrained(tmp_path / name)
+    critical = {"name": "critical_token", "positive": str(tmp_path / "pos"), "negative": str(tmp_path / "neg")}
     batch = rollout_batch([5, 3, 4], [3, 0, 2], prompt_width=5, completion_width=3)
     fully_padded = TokenBatch(
         torch.cat([batch.input_ids, torch.full((1, 8), 2)]),
         torch.cat([batch.attention_mask, torch.zeros(1, 8, dtype=torch.bool)]),
         torch.cat([batch.response_mask, torch.zeros(1, 8, dtype=torch.bool)]),
     )
-    specs = list(SIGNALS) + [{"name": "attention_entropy", "sink": "exclude", "label": "ae_nosink"},
+    specs = [critical if name == "critical_token" else name for name in SIGNALS]
+    specs += [{"name": "attention_entropy", "sink": "exclude", "label": "ae_nosink"},
                              {"name": "attention_entropy", "head_reduce": "max", "layers": "all", "label": "ae_max"}]
     evidence = torch.zeros_like(fully_padded.attention_mask)
     evidence[:, 3] = True  # a prompt column (padding in some rows: the counterfactual must still give zeros there)
     values = compute_signals(model, fully_padded, specs, marks={"evidence": evidence & ~fully_padded.response_mask})
-    assert {"context_dependency", "token_attribution"} <= set(values)
+    assert {"context_dependency", "token_attribution", "critical_token"} <= set(values)
     for name, v in values.items():
         assert torch.isfinite(v).all(), name
         assert v[1].abs().max() == 0 and v[3].abs().max() == 0, name

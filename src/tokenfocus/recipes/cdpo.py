@@ -13,6 +13,9 @@
    chance rate 1 / (response tokens); and, on ``check_responses`` short responses, continuations sampled from just
    before and just after the highest-weight token (``continuations`` each): a critical token is one whose presence
    turns correct continuations into wrong ones.
+5. ``save_models``: the positive and negative models (adapters merged) as ``positive/`` and ``negative/`` beside
+   the pairs file, for the ``critical_token`` signal (``tokenfocus analyze -s '{"name": "critical_token",
+   "positive": ".../positive", "negative": ".../negative"}'``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -47,6 +51,7 @@ class CDPOWeightsConfig:
     only_neg: bool = True
     continuations: int = 16
     check_responses: int = 8
+    save_models: bool = True  # positive/ and negative/ beside the pairs file (the critical_token signal reads them)
     seed: int = 0
 
     def problems(self) -> list[str]:
@@ -230,7 +235,10 @@ def run_cdpo_weights(settings: CDPOWeightsConfig, task: Task, out: Path, log=pri
                           "mean_after": sum(c["after"] for c in checks) / len(checks) if checks else None},
     }
     write_json(out.with_name(out.name + ".summary.json"), summary)
-    import shutil
-
+    if settings.save_models:
+        for name, tuned in (("positive", positive), ("negative", negative)):
+            merged = tuned.merge_and_unload()
+            merged.save_pretrained(str(out.parent / name))
+            tokenizer.save_pretrained(str(out.parent / name))
     shutil.rmtree(scratch, ignore_errors=True)
     return summary

@@ -15,7 +15,12 @@ response departs from the gold worked solution, when that character is a digit o
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
+
+from ..types import ForwardCapture
+from .registry import register_signal
 
 
 @torch.no_grad()
@@ -45,3 +50,30 @@ def first_wrong_digit(response: str, gold: str) -> int | None:
         if a != b:
             return i if a.isdigit() else None
     return None
+
+
+@lru_cache(maxsize=2)
+def _contrast_model(path: str):
+    """A saved model directory (``tokenfocus cdpo-weights`` writes ``positive/`` and ``negative/``), loaded once."""
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM
+
+    if not (Path(path) / "config.json").is_file():
+        raise ValueError(f"critical_token: {path!r} is not a model directory (no config.json); pass the positive/ "
+                         "and negative/ directories that tokenfocus cdpo-weights writes beside its pairs file")
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+
+
+@register_signal("critical_token", cost="extra-models")
+def critical_token(capture: ForwardCapture, positive: str = "", negative: str = "", beta: float = 1.0) -> torch.Tensor:
+    """cDPO's criticality 1 - p_ce(y_t), p_ce = softmax((1 + beta) z_pos - beta z_neg)[y_t] from the positive and
+    negative models (directories) at the predicting position; high where the positive model disfavours the token."""
+    if not positive or not negative:
+        raise ValueError("critical_token needs positive and negative model directories: "
+                         "{name: critical_token, positive: runs/cdpo-pairs/positive, negative: runs/cdpo-pairs/negative}"
+                         " (tokenfocus cdpo-weights writes them)")
+    batch = capture.batch
+    models = [_contrast_model(str(p)).to(batch.input_ids.device) for p in (positive, negative)]
+    probs = contrastive_token_probs(*models, batch.input_ids, batch.attention_mask.long(), beta=beta)
+    return torch.where(batch.response_mask, 1.0 - probs, torch.zeros_like(probs))

@@ -19,8 +19,9 @@ from ..types import ForwardCapture
 SignalFn = Callable[..., torch.Tensor]
 
 Requirement = Literal["attention", "logits", "key_mass", "counterfactual", "received"]
-# "forward+counterfactual": the scoring forward plus one no-grad forward per counterfactual context
-Cost = Literal["free", "forward", "forward+attention", "forward+counterfactual"]
+# "forward+counterfactual": the scoring forward plus one no-grad forward per counterfactual context;
+# "extra-models": no-grad forwards of other models over the same tokens (cDPO's positive and negative models)
+Cost = Literal["free", "forward", "forward+attention", "forward+counterfactual", "extra-models"]
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class SignalInfo:
               a second forward of the same response with part of the prompt hidden or changed, the spec's
               ``counterfactual`` option naming which; "received": the recorder's column sums, the attention
               each key receives). cost: "free" (no forward), "forward",
-              "forward+attention" or "forward+counterfactual".
+              "forward+attention", "forward+counterfactual" or "extra-models".
     """
 
     name: str
