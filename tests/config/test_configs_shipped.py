@@ -55,3 +55,13 @@ def test_the_counterfactual_papers_have_train_configs_on_tasks_that_mark_their_r
     for name, task in (("pgpo", "facts"), ("video-ktr", "steps"), ("d3s", "arithmetic")):
         config = load_train_config(CONFIGS / "train" / f"{name}.yaml")
         assert config.task.name == task and config.method.name == name.replace("-", "_")
+
+
+@pytest.mark.parametrize("name", ["study-arith", "study-pgpo"])
+def test_committed_studies_still_match_their_configs(name):
+    """A study grows across sessions: a field added to the code since its study.yaml was written (with its neutral
+    default) must not read as a change, or the next slice refuses to run."""
+    from tokenfocus.recipes.study import study_changes
+
+    saved = yaml.safe_load((CONFIGS.parent / "docs" / "results" / name / "runs" / "study.yaml").read_text())
+    assert study_changes(saved, load_study_config(CONFIGS / f"{name}.yaml").to_dict()) == []

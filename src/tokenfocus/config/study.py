@@ -145,13 +145,19 @@ class StudyConfig:
     def to_dict(self) -> dict:
         """The study as plain data (study.yaml)."""
         return {**self.index(), "train": self.train, "samples": self.samples, "dir": self.dir,
-                "warmup": None if self.warmup is None else vars(self.warmup)}
+                "warmup": None if self.warmup is None else warmup_dict(self.warmup)}
 
     def index(self) -> dict:
         """What study.json records about the study itself."""
         return {"description": self.description, "note": self.note, "see_also": self.see_also,
                 "claims": self.claims, "model": self.model, "task": self.task.spec(), "arms": self.arms,
                 "seeds": self.seeds, "eval": vars(self.eval)}
+
+
+def warmup_dict(warmup: WarmupConfig) -> dict:
+    """The warm-up as study.yaml records it; ``otr`` only when set (a study.yaml from before it existed lacks it,
+    and plain SFT must not read as a change)."""
+    return {k: v for k, v in vars(warmup).items() if not (k == "otr" and v is None)}
 
 
 def eval_set_problems(task: Task, evaluation: StudyEval) -> list[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..losses.otr import OTRConfig
+
 
 @dataclass(frozen=True)
 class WarmupConfig:
@@ -16,6 +18,7 @@ class WarmupConfig:
     batch_size: int = 16
     seed: int | None = None
     tiers: list | None = None
+    otr: dict | None = None  # One-Token Rollout instead of plain SFT: OTRConfig fields ({k: 8, beta_neg: 0.1, ...})
 
     def problems(self) -> list[str]:
         problems = []
@@ -27,4 +30,17 @@ class WarmupConfig:
             problems.append(f"learning_rate must be in (0, 1), got {self.learning_rate}")
         if self.batch_size < 1:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.otr is not None:
+            problems += [f"otr: {p}" for p in otr_problems(self.otr)]
         return problems
+
+
+def otr_problems(data: dict) -> list[str]:
+    """Problems of an ``otr`` mapping (unknown keys with the valid ones, then OTRConfig's ranges)."""
+    from dataclasses import fields
+
+    valid = {f.name for f in fields(OTRConfig)}
+    unknown = sorted(set(data) - valid)
+    if unknown:
+        return [f"unknown key(s) {unknown}; valid: {sorted(valid)}"]
+    return OTRConfig(**data).problems()

@@ -40,6 +40,8 @@ def run_warmup(model_spec: str, task: Task, config: WarmupConfig, out_dir: Path,
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
+    from ..integrations.sft import TokenFocusSFTTrainer
+    from ..losses.otr import OTRConfig
     from ..models import load_model
 
     out_dir = Path(out_dir)
@@ -60,11 +62,13 @@ def run_warmup(model_spec: str, task: Task, config: WarmupConfig, out_dir: Path,
         seed=config.seed if config.seed is not None else task.options.seed, bf16=False,
         gradient_checkpointing=False, max_length=512, disable_tqdm=True,
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                         callbacks=[MetricsFile(out_dir / "metrics.jsonl")])
+    extra = {} if config.otr is None else {"otr": OTRConfig(**config.otr)}  # One-Token Rollout instead of NLL
+    trainer = (TokenFocusSFTTrainer if extra else SFTTrainer)(
+        model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+        callbacks=[MetricsFile(out_dir / "metrics.jsonl")], **extra)
     trainer.remove_callback(PrinterCallback)
     started = time.time()
-    log(f"warm-up: SFT of {model_spec} on {len(rows)} gold solutions, {config.epochs} epoch(s), "
+    log(f"warm-up: {'OTR' if extra else 'SFT'} of {model_spec} on {len(rows)} gold solutions, {config.epochs} epoch(s), "
         f"lr {config.learning_rate} -> {final}")
     trainer.train()
     tmp = out_dir / f".final.tmp{os.getpid()}"
