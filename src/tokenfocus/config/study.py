@@ -27,15 +27,22 @@ from ..options import check_keys, coerce_section, parse_section
 from ..signals import SignalPass
 from ..tasks import Task, parse_task
 from .schema import ConfigError, load_yaml
-from .train import TrainConfig, build_train_config, run_dir_problems
+from .train import build_train_config, run_dir_problems
 from .warmup import WarmupConfig
 
 STUDY_KEYS = {"model": str, "task": dict, "train": dict, "arms": dict, "seeds": list, "eval": dict,
-              "samples": int, "dir": str, "description": str, "warmup": dict, "note": str, "see_also": str, "claims": list}
+              "samples": int, "dir": str, "description": str, "warmup": dict, "note": str, "see_also": str, "claims": list,
+              "trainer": str}
+TRAINERS = ("grpo", "dpo", "sft")  # what an arm is: a method (GRPO), a pair weighting (DPO), an OTR setting (SFT)
 CLAIM_KEYS = {"arm": str, "test": str, "set": str, "text": str, "paper": str}
 CLAIM_TESTS = ("beats", "keeps_gain")  # arm - full above 0; arm keeps more than half of full's gain
 TRAIN_KEYS = {"reward": dict, "trl": dict, "diagnostics": dict, "diagnostics_arms": list, "save_steps": int,
-              "signal_pass": SignalPass, "keep_checkpoints": bool}
+              "signal_pass": SignalPass, "keep_checkpoints": bool, "pairs": dict, "data": dict}
+# train keys each trainer reads (the others would be ignored, so they are refused)
+TRAINER_KEYS = {"grpo": {"reward", "trl", "diagnostics", "diagnostics_arms", "save_steps", "signal_pass",
+                         "keep_checkpoints"},
+                "dpo": {"pairs", "trl", "save_steps", "keep_checkpoints"},
+                "sft": {"data", "trl", "save_steps", "keep_checkpoints"}}
 INITIAL_ARM = "initial"  # the starting model's evaluation, listed beside the arms
 
 
@@ -118,13 +125,30 @@ class StudyConfig:
     claims: list = field(default_factory=list)
     warmup: WarmupConfig | None = None
     base: Path | None = None  # the study file's folder: method paths in arms are relative to it
+    trainer: str = "grpo"  # grpo: arms are methods; dpo: pair weightings (weights:); sft: OTR settings (otr:, or null)
 
     @property
     def start_model(self) -> str:
         """What every arm trains from: the warm-up's result when there is a warm-up, else ``model``."""
         return str(Path(self.dir) / "warmup" / "final") if self.warmup else self.model
 
-    def run_config(self, arm: str, seed: int) -> TrainConfig:
+    def run_config(self, arm: str, seed: int):
+        """The arm's run config at ``seed``: a TrainConfig (grpo), DPORunConfig (dpo) or SFTRunConfig (sft)."""
+        run = {"dir": str(Path(self.dir) / f"{arm}-s{seed}"), "seed": seed}
+        if "save_steps" in self.train:
+            run["save_steps"] = self.train["save_steps"]
+        if self.trainer == "dpo":
+            from .dpo import build_dpo_config
+
+            data = {"model": self.start_model, "pairs": copy.deepcopy(self.train["pairs"]),
+                    "weights": copy.deepcopy(self.arms[arm]) or {}, "trl": dict(self.train.get("trl", {})), "run": run}
+            return build_dpo_config(data, base=self.base, where=f"arm {arm!r}", check_model=self.warmup is None)
+        if self.trainer == "sft":
+            from .sft import build_sft_config
+
+            data = {"model": self.start_model, "data": copy.deepcopy(self.train["data"]),
+                    "otr": copy.deepcopy(self.arms[arm]), "trl": dict(self.train.get("trl", {})), "run": run}
+            return build_sft_config(data, base=self.base, where=f"arm {arm!r}", check_model=self.warmup is None)
         method = self.arms[arm]
         data = {"model": self.start_model, "task": self.task.spec(), "method": copy.deepcopy(method),
                 "reward": dict(self.train.get("reward", {})), "trl": dict(self.train.get("trl", {})),
@@ -149,9 +173,10 @@ class StudyConfig:
 
     def index(self) -> dict:
         """What study.json records about the study itself."""
-        return {"description": self.description, "note": self.note, "see_also": self.see_also,
-                "claims": self.claims, "model": self.model, "task": self.task.spec(), "arms": self.arms,
-                "seeds": self.seeds, "eval": vars(self.eval)}
+        out = {"description": self.description, "note": self.note, "see_also": self.see_also,
+               "claims": self.claims, "model": self.model, "task": self.task.spec(), "arms": self.arms,
+               "seeds": self.seeds, "eval": vars(self.eval)}
+        return out if self.trainer == "grpo" else {**out, "trainer": self.trainer}  # GRPO studies predate the key
 
 
 def warmup_dict(warmup: WarmupConfig) -> dict:
@@ -216,6 +241,17 @@ def load_study_config(path: Path) -> StudyConfig:
         problems += [f"model: {p}" for p in check_model_spec(data["model"])]
     train = coerce_section(data["train"], TRAIN_KEYS) if isinstance(data.get("train"), dict) else {}
     check_keys("train", train, TRAIN_KEYS, problems)
+    trainer = data.get("trainer", "grpo")
+    if trainer not in TRAINERS:
+        problems.append(f"trainer: {trainer!r} is not one of {list(TRAINERS)}")
+    else:
+        ignored = sorted(k for k in train if k in TRAIN_KEYS and k not in TRAINER_KEYS[trainer])
+        if ignored:
+            problems.append(f"train: {ignored} are not read by trainer {trainer!r} (it reads "
+                            f"{sorted(TRAINER_KEYS[trainer])}); remove them")
+        needed = {"dpo": "pairs", "sft": "data"}.get(trainer)
+        if needed and needed not in train:
+            problems.append(f"train.{needed}: trainer {trainer!r} needs it (see tokenfocus.config.{trainer})")
     arms = data.get("arms") if isinstance(data.get("arms"), dict) else {}
     if "arms" in data and not arms:
         problems.append("arms: expected a non-empty mapping {arm name: method}")
@@ -250,7 +286,7 @@ def load_study_config(path: Path) -> StudyConfig:
     study = StudyConfig(model=data["model"], task=task, arms=arms, train=train, seeds=seeds, eval=evaluation,
                         samples=data.get("samples", 6), dir=data.get("dir", "runs/study"),
                         description=data.get("description", ""), warmup=warmup, base=path.parent,
-                        note=data.get("note", ""), claims=claims,
+                        note=data.get("note", ""), claims=claims, trainer=trainer,
                         see_also=str((path.parent / data["see_also"]).resolve()) if data.get("see_also") else None)
     errors = []
     for arm in study.arms:  # every arm's train config is validated (model, TRL, policy dry run) before anything runs

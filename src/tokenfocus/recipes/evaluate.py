@@ -17,7 +17,7 @@ import torch
 
 from ..io import append_jsonl, prepare_output_dir, write_json
 from ..rollout import generate_rollout
-from ..tasks import AnswerReward, Example, build_task
+from ..tasks import Example, RewardConfig, build_task
 
 
 @dataclass
@@ -53,7 +53,8 @@ def evaluate(model, tokenizer, config: EvalConfig, progress: bool = False) -> di
     prompts = [p.prompt for p in problems]
     answers = [p.answer for p in problems]
     tiers = [p.tier for p in problems]
-    reward = AnswerReward(answer_line_only=config.answer_line_only)
+    # the task's own reward (arithmetic & co: "Answer: N"; json_answers: the last "answer": N)
+    reward = build_task(config.task).reward(RewardConfig(answer_line_only=config.answer_line_only))
     started = time.perf_counter()
     greedy = generate_rollout(model, tokenizer, prompts, max_new_tokens=config.max_new_tokens, temperature=0.0,
                               batch_size=config.batch_size, progress=progress)

@@ -100,7 +100,6 @@ def run_study(study: StudyConfig, log=print, allow_config_change: bool = False, 
     ``export``: after every finished run, copy the light files of the study (``export_light``) there.
     """
     from ..models import load_model
-    from .train import run_train
     from .warmup import run_warmup
 
     arms = _select(list(study.arms), arms, "arms")
@@ -166,7 +165,7 @@ def run_study(study: StudyConfig, log=print, allow_config_change: bool = False, 
                     continue
                 if status in ("pending", "partial"):
                     log(f"[{arm} s{seed}] {'resuming' if status == 'partial' else 'training'} -> {run_dir}")
-                    run_train(config, resume=status == "partial", overwrite=status == "pending", log=log)
+                    train_arm(config, resume=status == "partial", overwrite=status == "pending", log=log)
                     if not (run_dir / "final").is_dir():  # stopped by SIGTERM: leave the rest for --resume
                         finished({**entry, "status": "partial"})
                         log("study interrupted; run it again to continue")
@@ -186,6 +185,24 @@ def run_study(study: StudyConfig, log=print, allow_config_change: bool = False, 
     if failures:
         raise StudyRunsFailed(root, failures)
     return root
+
+
+def train_arm(config, **options):
+    """Train one arm with its trainer's recipe: GRPO (TrainConfig), DPO (DPORunConfig) or SFT (SFTRunConfig)."""
+    from ..config.dpo import DPORunConfig
+    from ..config.sft import SFTRunConfig
+
+    if isinstance(config, DPORunConfig):
+        from .dpo import run_dpo
+
+        return run_dpo(config, **options)
+    if isinstance(config, SFTRunConfig):
+        from .sft import run_sft
+
+        return run_sft(config, **options)
+    from .train import run_train
+
+    return run_train(config, **options)
 
 
 def _drop_checkpoints(run_dir: Path) -> None:

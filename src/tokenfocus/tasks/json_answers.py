@@ -57,6 +57,8 @@ class JsonAnswerReward:
 
     def __init__(self):
         self.calls = 0
+        self.errors = 0  # nothing is executed: no errors or timeouts to count (AnswerReward's counters)
+        self.timeouts = 0
 
     def __call__(self, completions, answer, **_columns) -> list[float]:
         out = []
@@ -68,7 +70,7 @@ class JsonAnswerReward:
         return out
 
     def counters(self) -> dict:
-        return {"reward/calls": float(self.calls)}
+        return {"reward/calls": float(self.calls), "reward/errors": 0.0, "reward/timeouts": 0.0}
 
 
 def perturb_digits(solution: str, rng: random.Random, max_digits: int = 2) -> str:

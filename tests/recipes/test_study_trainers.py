@@ -1,0 +1,73 @@
+"""A study whose arms are DPO pair weightings or SFT/OTR settings (``trainer: dpo | sft``): every arm and seed trains
+with its recipe, is evaluated on the one fixed held-out set with the task's own reward, and the report renders;
+train keys the trainer would ignore are refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from tokenfocus.config import ConfigError, load_study_config
+from tokenfocus.config.dpo import DPORunConfig
+from tokenfocus.config.sft import SFTRunConfig
+from tokenfocus.recipes.study import run_study
+from tokenfocus.report.study_report import render_report
+
+TINY = "tiny-llama:layers=2,hidden=32,heads=4,kv_heads=2,intermediate=64"
+
+
+def _write(tmp_path, **data):
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({"model": TINY, "seeds": [0], "samples": 1, "dir": str(tmp_path / "out"),
+                                    "eval": {"sets": {"in-dist": {"split": "test", "tiers": {"D1": 3}},
+                                                      "hard": {"split": "test", "tiers": {"H1": 2}}},
+                                             "k": 0, "max_new_tokens": 8}, **data}))
+    return path
+
+
+def test_a_dpo_study_trains_each_weighting_and_reports(tmp_path):
+    path = _write(tmp_path, trainer="dpo", task={"name": "json_answers", "tiers": ["D1"]},
+                  train={"pairs": {"task": {"name": "json_answers", "tiers": ["D1"]}, "n": 8}, "save_steps": 1,
+                         "trl": {"max_steps": 2, "per_device_train_batch_size": 4, "learning_rate": 1e-3,
+                                 "max_length": 128}},
+                  arms={"full": {"mode": "uniform"}, "tab_po": {"mode": "diff", "barrier": 1.0}},
+                  claims=[{"arm": "tab_po", "test": "beats", "text": "TAB-PO beats DPO", "paper": "2603.00025"}])
+    study = load_study_config(path)
+    assert isinstance(study.run_config("tab_po", 0), DPORunConfig)
+    run_study(study, log=lambda m: None)
+    index = json.loads((tmp_path / "out" / "study.json").read_text())
+    assert index["trainer"] == "dpo"
+    assert {(r["arm"], r["status"]) for r in index["runs"]} == {("initial", "done"), ("full", "done"),
+                                                                 ("tab_po", "done")}
+    metrics = [json.loads(line) for line in (tmp_path / "out" / "tab_po-s0" / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss/barrier" in row for row in metrics)
+    result = json.loads((tmp_path / "out" / "tab_po-s0" / "eval" / "in-dist-final.json").read_text())
+    assert result["task"] == "json_answers" and result["n"] == 3
+    assert render_report(tmp_path / "out").is_file()
+
+
+def test_an_sft_study_runs_plain_sft_and_otr_arms(tmp_path):
+    path = _write(tmp_path, trainer="sft", task={"name": "arithmetic", "tiers": ["D1"]},
+                  train={"data": {"task": {"name": "arithmetic", "tiers": ["D1"]}, "n": 16}, "save_steps": 1,
+                         "trl": {"max_steps": 2, "per_device_train_batch_size": 8, "learning_rate": 1e-3,
+                                 "max_length": 128}},
+                  arms={"full": None, "otr": {"k": 4}})
+    study = load_study_config(path)
+    assert isinstance(study.run_config("otr", 0), SFTRunConfig) and study.run_config("full", 0).otr is None
+    run_study(study, log=lambda m: None)
+    rows = (tmp_path / "out" / "otr-s0" / "metrics.jsonl").read_text()
+    assert "otr/gt_sample_frac" in rows
+    assert "otr/gt_sample_frac" not in (tmp_path / "out" / "full-s0" / "metrics.jsonl").read_text()
+
+
+def test_train_keys_a_trainer_would_ignore_are_refused(tmp_path):
+    path = _write(tmp_path, trainer="dpo", task={"name": "json_answers"}, arms={"full": {"mode": "uniform"}},
+                  train={"reward": {"kind": "digits"}, "trl": {"max_steps": 1}})
+    with pytest.raises(ConfigError) as error:
+        load_study_config(path)
+    assert "['reward'] are not read by trainer 'dpo'" in str(error.value) and "train.pairs" in str(error.value)
+    path = _write(tmp_path, trainer="ppo", task={"name": "arithmetic"}, arms={"full": "dapo"})
+    with pytest.raises(ConfigError, match="trainer: 'ppo' is not one of"):
+        load_study_config(path)
