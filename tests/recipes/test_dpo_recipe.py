@@ -132,3 +132,49 @@ def test_a_kill_inside_a_checkpoint_save_resumes_to_the_same_metrics(tmp_path):
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["weights_resolved"]["mode"] == "diff" and saved["pairs_resolved"]["rows"] == 16
     assert load_dpo_config(config).rows == build_dpo_config(config_data(tmp_path / "b")).rows  # same pairs each time
+
+
+def test_on_policy_pairs_are_sampled_once_from_the_reference_and_shared(tmp_path, monkeypatch):
+    """Chosen = a correct response, rejected = an incorrect one of the same prompt 1-2 digits away (else the chosen
+    perturbed); sampled when the first run starts, cached beside its directory, reused by the next run."""
+    from types import SimpleNamespace
+
+    import tokenfocus.rollout as rollout
+    from tokenfocus.recipes.dpo import pairs_cache
+    from tokenfocus.tasks import build_task
+
+    gold = {e.prompt: e.solution for e in build_task({"name": "json_answers", "tiers": ["D2"]}).gold_examples(
+        4, seed=0)}
+    calls = []
+
+    def fake_rollout(model, tokenizer, prompts, **options):
+        calls.append(len(prompts))
+        out = []
+        for i, prompt in enumerate(prompts):
+            right = gold[prompt]
+            off = right[:-2] + str((int(right[-2]) + 1) % 10) + right[-1]  # the answer's last digit changed
+            near = off if i % 4 == 1 else "no idea"
+            out.append(right if i % 4 == 0 else near)
+        return SimpleNamespace(completions=out)
+
+    monkeypatch.setattr(rollout, "generate_rollout", fake_rollout)
+    data = config_data(tmp_path, pairs={"task": {"name": "json_answers", "tiers": ["D2"]}, "n": 4,
+                                        "on_policy": {"samples": 4}})
+    data["trl"]["max_steps"] = 1
+    config = build_dpo_config(data)
+    assert config.rows == [] and config.sampling["samples"] == 4
+    run_dpo(config)
+    cache = pairs_cache(config)
+    rows = [json.loads(line) for line in cache.read_text().splitlines()]
+    assert len(rows) == 4 and calls == [16]
+    counts = json.loads(cache.with_name(cache.name + ".json").read_text())
+    assert counts["sampled"] == 4 and counts["perturbed"] == 0 and counts["pass_rate"] == 0.25
+    for row in rows:
+        chosen, rejected = row["chosen"][0]["content"], row["rejected"][0]["content"]
+        assert chosen == gold[row["prompt"][0]["content"]] and chosen != rejected
+        assert rejected[:-2] == chosen[:-2]  # the sampled near miss, not a perturbation
+    data["run"]["dir"] = str(tmp_path / "second")
+    run_dpo(build_dpo_config(data))
+    assert calls == [16]  # the second run read the cache
+    with pytest.raises(ConfigError, match="sampled pairs carry none"):
+        build_dpo_config({**data, "weights": {"mode": "column"}})

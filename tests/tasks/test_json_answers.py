@@ -46,3 +46,21 @@ def test_perturbed_pairs_differ_in_one_or_two_digits_of_one_number():
     assert perturbed_pairs(task.gold_examples(5, seed=1), seed=3) == perturbed_pairs(task.gold_examples(5, seed=1),
                                                                                      seed=3)
     assert perturb_digits('{"steps": ["2+4=6"], "answer": 6}', random.Random(0)) != '{"steps": ["2+4=6"], "answer": 6}'
+
+
+def test_on_policy_pairs_prefer_a_sampled_near_miss_and_count_the_fallbacks():
+    from tokenfocus.tasks.json_answers import digit_edit, on_policy_pairs
+
+    assert digit_edit('{"answer": 85}', '{"answer": 86}') == 1
+    assert digit_edit('{"answer": 85}', '{"answer": 8}') is None and digit_edit("a=1", "b=1") is None
+    task = build_task({"name": "json_answers", "tiers": ["D2"]})
+    examples = task.gold_examples(3, seed=0)
+    gold = [e.solution for e in examples]
+    near = gold[0][:-2] + str((int(gold[0][-2]) + 3) % 10) + gold[0][-1]
+    groups = [[(gold[0], 1.0), ("junk", 0.0), (near, 0.0)],  # a near miss exists: it is the rejected
+              [(gold[1], 1.0), ("junk", 0.0)],                # none: the chosen is perturbed
+              [("junk", 0.0), ("more junk", 0.0)]]             # no correct response: no pair
+    rows, counts = on_policy_pairs(examples, groups, seed=0)
+    assert counts == {"sampled": 1, "perturbed": 1, "no_correct": 1}
+    assert rows[0]["rejected"] == near and rows[0]["rejected_source"] == "sampled"
+    assert rows[1]["rejected_source"] == "perturbed" and digit_edit(rows[1]["chosen"], rows[1]["rejected"]) in (1, 2)

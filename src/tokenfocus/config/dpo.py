@@ -4,6 +4,8 @@
     reference: null                        # the DPO reference; default: a frozen copy of the starting model
     pairs: {path: pairs.jsonl}             # preference rows (tasks.preference), or pairs made from a task's gold
         # {task: {name: json_answers, tiers: [D2, D3]}, n: 256, seed: 0, max_digits: 2}   (tasks.json_answers)
+        # + on_policy: {samples: 8, temperature: 1.0, max_new_tokens: 48}: sampled from the reference when the
+        #   run starts (chosen correct, rejected 1-2 digits off), cached beside the run directory
     weights: {mode: diff, hi: 1.0, lo: 0.2, barrier: 1.0, tau: 0.5}   # policies.pairs.PairWeighting
     trl: {beta: 0.1, max_steps: 20, learning_rate: 5e-6, ...}          # any DPOConfig field
     run: {dir: runs/tab-po, seed: 0, save_steps: 10}
@@ -28,7 +30,8 @@ from .train import RunConfig, apply_overrides
 from .trl_fields import check_trl
 
 TOP_KEYS = {"model": str, "reference": str | None, "pairs": dict, "weights": dict, "trl": dict, "run": dict}
-PAIR_KEYS = {"path": str, "task": dict, "n": int, "seed": int, "max_digits": int}
+PAIR_KEYS = {"path": str, "task": dict, "n": int, "seed": int, "max_digits": int, "on_policy": dict}
+ON_POLICY_KEYS = {"samples": int, "temperature": float, "max_new_tokens": int}
 # CPU-friendly DPOConfig defaults (any can be overridden under trl:).
 DPO_DEFAULTS = {
     "max_steps": 10, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "learning_rate": 5e-6,
@@ -49,6 +52,9 @@ class DPORunConfig:
     trl: dict
     run: RunConfig
     source: dict
+    # on-policy pairs, sampled from the reference when the run starts: {task, n, seed, max_digits, samples,
+    # temperature, max_new_tokens}; None when the rows are given
+    sampling: dict | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -68,41 +74,56 @@ class DPORunConfig:
                 "trl_resolved": self.trl_args()}
 
 
-def _pairs(spec: dict, base: Path | None, problems: list[str]) -> tuple[list[dict], list[int], str]:
+def _pairs(spec: dict, base: Path | None, problems: list[str]) -> tuple[list[dict], list[int], str, dict | None]:
+    """(rows, their lines, a description, the on-policy sampling spec or None)."""
     before = len(problems)
     check_keys("pairs", spec, PAIR_KEYS, problems)
     if len(problems) > before:
-        return [], [], ""
+        return [], [], "", None
     if ("path" in spec) == ("task" in spec):
         problems.append("pairs: give either path (a JSONL file of prompt/chosen/rejected rows) or task (pairs made "
-                        "from a task's gold solutions)")
-        return [], [], ""
+                        "from a task's gold solutions, or sampled from the model with on_policy)")
+        return [], [], "", None
     if "path" in spec:
-        if any(k in spec for k in ("n", "seed", "max_digits")):
-            problems.append("pairs: n, seed and max_digits apply to task pairs only; remove them with path")
+        if any(k in spec for k in ("n", "seed", "max_digits", "on_policy")):
+            problems.append("pairs: n, seed, max_digits and on_policy apply to task pairs only; remove them with path")
         path = Path(spec["path"]).expanduser()
         path = path if path.is_absolute() or base is None else base / path
         rows, found = read_pairs(path)
         if found:
             problems.append(f"pairs: {len(found)} bad row(s) in {path}:" + summarize(found))
-        return [r.data for r in rows], [r.line for r in rows], str(path)
+        return [r.data for r in rows], [r.line for r in rows], str(path), None
     task: Task | None = parse_task(spec["task"], problems, base=base)
     n, seed, digits = spec.get("n", 256), spec.get("seed", 0), spec.get("max_digits", 2)
     if n < 1 or digits < 1:
         problems.append(f"pairs: n and max_digits must be >= 1, got {n}, {digits}")
-        return [], [], ""
+        return [], [], "", None
     if task is None:
-        return [], [], ""
+        return [], [], "", None
+    if "on_policy" in spec:
+        sampling = {"samples": 8, "temperature": 1.0, "max_new_tokens": 48, **(spec["on_policy"] or {})}
+        check_keys("pairs.on_policy", spec["on_policy"] or {}, ON_POLICY_KEYS, problems)
+        if not (sampling["samples"] >= 2 and sampling["temperature"] > 0 and sampling["max_new_tokens"] >= 1):
+            problems.append("pairs.on_policy: samples must be >= 2, temperature > 0, max_new_tokens >= 1")
+        try:
+            task.gold_examples(n, seed=seed)  # the prompts can be drawn
+        except ValueError as error:
+            problems.append(f"pairs.task: {error}")
+        return [], [], f"task {task.name}: sampled from the reference", {
+            "task": task.spec(), "n": n, "seed": seed, "max_digits": digits, **sampling}
     try:
         rows = perturbed_pairs(task.gold_examples(n, seed=seed), seed=seed, max_digits=digits)
     except ValueError as error:
         problems.append(f"pairs.task: {error}")
-        return [], [], ""
-    # chat format, as GRPO training and evaluation prompt the model (the tokenizer's chat template)
-    rows = [{"prompt": [{"role": "user", "content": r["prompt"]}],
+        return [], [], "", None
+    return chat_rows(rows), [0] * len(rows), f"task {task.name}: gold vs 1-{digits} digit(s) changed", None
+
+
+def chat_rows(rows: list[dict]) -> list[dict]:
+    """Plain prompt/chosen/rejected rows in chat format, as GRPO training and evaluation prompt the model."""
+    return [{"prompt": [{"role": "user", "content": r["prompt"]}],
              "chosen": [{"role": "assistant", "content": r["chosen"]}],
              "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in rows]
-    return rows, [0] * len(rows), f"task {task.name}: gold vs 1-{digits} digit(s) changed"
 
 
 def build_dpo_config(data: dict, base: Path | None = None, where: str = "dpo config",
@@ -120,9 +141,11 @@ def build_dpo_config(data: dict, base: Path | None = None, where: str = "dpo con
         problems += [f"model: {p}" for p in check_model_spec(model)]
         if data.get("reference") is not None:
             problems += [f"reference: {p}" for p in check_model_spec(data["reference"])]
-    rows, lines, source = _pairs(data["pairs"], base, problems)
+    rows, lines, source, sampling = _pairs(data["pairs"], base, problems)
     weighting = parse_section(PairWeighting, data.get("weights"), "weights", problems)
-    if weighting is not None and weighting.mode == "column":
+    if weighting is not None and weighting.mode == "column" and "on_policy" in (data["pairs"] or {}):
+        problems.append("weights.mode 'column' reads weights from a pairs file; sampled pairs carry none")
+    elif weighting is not None and weighting.mode == "column":
         lacking = [line or i for i, (row, line) in enumerate(zip(rows, lines))
                    if not all(k in row for k in ("chosen_weights", "rejected_weights"))]
         if lacking:
@@ -132,7 +155,8 @@ def build_dpo_config(data: dict, base: Path | None = None, where: str = "dpo con
     trl = check_trl(dict(data.get("trl") or {}), problems, trainer="dpo")
     if problems:
         raise ConfigError(f"{where}: invalid dpo config:\n  - " + "\n  - ".join(problems))
-    config = DPORunConfig(str(model), data.get("reference"), rows, lines, source, weighting, trl, run, dict(data))
+    config = DPORunConfig(str(model), data.get("reference"), rows, lines, source, weighting, trl, run, dict(data),
+                          sampling)
     _check_dpo_args(config, problems)
     if problems:
         raise ConfigError(f"{where}: invalid dpo config:\n  - " + "\n  - ".join(problems))

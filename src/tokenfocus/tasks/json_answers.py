@@ -6,7 +6,9 @@ pair of answers differs in one or two digit tokens and the rest is scaffolding (
 
 Tiers: the arithmetic tiers (D1-D3 train, H1-H3 hard). The reward reads the last ``"answer": N`` of the completion.
 ``perturbed_pairs`` makes preference pairs from gold solutions: chosen = the gold JSON, rejected = the same JSON
-with 1-2 digits of one step result or of the answer changed (so the pair differs only there).
+with 1-2 digits of one step result or of the answer changed (so the pair differs only there). ``on_policy_pairs``
+makes them from the model's own responses: chosen a correct one, rejected an incorrect one of the same prompt that
+differs from it in 1-2 digits only (else the chosen with 1-2 digits changed; counted).
 """
 
 from __future__ import annotations
@@ -73,18 +75,24 @@ class JsonAnswerReward:
         return {"reward/calls": float(self.calls), "reward/errors": 0.0, "reward/timeouts": 0.0}
 
 
+RESULT = re.compile(r'(?:=\s*|"answer":\s*|Answer:\s*)(-?\d+)')  # a step result or an answer, JSON or "Answer: N"
+
+
 def perturb_digits(solution: str, rng: random.Random, max_digits: int = 2) -> str:
-    """``solution`` with 1..max_digits digits of one result (after "=" or "answer":) changed; never identical."""
-    targets = [m for m in re.finditer(r'(?<==)-?\d+|(?<="answer": )-?\d+', solution)]
+    """``solution`` with 1..max_digits digits of one result (after "=", '"answer":' or "Answer:") changed; never
+    identical."""
+    targets = list(RESULT.finditer(solution))
     if not targets:
         raise ValueError(f"no step result or answer to perturb in {solution!r}")
     match = rng.choice(targets)
-    digits = list(match.group().lstrip("-"))
+    start, end = match.span(1)
+    number = solution[start:end]
+    digits = list(number.lstrip("-"))
     for position in rng.sample(range(len(digits)), k=min(len(digits), rng.randint(1, max_digits))):
         digits[position] = rng.choice([d for d in "0123456789" if d != digits[position]
                                        and not (position == 0 and d == "0" and len(digits) > 1)])
-    value = ("-" if match.group().startswith("-") else "") + "".join(digits)
-    return solution[:match.start()] + value + solution[match.end():]
+    value = ("-" if number.startswith("-") else "") + "".join(digits)
+    return solution[:start] + value + solution[end:]
 
 
 def perturbed_pairs(examples: list[Example], seed: int = 0, max_digits: int = 2) -> list[dict]:
@@ -98,6 +106,45 @@ def perturbed_pairs(examples: list[Example], seed: int = 0, max_digits: int = 2)
                      "rejected": perturb_digits(example.solution, rng, max_digits), "answer": example.answer,
                      "tier": example.tier})
     return rows
+
+
+def digit_edit(a: str, b: str) -> int | None:
+    """How many characters differ between ``a`` and ``b`` when every difference is a digit for a digit (same
+    length); None when they differ otherwise (length, a non-digit)."""
+    if len(a) != len(b):
+        return None
+    changed = [(x, y) for x, y in zip(a, b) if x != y]
+    return len(changed) if all(x.isdigit() and y.isdigit() for x, y in changed) else None
+
+
+def on_policy_pairs(examples: list[Example], responses: list[list[tuple[str, float]]], seed: int = 0,
+                    max_digits: int = 2) -> tuple[list[dict], dict]:
+    """Pairs from the model's own responses (``responses[i]``: (text, reward) of prompt i): chosen = a correct
+    response; rejected = an incorrect response of the same prompt differing from it in 1..max_digits digits only,
+    else the chosen with 1..max_digits digits changed (``perturb_digits``). Prompts with no correct response give no
+    pair. Returns (rows, counts of each kind)."""
+    rng = random.Random(seed)
+    rows, counts = [], {"sampled": 0, "perturbed": 0, "no_correct": 0}
+    for example, group in zip(examples, responses, strict=True):
+        correct = [t for t, r in group if r >= 1.0]
+        wrong = [t for t, r in group if r < 1.0]
+        if not correct:
+            counts["no_correct"] += 1
+            continue
+        chosen = correct[0]
+        near = [w for w in wrong if (d := digit_edit(chosen, w)) is not None and 1 <= d <= max_digits]
+        if near:
+            rejected, kind = near[0], "sampled"
+        else:
+            try:
+                rejected, kind = perturb_digits(chosen, rng, max_digits), "perturbed"
+            except ValueError:  # a correct response without a result to change
+                counts["no_correct"] += 1
+                continue
+        counts[kind] += 1
+        rows.append({"prompt": example.prompt, "chosen": chosen, "rejected": rejected, "answer": example.answer,
+                     "tier": example.tier, "rejected_source": kind})
+    return rows, counts
 
 
 @register_task
