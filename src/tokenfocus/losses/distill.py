@@ -1,0 +1,83 @@
+"""Teacher-guided terms (RL_TOKEN_CREDIT.md §4 HyperEyes, §5 dGRPO, §6 SCOPE): per-token reverse KL to a teacher,
+and the teacher's dense advantage.
+
+Shapes: per-token tensors (B, C) in the completion layout; the hidden states that predict completion token c are
+the rows at c (the caller slices them at the predicting positions, §0.2). Teacher inputs are always detached.
+
+Reverse KL per token, KL(pi_S(.|s_t) || pi_T(.|s_t)), ``estimator``:
+    full        exact over the vocabulary, in position chunks (no (B, C, V) tensor for both models at once)
+    topk        on the teacher's top-k support, both distributions renormalized there (SCOPE's code alternative)
+    sampled_k1  log pi_S(y_t) - log pi_T(y_t) at the sampled token
+    sampled_k3  (r - 1) - log r with r = pi_T(y_t) / pi_S(y_t): unbiased, >= 0
+The gradient flows through the student only.
+
+Dense advantage (dGRPO form B; HyperEyes' OPD on failed rollouts with ``gate``):
+    A_{i,t} = A_i + lambda * (log pi_T(y_t) - log pi_old(y_t))     detached; gate (B,) bool keeps it to some rows
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+KLEstimator = Literal["full", "topk", "sampled_k1", "sampled_k3"]
+ESTIMATORS = ("full", "topk", "sampled_k1", "sampled_k3")
+
+
+def _logits(hidden: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+    out = hidden @ head.t()
+    return out if out.dtype == torch.float64 else out.float()
+
+
+def reverse_kl(student_hidden: torch.Tensor, student_head: torch.Tensor, teacher_hidden: torch.Tensor,
+               teacher_head: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor | None = None, *,
+               estimator: KLEstimator = "full", topk: int = 20, chunk: int = 256) -> torch.Tensor:
+    """(B, C) per-token KL(pi_S || pi_T) (module docstring), 0 where ``mask`` is False. ``*_hidden``: (B, C, H) final
+    hidden states at the predicting positions; ``*_head``: (V, H) LM-head weights; ``tokens``: (B, C) the sampled
+    tokens (needed by the sampled estimators)."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {list(ESTIMATORS)}, got {estimator!r}")
+    if estimator.startswith("sampled") and tokens is None:
+        raise ValueError(f"estimator {estimator!r} needs the sampled tokens")
+    if student_head.shape[0] != teacher_head.shape[0]:
+        raise ValueError(f"student and teacher vocabularies differ ({student_head.shape[0]} vs "
+                         f"{teacher_head.shape[0]} tokens): on-policy distillation needs one vocabulary")
+    b, c = mask.shape
+    flat_mask = mask.reshape(-1).bool()
+    s_hidden = student_hidden.reshape(b * c, -1)[flat_mask]
+    t_hidden = teacher_hidden.detach().reshape(b * c, -1)[flat_mask]
+    t_head = teacher_head.detach()
+    ids = tokens.reshape(-1)[flat_mask] if tokens is not None else None
+    pieces = []
+    for start in range(0, s_hidden.size(0), chunk):
+        log_s = torch.log_softmax(_logits(s_hidden[start:start + chunk], student_head), dim=-1)
+        with torch.no_grad():
+            log_t = torch.log_softmax(_logits(t_hidden[start:start + chunk], t_head), dim=-1)
+        if estimator == "full":
+            pieces.append((log_s.exp() * (log_s - log_t)).sum(-1))
+        elif estimator == "topk":
+            support = log_t.topk(min(topk, log_t.size(-1)), dim=-1).indices
+            s_k, t_k = log_s.gather(-1, support), log_t.gather(-1, support)
+            s_k = s_k - torch.logsumexp(s_k, -1, keepdim=True)
+            t_k = t_k - torch.logsumexp(t_k, -1, keepdim=True)
+            pieces.append((s_k.exp() * (s_k - t_k)).sum(-1))
+        else:
+            y = ids[start:start + chunk, None]
+            log_ratio = log_t.gather(-1, y)[:, 0] - log_s.gather(-1, y)[:, 0]  # log r = log pi_T - log pi_S
+            pieces.append(-log_ratio if estimator == "sampled_k1" else log_ratio.exp() - 1 - log_ratio)
+    values = torch.cat(pieces) if pieces else s_hidden.new_zeros(0)
+    out = torch.zeros(b * c, dtype=values.dtype, device=values.device)
+    return out.masked_scatter(flat_mask, values).reshape(b, c) if values.numel() else out.reshape(b, c)
+
+
+def teacher_advantage(advantages: torch.Tensor, teacher_logprobs: torch.Tensor, old_logprobs: torch.Tensor,
+                      mask: torch.Tensor, coef: float, gate: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, C) A_i + coef * (log pi_T - log pi_old), detached, 0 outside ``mask``; rows where ``gate`` (B,) is False
+    keep A_i (HyperEyes: the gate is "failed", acc <= 0)."""
+    advantages = advantages.detach()
+    base = advantages[:, None].expand_as(mask) if advantages.dim() == 1 else advantages
+    dense = coef * (teacher_logprobs.detach() - old_logprobs.detach())
+    if gate is not None:
+        dense = dense * gate.to(dense.dtype)[:, None]
+    return torch.where(mask.bool(), base + dense, torch.zeros_like(dense))

@@ -1,0 +1,73 @@
+"""Teacher terms: the chunked reverse KL against a naive full-vocabulary loop, the top-k and sampled estimators
+(k3's expectation is the exact KL), gradients through the student only, the vocabulary check, and the teacher
+advantage with HyperEyes' failure gate."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tokenfocus.losses.distill import reverse_kl, teacher_advantage
+
+
+def _setup(seed=0, b=2, c=5, h=6, v=11):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(b, c, h, generator=g, dtype=torch.float64), torch.randn(v, h, generator=g, dtype=torch.float64),
+            torch.randn(b, c, h, generator=g, dtype=torch.float64), torch.randn(v, h, generator=g, dtype=torch.float64))
+
+
+def test_full_reverse_kl_equals_a_naive_loop_and_only_the_student_gets_gradient():
+    s_h, s_w, t_h, t_w = _setup()
+    s_h.requires_grad_(True)
+    t_h.requires_grad_(True)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    kl = reverse_kl(s_h, s_w, t_h, t_w, mask, chunk=3)
+    for b in range(2):
+        for c in range(5):
+            p = torch.softmax(s_h[b, c] @ s_w.t(), -1)
+            q = torch.softmax(t_h[b, c] @ t_w.t(), -1)
+            expected = float((p * (p.log() - q.log())).sum()) if mask[b, c] else 0.0
+            assert float(kl[b, c]) == pytest.approx(expected, abs=1e-12)
+    kl.sum().backward()
+    assert s_h.grad is not None and s_h.grad[0, 3:].abs().max() == 0 and t_h.grad is None
+
+
+def test_topk_with_the_whole_vocabulary_is_the_full_kl_and_k3_is_unbiased():
+    s_h, s_w, t_h, t_w = _setup(seed=1, b=1, c=1)
+    mask = torch.ones(1, 1, dtype=torch.bool)
+    full = reverse_kl(s_h, s_w, t_h, t_w, mask)
+    assert torch.allclose(reverse_kl(s_h, s_w, t_h, t_w, mask, estimator="topk", topk=11), full)
+    assert float(reverse_kl(s_h, s_w, t_h, t_w, mask, estimator="topk", topk=3)) >= 0
+    p = torch.softmax(s_h[0, 0] @ s_w.t(), -1)
+    draws = torch.multinomial(p, 200_000, replacement=True, generator=torch.Generator().manual_seed(0))
+    many = draws.reshape(-1, 1)
+    k3 = reverse_kl(s_h.expand(many.size(0), 1, -1), s_w, t_h.expand(many.size(0), 1, -1), t_w,
+                    torch.ones_like(many, dtype=torch.bool), many, estimator="sampled_k3", chunk=50_000)
+    k1 = reverse_kl(s_h.expand(many.size(0), 1, -1), s_w, t_h.expand(many.size(0), 1, -1), t_w,
+                    torch.ones_like(many, dtype=torch.bool), many, estimator="sampled_k1", chunk=50_000)
+    assert float(k3.mean()) == pytest.approx(float(full), rel=0.02)  # E_pi_S[k3] = KL
+    assert float(k1.mean()) == pytest.approx(float(full), rel=0.02)  # E_pi_S[k1] = KL too
+    assert float(k3.min()) >= 0
+
+
+def test_bad_inputs_are_named():
+    s_h, s_w, t_h, t_w = _setup()
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    with pytest.raises(ValueError, match="vocabularies differ"):
+        reverse_kl(s_h, s_w, t_h, t_w[:7], mask)
+    with pytest.raises(ValueError, match="needs the sampled tokens"):
+        reverse_kl(s_h, s_w, t_h, t_w, mask, estimator="sampled_k3")
+    with pytest.raises(ValueError, match="estimator must be one of"):
+        reverse_kl(s_h, s_w, t_h, t_w, mask, estimator="k2")
+
+
+def test_the_teacher_advantage_is_dense_detached_and_gated():
+    advantages = torch.tensor([1.0, -0.5])
+    teacher = torch.tensor([[-1.0, -2.0, -0.5], [-3.0, -1.0, -1.0]], requires_grad=True)
+    old = torch.tensor([[-1.5, -1.0, -0.5], [-1.0, -1.0, -2.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]], dtype=torch.bool)
+    out = teacher_advantage(advantages, teacher, old, mask, coef=0.1)
+    assert torch.allclose(out, torch.tensor([[1.05, 0.9, 0.0], [-0.7, -0.5, -0.4]]))
+    assert not out.requires_grad
+    gated = teacher_advantage(advantages, teacher, old, mask, coef=0.1, gate=torch.tensor([False, True]))
+    assert torch.allclose(gated[0], torch.tensor([1.0, 1.0, 0.0])) and torch.allclose(gated[1], out[1])
