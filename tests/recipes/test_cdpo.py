@@ -57,6 +57,7 @@ def test_the_pipeline_writes_pairs_dpo_reads_token_for_token(tmp_path, monkeypat
     summary = run_cdpo_weights(settings, task, out)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert summary["pairs"] == len(rows) > 0 and summary["correct"] + summary["incorrect"] == 12
+    assert {"top1_hit_rate", "chance_top1", "model_own_top1_hit_rate"} <= set(summary["first_wrong_digit"])
     for row in rows:
         assert row["chosen_weights"] == [1.0] * len(row["chosen_weights"])  # only_neg
         assert all(0 <= w <= 1 for w in row["rejected_weights"])

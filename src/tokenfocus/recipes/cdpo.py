@@ -10,7 +10,7 @@
    weights line up one per completion token; DPO's ``weights: {mode: column}`` reads them.
 4. Checks, written to ``<out>.summary.json``: on incorrect responses whose first wrong digit is known (they depart
    from the gold worked solution at a digit), how often the highest-weight token is that digit, against the
-   chance rate 1 / (response tokens); and, on ``check_responses`` short responses, continuations sampled from just
+   chance rate 1 / (response tokens) and against the sampling model's own 1 - p(y_t) (no contrast); and, on ``check_responses`` short responses, continuations sampled from just
    before and just after the highest-weight token (``continuations`` each): a critical token is one whose presence
    turns correct continuations into wrong ones.
 5. ``save_models``: the positive and negative models (adapters merged) as ``positive/`` and ``negative/`` beside
@@ -181,6 +181,7 @@ def run_cdpo_weights(settings: CDPOWeightsConfig, task: Task, out: Path, log=pri
     negative, neg_log = lora_sft(model, tokenizer, [chat(e, t) for e, t in wrong], settings, scratch / "neg")
     rng = random.Random(settings.seed)
     rows, hits, top3, chance, labelled, checks = [], 0, 0, 0.0, 0, []
+    plain_hits = 0  # the same check with the sampling model's own 1 - p(y_t): is the contrast needed?
     for example, group in zip(examples, groups):
         good = [t for t, s in group if s >= 1.0]
         bad = [t for t, s in group if s < 1.0]
@@ -211,6 +212,8 @@ def run_cdpo_weights(settings: CDPOWeightsConfig, task: Task, out: Path, log=pri
                 continue
             weights = [1.0 - p for p in p_rejected]
             order = sorted(range(len(weights)), key=lambda i: -weights[i])
+            _, p_plain = _weights(model, model, tokenizer, prompt, [{"role": "assistant", "content": rejected}], 0.0)
+            plain_hits += max(range(len(p_plain)), key=lambda i: 1.0 - p_plain[i]) == target
             labelled += 1
             hits += order[0] == target
             top3 += target in order[:3]
@@ -229,7 +232,8 @@ def run_cdpo_weights(settings: CDPOWeightsConfig, task: Task, out: Path, log=pri
         "correct": len(correct), "incorrect": len(wrong), "lora": {"positive": pos_log, "negative": neg_log},
         "first_wrong_digit": {"labelled": labelled, "top1_hit_rate": hits / labelled if labelled else None,
                               "top3_hit_rate": top3 / labelled if labelled else None,
-                              "chance_top1": chance / labelled if labelled else None},
+                              "chance_top1": chance / labelled if labelled else None,
+                              "model_own_top1_hit_rate": plain_hits / labelled if labelled else None},
         "continuations": {"responses": checks,
                           "mean_before": sum(c["before"] for c in checks) / len(checks) if checks else None,
                           "mean_after": sum(c["after"] for c in checks) / len(checks) if checks else None},
