@@ -12,6 +12,9 @@
     trl: {max_steps: 20, num_generations: 4, per_device_train_batch_size: 4, ...}   # any GRPOConfig field
     run: {dir: runs/anchors, seed: 0, save_steps: 10, save_total_limit: 2}
     diagnostics: {every: 10, ratio: 0.2, project_dim: 4096}   # optional gradient geometry (diag/... metrics)
+    teacher: {model: runs/teacher/final, form: advantage, coef: 0.05, gate: all}   # optional on-policy distillation
+        # form advantage: dGRPO B (+ gate: failed = HyperEyes' OPD on failed rollouts); form loss: dGRPO A
+        # (+ estimator: full | topk | sampled_k1 | sampled_k3, topk: 20); losses.distill.DistillConfig
 
 Every problem is reported at once, each with the fix: unknown or duplicate keys (with the closest valid
 key), wrong types, out-of-range values (TRL's too), a missing dataset file, TRL fields that the method owns,
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..diagnostics import DiagnosticsConfig
+from ..losses.distill import DistillConfig
 from ..models import DEFAULT_MODEL, check_model_spec
 from ..options import check_keys, parse_section
 from ..signals import SignalPass, SignalSource, required_roles
@@ -36,7 +40,8 @@ from .schema import ConfigError, load_yaml
 from .trl_fields import OWNED_TRL_FIELDS, check_trl  # noqa: F401 (OWNED_TRL_FIELDS re-exported)
 
 TOP_KEYS = {"model": str, "task": dict, "method": str | int | dict, "signal_source": SignalSource,
-            "signal_pass": SignalPass, "reward": dict, "trl": dict, "run": dict, "diagnostics": dict | None}
+            "signal_pass": SignalPass, "reward": dict, "trl": dict, "run": dict, "diagnostics": dict | None,
+            "teacher": dict | None}
 # CPU-friendly defaults that differ from GRPOConfig's (GPU) defaults; any of them can be overridden.
 TRL_DEFAULTS = {
     "max_steps": 10, "num_generations": 4, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
@@ -88,6 +93,8 @@ class TrainConfig:
     run: RunConfig
     diagnostics: DiagnosticsConfig | None
     source: dict  # the config as given (after path resolution and overrides)
+    teacher: str | None = None  # the teacher's model spec (same vocabulary as the student)
+    distill: DistillConfig | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -148,14 +155,30 @@ def build_train_config(data: dict, base: Path | None = None, where: str = "train
         problems.append("signal_source: 'current' reads the training forward's predictive entropy only; the method "
                         f"computes {[s.label for s in method.signals]}")
     trl = check_trl(dict(data.get("trl") or {}), problems)
+    teacher, distill = _teacher(data.get("teacher"), problems, check_model)
     if problems:
         raise ConfigError(f"{where}: invalid train config:\n  - " + "\n  - ".join(problems))
     config = TrainConfig(str(model), task, method, signal_source, data.get("signal_pass", "auto"), reward, trl, run,
-                         diagnostics, dict(data))
+                         diagnostics, dict(data), teacher, distill)
     _check_grpo_args(config, problems)
     if problems:
         raise ConfigError(f"{where}: invalid train config:\n  - " + "\n  - ".join(problems))
     return config
+
+
+def _teacher(spec: dict | None, problems: list[str], check_model: bool) -> tuple[str | None, DistillConfig | None]:
+    """(teacher model spec, distill settings) of ``teacher: {model, form, coef, gate, estimator, topk}``."""
+    if spec is None:
+        return None, None
+    spec = dict(spec)
+    model = spec.pop("model", None)
+    if not isinstance(model, str) or not model.strip():
+        problems.append("teacher.model: give the teacher's model spec (a directory, .gguf, hub id); it must share "
+                        "the student's tokenizer")
+    elif check_model:
+        problems += [f"teacher.model: {p}" for p in check_model_spec(model)]
+    distill = parse_section(DistillConfig, spec, "teacher", problems)
+    return model, distill
 
 
 def _check_grpo_args(config: TrainConfig, problems: list[str]) -> None:

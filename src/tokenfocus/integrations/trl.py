@@ -18,6 +18,11 @@ become token marks, and TRL's own scorer scores the completions with the evidenc
 positions) or the steps shuffled (re-tokenized prompt). Their (B, C) log-probs ride in the batch like TRL's columns.
 Weights: ``TokenWeighting`` (policy on the generation batch gathered across processes). Loss:
 ``losses.compute_loss`` with the denominators of ``losses.token_counts``. Diagnostics: ``diagnostics.diagnose``.
+A teacher (``teacher=`` a model with the student's vocabulary, ``distill=losses.DistillConfig``): form "advantage"
+scores the rollout with the teacher after generation (TRL's scorer, no grad) and adds coef x (log pi_T - log pi_old)
+to the advantages of all or only failed rollouts (dGRPO B, HyperEyes); form "loss" adds coef x the token-mean
+reverse KL to the teacher, from the student's final hidden states captured in the training forward (gradient
+through the student only) and a no-grad teacher forward (dGRPO A).
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from trl.models.utils import disable_gradient_checkpointing
 from ..capture import capture, layer_output_points
 from ..diagnostics import DiagnosticsConfig, diagnose, diagnosis_signals, informative_groups, trainable_parameters
 from ..io import POLICY_WEIGHTS_FILE, append_jsonl
-from ..losses import LossConfig, compute_loss, sink_decorrelation, token_counts
+from ..losses import LossConfig, aggregate, compute_loss, sink_decorrelation, token_counts
+from ..losses.distill import DistillConfig, reverse_kl, teacher_advantage
 from ..options import check_choice
 from ..signals import Context, SignalPass, SignalSource, counterfactual_scores, parse_signal_specs
 from ..types import PolicyInputs
@@ -48,10 +54,18 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
 
     def __init__(self, *args, signals=(), policy=None, loss: LossConfig | None = None,
                  signal_source: SignalSource = "rollout", signal_pass: SignalPass = "auto",
-                 diagnostics: DiagnosticsConfig | None = None, **kwargs):
+                 diagnostics: DiagnosticsConfig | None = None, teacher=None, distill: DistillConfig | None = None,
+                 **kwargs):
         check_choice("signal_source", signal_source, SignalSource)
         check_choice("signal_pass", signal_pass, SignalPass)
+        if (teacher is None) != (distill is None):
+            raise ValueError("a teacher and its distill settings go together: pass both or neither")
+        if distill is not None and distill.problems():
+            raise ValueError("distill: " + "; ".join(distill.problems()))
         super().__init__(*args, **kwargs)
+        self.tf_teacher, self.tf_distill = None, distill
+        if teacher is not None:
+            self._attach_teacher(teacher)
         if self.aux_loss_enabled:  # TRL's loss would add it; ours does not, and must not drop it silently
             raise ValueError(f"{type(self.model).__name__} returns router logits and TRL would add its MoE auxiliary "
                              f"loss (coefficient {self.router_aux_loss_coef}); tokenfocus's loss does not add it. Set "
@@ -78,6 +92,18 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
         self.tf_last_diag_step = -1
         self.tf_diag_pending = False
         self.tf_local_rewards = None
+
+    def _attach_teacher(self, teacher) -> None:
+        from trl.trainer.utils import add_fused_lm_head
+
+        student = self.accelerator.unwrap_model(self.model).get_output_embeddings().weight.shape[0]
+        vocabulary = teacher.get_output_embeddings().weight.shape[0]
+        if vocabulary != student:
+            raise ValueError(f"the teacher's vocabulary has {vocabulary} tokens and the student's {student}: "
+                             "on-policy distillation scores the student's own token ids, so both need one tokenizer")
+        teacher.eval().requires_grad_(False)
+        add_fused_lm_head(teacher, temperature=self.temperature)  # TRL's scorer calls it with fused_lm_head=True
+        self.tf_teacher = teacher.to(self.accelerator.device)
 
     # -- shared -------------------------------------------------------------------------------------------
 
@@ -129,6 +155,8 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
             self._prompt_context(inputs, out)
             self._log({"time/counterfactual_s": time.perf_counter() - started})
         self._maybe_diagnose(out)
+        if self.tf_teacher is not None and self.tf_distill.form == "advantage":
+            self._teacher_scores(out)
         if self.tf_in_loss:
             return out
         started = time.perf_counter()
@@ -141,6 +169,23 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
         stats["time/signal_pass_s"] = time.perf_counter() - started
         self._log(stats)
         return out
+
+    @torch.no_grad()
+    def _teacher_scores(self, out) -> None:
+        """The teacher's (B, C) log-probs of the student's completion tokens (``tf_teacher_logps``), and which rows
+        failed (``tf_failed``: summed reward <= 0) for the "failed" gate."""
+        started = time.perf_counter()
+        ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+        mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+        batch_size = (self.args.per_device_train_batch_size if self.model.training
+                      else self.args.per_device_eval_batch_size)
+        out["tf_teacher_logps"] = self._get_per_token_logps_and_entropies(
+            self.tf_teacher, ids, mask, out["completion_ids"].size(1), batch_size)[0]
+        rewards = self.tf_local_rewards
+        if rewards is None or len(rewards) != len(ids):
+            raise ValueError("the teacher's failure gate needs this process's rewards, one row per completion")
+        out["tf_failed"] = rewards.sum(-1).to(ids.device) <= 0
+        self._log({"time/teacher_s": time.perf_counter() - started})
 
     @torch.no_grad()
     def _prompt_context(self, rows, out) -> None:
@@ -282,6 +327,9 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
                      if self.tf_in_loss else nullcontext(None))
         decorrelate = self.tf_loss.sink_decorrelation > 0
         hidden_points = layer_output_points(unwrapped, last=False) if decorrelate else {}
+        distill_loss = self.tf_teacher is not None and self.tf_distill.form == "loss"
+        if distill_loss:
+            hidden_points = {**hidden_points, "final_norm": None}
         with recording as recorder, capture(unwrapped, hidden_points, detach=False) as hidden:
             logps, entropies, _ = self._get_per_token_logps_and_entropies(model, input_ids, attention_mask, width,
                                                                           compute_entropy=True)
@@ -308,20 +356,34 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
                                   num_processes=acc.num_processes, accumulation=accumulation,
                                   steps_per_generation=self.args.steps_per_generation if training else 1)
         old = inputs.get("old_per_token_logps")
+        advantages = inputs["advantages"]
+        if self.tf_teacher is not None and self.tf_distill.form == "advantage":
+            gate = inputs["tf_failed"] if self.tf_distill.gate == "failed" else None
+            advantages = teacher_advantage(advantages, inputs["tf_teacher_logps"],
+                                           logps.detach() if old is None else old, mask, self.tf_distill.coef, gate)
         # vLLM sampler correction, computed (truncated or masked, and logged as sampling/importance_sampling_ratio/*)
         # by TRL's _generate_and_score_completions; TRL's loss multiplies its policy term by it under this condition.
         correct = self.use_vllm and self.vllm_importance_sampling_correction
         loss, metrics = compute_loss(
-            self.tf_loss, logps, logps.detach() if old is None else old, inputs["advantages"], mask, weights,
+            self.tf_loss, logps, logps.detach() if old is None else old, advantages, mask, weights,
             ref_logprobs=inputs.get("ref_per_token_logps"), entropies=entropies,
             max_length=self.max_completion_length, global_count=counts.global_count,
             global_valid_count=counts.global_valid_count,
             importance_ratio=inputs.get("importance_sampling_ratio") if correct else None,
         )
         loss = loss / counts.loss_divisor
+        if distill_loss:  # dGRPO form A: + coef x token-mean KL(pi_S || pi_T), gradient through the student only
+            kl = self._teacher_kl(torch.cat(hidden["final_norm"]), input_ids, attention_mask, mask, width,
+                                  inputs["completion_ids"])
+            count = counts.global_valid_count if counts.global_valid_count is not None else counts.global_count
+            term = aggregate(kl, None, mask, norm=self.tf_loss.norm, normalizer="all", global_count=count,
+                             max_length=self.max_completion_length)
+            loss = loss + self.tf_distill.coef * term / counts.loss_divisor
+            metrics["loss/teacher_kl"] = float(kl[mask].mean()) if mask.any() else 0.0
         if decorrelate:  # a mean over this micro-batch's prompt positions, averaged over the accumulation steps
             prompt = torch.cat([inputs["prompt_mask"].bool(), torch.zeros_like(mask)], dim=1)
-            term = sink_decorrelation([torch.cat(hidden[name]) for name in hidden_points], prompt,
+            term = sink_decorrelation([torch.cat(hidden[name]) for name in hidden_points if name != "final_norm"],
+                                      prompt,
                                       attention_mask.bool().to(torch.uint8).argmax(-1))
             counted = term.per_token.ne(0).sum().clamp_min(1)
             loss = loss + self.tf_loss.sink_decorrelation * term.per_token.sum() / counted / accumulation
@@ -330,3 +392,17 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
             metrics["signal/predictive_entropy_train/mean"] = float(entropies[mask].mean()) if mask.any() else 0.0
         self._log(metrics)
         return loss
+
+    def _teacher_kl(self, student_final, input_ids, attention_mask, mask, width, completion_ids):
+        """(B, C) KL(pi_S || pi_T) per completion token: the student's final hidden states (with grad) and a no-grad
+        teacher forward, both at the rows that predict the completion tokens."""
+        with torch.no_grad():
+            backbone = self.tf_teacher.get_decoder() if hasattr(self.tf_teacher, "get_decoder") else \
+                self.tf_teacher.model
+            teacher_final = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        rows = slice(input_ids.size(1) - width - 1, input_ids.size(1) - 1)  # row t - 1 predicts token t
+        student_head = self.accelerator.unwrap_model(self.model).get_output_embeddings().weight
+        return reverse_kl(student_final[:, rows], student_head, teacher_final[:, rows],
+                          self.tf_teacher.get_output_embeddings().weight, mask, completion_ids,
+                          estimator=self.tf_distill.estimator, topk=self.tf_distill.topk,
+                          temperature=self.temperature)

@@ -17,6 +17,7 @@ Dense advantage (dGRPO form B; HyperEyes' OPD on failed rollouts with ``gate``):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -25,17 +26,19 @@ KLEstimator = Literal["full", "topk", "sampled_k1", "sampled_k3"]
 ESTIMATORS = ("full", "topk", "sampled_k1", "sampled_k3")
 
 
-def _logits(hidden: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+def _logits(hidden: torch.Tensor, head: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     out = hidden @ head.t()
-    return out if out.dtype == torch.float64 else out.float()
+    out = out if out.dtype == torch.float64 else out.float()
+    return out if temperature == 1.0 else out / temperature
 
 
 def reverse_kl(student_hidden: torch.Tensor, student_head: torch.Tensor, teacher_hidden: torch.Tensor,
                teacher_head: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor | None = None, *,
-               estimator: KLEstimator = "full", topk: int = 20, chunk: int = 256) -> torch.Tensor:
+               estimator: KLEstimator = "full", topk: int = 20, chunk: int = 256,
+               temperature: float = 1.0) -> torch.Tensor:
     """(B, C) per-token KL(pi_S || pi_T) (module docstring), 0 where ``mask`` is False. ``*_hidden``: (B, C, H) final
     hidden states at the predicting positions; ``*_head``: (V, H) LM-head weights; ``tokens``: (B, C) the sampled
-    tokens (needed by the sampled estimators)."""
+    tokens (needed by the sampled estimators); ``temperature`` divides both models' logits (the rollout's)."""
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {list(ESTIMATORS)}, got {estimator!r}")
     if estimator.startswith("sampled") and tokens is None:
@@ -51,9 +54,9 @@ def reverse_kl(student_hidden: torch.Tensor, student_head: torch.Tensor, teacher
     ids = tokens.reshape(-1)[flat_mask] if tokens is not None else None
     pieces = []
     for start in range(0, s_hidden.size(0), chunk):
-        log_s = torch.log_softmax(_logits(s_hidden[start:start + chunk], student_head), dim=-1)
+        log_s = torch.log_softmax(_logits(s_hidden[start:start + chunk], student_head, temperature), dim=-1)
         with torch.no_grad():
-            log_t = torch.log_softmax(_logits(t_hidden[start:start + chunk], t_head), dim=-1)
+            log_t = torch.log_softmax(_logits(t_hidden[start:start + chunk], t_head, temperature), dim=-1)
         if estimator == "full":
             pieces.append((log_s.exp() * (log_s - log_t)).sum(-1))
         elif estimator == "topk":
@@ -81,3 +84,29 @@ def teacher_advantage(advantages: torch.Tensor, teacher_logprobs: torch.Tensor, 
     if gate is not None:
         dense = dense * gate.to(dense.dtype)[:, None]
     return torch.where(mask.bool(), base + dense, torch.zeros_like(dense))
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """How a teacher enters GRPO (``teacher:`` in a train config). ``form``: "loss" (dGRPO form A: + coef x the
+    token-mean reverse KL, gradient through the student) or "advantage" (dGRPO form B: A + coef x (log pi_T -
+    log pi_old), detached). ``gate``: "all" rollouts or only "failed" ones (reward <= 0; HyperEyes' OPD, with form
+    advantage). ``estimator`` / ``topk``: the KL of form "loss"."""
+
+    form: str = "advantage"
+    coef: float = 0.05
+    gate: str = "all"
+    estimator: str = "full"
+    topk: int = 20
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.form not in ("loss", "advantage"):
+            found.append(f"form must be 'loss' (dGRPO A) or 'advantage' (dGRPO B), got {self.form!r}")
+        if self.gate not in ("all", "failed"):
+            found.append(f"gate must be 'all' or 'failed', got {self.gate!r}")
+        if self.estimator not in ESTIMATORS:
+            found.append(f"estimator must be one of {list(ESTIMATORS)}, got {self.estimator!r}")
+        if self.coef < 0 or self.topk < 1:
+            found.append(f"coef must be >= 0 and topk >= 1, got {self.coef}, {self.topk}")
+        return found

@@ -184,10 +184,21 @@ def run_train(config: TrainConfig, resume: bool = False, log=print, overwrite: b
 
     run_dir = config.run_dir
     main_process = int(os.environ.get("RANK", "0")) == 0  # torchrun / accelerate launch set RANK
+    loaded = None
+    if config.teacher is not None:  # both tokenizers are compared before the run directory is touched
+        loaded = load_model(config.model)
+        teacher, teacher_tokenizer = load_model(config.teacher)  # loaded once; the trainer freezes it
+        problem = vocabulary_mismatch(loaded[1], teacher_tokenizer)
+        if problem:
+            raise ValueError(f"teacher {config.teacher!r} and student {config.model!r} tokenize differently "
+                             f"({problem}); on-policy distillation scores the student's token ids with the teacher, "
+                             "so both need one tokenizer (e.g. two models of one family)")
+    else:
+        teacher = None
     chosen, complete = open_run_dir(config, resume, overwrite, allow_config_change, main_process, log)
     if complete:
         return run_dir, None
-    model, tokenizer = load_model(config.model)
+    model, tokenizer = loaded or load_model(config.model)
     method = config.method
     if method.loss.beta > 0:
         ensure_reference_path(model, run_dir)
@@ -198,7 +209,7 @@ def run_train(config: TrainConfig, resume: bool = False, log=print, overwrite: b
         model=model, processing_class=tokenizer, reward_funcs=[reward], args=GRPOConfig(**config.trl_args()),
         train_dataset=build_dataset(config), signals=method.signals, policy=method.policy, loss=method.loss,
         signal_source=config.signal_source, signal_pass=config.signal_pass, diagnostics=config.diagnostics,
-        callbacks=[MetricsFile(run_dir / "metrics.jsonl", reward), stop],
+        callbacks=[MetricsFile(run_dir / "metrics.jsonl", reward), stop], teacher=teacher, distill=config.distill,
     )
     trainer.remove_callback(PrinterCallback)  # metrics go to metrics.jsonl (and report_to), not stdout
     if chosen is not None and main_process:
@@ -207,6 +218,20 @@ def run_train(config: TrainConfig, resume: bool = False, log=print, overwrite: b
         f"{trainer.args.max_steps} steps -> {run_dir}")
     train_and_publish(trainer, tokenizer, chosen, stop, run_dir, main_process, log)
     return run_dir, trainer
+
+
+def vocabulary_mismatch(student, teacher) -> str | None:
+    """What differs between two tokenizers (token ids, special tokens), or None."""
+    a, b = student.get_vocab(), teacher.get_vocab()
+    if a != b:
+        only = sorted(set(a) ^ set(b))[:3]
+        moved = [t for t in set(a) & set(b) if a[t] != b[t]][:3]
+        return (f"vocabularies of {len(a)} and {len(b)} tokens; e.g. only in one: {only}" if only else
+                f"the same tokens under other ids, e.g. {moved}")
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        if getattr(student, name) != getattr(teacher, name):
+            return f"{name} {getattr(student, name)} vs {getattr(teacher, name)}"
+    return None
 
 
 def train_and_publish(trainer, tokenizer, chosen: Path | None, stop: GracefulStop, run_dir: Path, main_process: bool,

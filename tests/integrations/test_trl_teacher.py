@@ -1,0 +1,144 @@
+"""A teacher in GRPO: its log-probs of the student's own tokens at the predicting positions, dGRPO form B (dense
+advantage, optionally gated to failed rollouts, HyperEyes) and form A (+ coef x token-mean reverse KL) against
+naive recomputations, and the vocabulary check."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from datasets import Dataset
+from trl import GRPOConfig
+
+from helpers import tiny
+from tokenfocus.config import method_preset
+from tokenfocus.integrations.trl import TokenFocusGRPOTrainer
+from tokenfocus.losses.distill import DistillConfig
+
+
+def half_reward(completions, **kwargs):  # about half the rollouts fail (reward 0)
+    return [float(len(c) % 2) for c in completions]
+
+
+def make(tmp_path, teacher=None, distill=None):
+    model, tok = tiny()
+    model.train()
+    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=4,
+                      max_completion_length=5, max_steps=1, learning_rate=1e-3, use_cpu=True, bf16=False,
+                      report_to=[], logging_steps=1, save_strategy="no", disable_tqdm=True, beta=0.0,
+                      gradient_checkpointing=False, seed=0)
+    method = method_preset("dapo")
+    trainer = TokenFocusGRPOTrainer(model=model, processing_class=tok, reward_funcs=[half_reward], args=args,
+                                    train_dataset=Dataset.from_list([{"prompt": f"{i}+{i}="} for i in range(16)]),
+                                    signals=method.signals, policy=method.policy, loss=method.loss, teacher=teacher,
+                                    distill=distill)
+    trainer.current_gradient_accumulation_steps = 1  # set by train(); the loss is called directly here
+    return trainer
+
+
+def batch_of(trainer):
+    torch.manual_seed(0)
+    return trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+
+
+def test_form_b_adds_the_teachers_dense_advantage_gated_to_failures(tmp_path):
+    teacher = tiny(seed=7)[0]
+    ours = make(tmp_path / "b", teacher, DistillConfig(form="advantage", coef=0.5, gate="failed"))
+    batch = batch_of(ours)
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
+    mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)
+    width = batch["completion_ids"].size(1)
+    with torch.no_grad():
+        logits = teacher(input_ids=ids, attention_mask=mask).logits[:, -width - 1:-1] / ours.temperature
+    naive = torch.log_softmax(logits.float(), -1).gather(-1, batch["completion_ids"][..., None])[..., 0]
+    valid = batch["completion_mask"].bool()
+    assert torch.allclose(batch["tf_teacher_logps"][valid], naive[valid], atol=1e-5)
+    assert batch["tf_failed"].any() and not batch["tf_failed"].all()
+    plain = make(tmp_path / "p")
+    with torch.no_grad():
+        got = ours._compute_loss(ours.model, dict(batch))
+        old = batch.get("old_per_token_logps")
+        if old is None:
+            old = plain._get_per_token_logps_and_entropies(plain.model, ids, mask, width)[0]
+        dense = batch["advantages"][:, None] + 0.5 * (naive - old) * batch["tf_failed"][:, None]
+        expected = plain._compute_loss(plain.model, {**batch, "advantages": torch.where(valid, dense, 0.0)})
+    assert float(got) == pytest.approx(float(expected), abs=1e-5)
+    with torch.no_grad():
+        unchanged = make(tmp_path / "z", teacher, DistillConfig(form="advantage", coef=0.0))._compute_loss(
+            plain.model, dict(batch))
+        assert float(unchanged) == pytest.approx(float(plain._compute_loss(plain.model, dict(batch))), abs=1e-6)
+
+
+def test_form_a_adds_coef_times_the_token_mean_reverse_kl(tmp_path):
+    teacher = tiny(seed=7)[0]
+    ours = make(tmp_path / "a", teacher, DistillConfig(form="loss", coef=0.3))
+    plain = make(tmp_path / "p")
+    batch = batch_of(ours)
+    got = ours._compute_loss(ours.model, dict(batch))
+    base = plain._compute_loss(plain.model, dict(batch))
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
+    mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)
+    width = batch["completion_ids"].size(1)
+    with torch.no_grad():
+        s = torch.log_softmax(plain.model(input_ids=ids, attention_mask=mask).logits[:, -width - 1:-1].float()
+                              / ours.temperature, -1)
+        t = torch.log_softmax(teacher(input_ids=ids, attention_mask=mask).logits[:, -width - 1:-1].float()
+                              / ours.temperature, -1)
+    valid = batch["completion_mask"].bool()
+    kl = (s.exp() * (s - t)).sum(-1)[valid]
+    assert float(got) == pytest.approx(float(base) + 0.3 * float(kl.mean()), abs=1e-5)
+    got.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert ours.model.get_output_embeddings().weight.grad is not None
+
+
+def test_a_teacher_with_another_vocabulary_is_refused(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    other = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1))
+    with pytest.raises(ValueError, match="vocabulary has 50 tokens"):
+        make(tmp_path, other, DistillConfig())
+    with pytest.raises(ValueError, match="pass both or neither"):
+        make(tmp_path, tiny()[0], None)
+
+
+def _train_config(tmp_path, teacher):
+    import yaml
+
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump({
+        "model": "tiny-llama:layers=2,hidden=32,heads=4,kv_heads=2,intermediate=64",
+        "task": {"name": "arithmetic", "tiers": ["D1"], "n_train": 16}, "method": "dapo",
+        "reward": {"kind": "digits"}, "teacher": teacher,
+        "trl": {"max_steps": 2, "num_generations": 4, "per_device_train_batch_size": 8, "max_completion_length": 6,
+                "learning_rate": 1e-3},
+        "run": {"dir": str(tmp_path / "run"), "seed": 0, "save_steps": 1}}))
+    return path
+
+
+def test_a_train_config_with_a_teacher_trains_and_refuses_another_tokenizer(tmp_path):
+    from tokenfocus.config import ConfigError, load_train_config
+    from tokenfocus.io import latest_metrics
+    from tokenfocus.recipes.train import run_train
+
+    model, tok = tiny(seed=3)
+    model.save_pretrained(tmp_path / "teacher")
+    tok.save_pretrained(tmp_path / "teacher")
+    config = load_train_config(_train_config(tmp_path, {"model": str(tmp_path / "teacher"), "form": "loss",
+                                                        "coef": 0.1}))
+    assert config.distill.form == "loss" and config.teacher == str(tmp_path / "teacher")
+    run_dir, _ = run_train(config)
+    rows = latest_metrics(run_dir / "metrics.jsonl")
+    assert sorted(rows) == [1, 2] and all("loss/teacher_kl" in rows[s] for s in rows)
+    with pytest.raises(ConfigError) as error:
+        load_train_config(_train_config(tmp_path, {"model": str(tmp_path / "nowhere"), "form": "both", "coef": -1}))
+    message = str(error.value)
+    assert "teacher.model:" in message and "teacher.form must be 'loss'" in message and "coef must be >= 0" in message
+    tok.add_tokens(["<calc>"])
+    tok.save_pretrained(tmp_path / "other")
+    model.save_pretrained(tmp_path / "other")
+    (tmp_path / "x").mkdir()
+    other = load_train_config(_train_config(tmp_path / "x", {"model": str(tmp_path / "other")}))
+    with pytest.raises(ValueError, match="tokenize differently .*only in one: \\['<calc>'\\]"):
+        run_train(other)
+    assert not (tmp_path / "x" / "run").exists()  # refused before the run directory was touched
