@@ -5,7 +5,8 @@ hidden among 20-50 irrelevant ones, so the answer depends on finding them in a l
         evidence spans: the two needed facts      query span: "Compute x17+x41"
 
 Tiers: L20, L35, L50 (distractors); 2-digit values; a+b or a-b; names x1..x99 drawn per problem, the needed facts
-at random places. SmolLM2 prompts with the chat template: about 200 (L20), 305 (L35), 410 (L50) tokens. Gold solution: "x17+x41 = 47+38 = 85\nAnswer: 85".
+at random places. SmolLM2 prompts with the chat template: about 200 (L20), 305 (L35), 410 (L50)
+tokens. Gold solution: "x17+x41 = 47+38 = 85\nAnswer: 85".
 """
 
 from __future__ import annotations
