@@ -89,6 +89,11 @@ def test_form_a_adds_coef_times_the_token_mean_reverse_kl(tmp_path):
     got.backward()
     assert all(p.grad is None for p in teacher.parameters())
     assert ours.model.get_output_embeddings().weight.grad is not None
+    opd = make(tmp_path / "o", teacher, DistillConfig(form="loss", coef=1.0, rl=False))  # distillation only
+    with torch.no_grad():
+        assert float(opd._compute_loss(opd.model, dict(batch))) == pytest.approx(float(kl.mean()), abs=1e-5)
+    with pytest.raises(ValueError, match="needs form 'loss'"):
+        make(tmp_path / "x", teacher, DistillConfig(form="advantage", rl=False))
 
 
 def test_a_teacher_with_another_vocabulary_is_refused(tmp_path):

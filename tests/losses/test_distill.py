@@ -71,3 +71,19 @@ def test_the_teacher_advantage_is_dense_detached_and_gated():
     assert not out.requires_grad
     gated = teacher_advantage(advantages, teacher, old, mask, coef=0.1, gate=torch.tensor([False, True]))
     assert torch.allclose(gated[0], torch.tensor([1.0, 1.0, 0.0])) and torch.allclose(gated[1], out[1])
+
+
+def test_the_full_reverse_kl_equals_trls_distillation_kernel_with_beta_1():
+    """Where the objectives coincide (OPD only, reverse KL), our per-token KL's token mean is TRL's
+    DistillationTrainer loss (its chunked generalized JSD at beta = 1), value and gradient."""
+    from trl.trainer.distillation_trainer import _chunked_divergence_loss
+
+    s_h, s_w, t_h, t_w = (x.float() for x in _setup(seed=3, b=3, c=6, h=8, v=40))
+    mask = torch.rand(3, 6, generator=torch.Generator().manual_seed(1)) > 0.3
+    ours_h, trl_h = s_h.clone().requires_grad_(True), s_h.clone().requires_grad_(True)
+    ours = reverse_kl(ours_h, s_w, t_h, t_w, mask, temperature=0.7)[mask].mean()
+    theirs, _, _ = _chunked_divergence_loss(trl_h, t_h, s_w, t_w, mask.long(), 1.0, temperature=0.7)
+    assert float(ours) == pytest.approx(float(theirs), abs=1e-6)
+    ours.backward()
+    theirs.backward()
+    assert torch.allclose(ours_h.grad, trl_h.grad, atol=1e-6)

@@ -378,7 +378,8 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
             count = counts.global_valid_count if counts.global_valid_count is not None else counts.global_count
             term = aggregate(kl, None, mask, norm=self.tf_loss.norm, normalizer="all", global_count=count,
                              max_length=self.max_completion_length)
-            loss = loss + self.tf_distill.coef * term / counts.loss_divisor
+            distilled = self.tf_distill.coef * term / counts.loss_divisor
+            loss = loss + distilled if self.tf_distill.rl else distilled  # rl false: on-policy distillation only
             metrics["loss/teacher_kl"] = float(kl[mask].mean()) if mask.any() else 0.0
         if decorrelate:  # a mean over this micro-batch's prompt positions, averaged over the accumulation steps
             prompt = torch.cat([inputs["prompt_mask"].bool(), torch.zeros_like(mask)], dim=1)

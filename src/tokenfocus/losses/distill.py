@@ -91,13 +91,15 @@ class DistillConfig:
     """How a teacher enters GRPO (``teacher:`` in a train config). ``form``: "loss" (dGRPO form A: + coef x the
     token-mean reverse KL, gradient through the student) or "advantage" (dGRPO form B: A + coef x (log pi_T -
     log pi_old), detached). ``gate``: "all" rollouts or only "failed" ones (reward <= 0; HyperEyes' OPD, with form
-    advantage). ``estimator`` / ``topk``: the KL of form "loss"."""
+    advantage). ``estimator`` / ``topk``: the KL of form "loss". ``rl=False`` (form "loss" only) drops the policy
+    term: plain on-policy distillation (OPD), TRL's DistillationTrainer objective with beta = 1."""
 
     form: str = "advantage"
     coef: float = 0.05
     gate: str = "all"
     estimator: str = "full"
     topk: int = 20
+    rl: bool = True
 
     def problems(self) -> list[str]:
         found = []
@@ -109,4 +111,6 @@ class DistillConfig:
             found.append(f"estimator must be one of {list(ESTIMATORS)}, got {self.estimator!r}")
         if self.coef < 0 or self.topk < 1:
             found.append(f"coef must be >= 0 and topk >= 1, got {self.coef}, {self.topk}")
+        if not self.rl and self.form != "loss":
+            found.append("rl: false (distillation only) needs form 'loss' (the KL is then the whole objective)")
         return found
