@@ -147,3 +147,34 @@ def test_a_train_config_with_a_teacher_trains_and_refuses_another_tokenizer(tmp_
     with pytest.raises(ValueError, match="tokenize differently .*only in one: \\['<calc>'\\]"):
         run_train(other)
     assert not (tmp_path / "x" / "run").exists()  # refused before the run directory was touched
+
+
+def test_scope_routes_failed_rollouts_to_weighted_opd_and_correct_ones_to_weighted_mle(tmp_path):
+    """SCOPE with rl off: failed rows get w_tea x (log pi_T - log pi_old) as their token advantage, correct rows
+    none, plus w_stu x the NLL over correct tokens; the weights are SCOPE's (paper directions) on whole groups."""
+    from tokenfocus.policies.dual_path import scope_weights
+
+    teacher = tiny(seed=7)[0]
+    ours = make(tmp_path / "s", teacher, DistillConfig(form="scope", rl=False, mle_coef=0.5))
+    batch = batch_of(ours)
+    failed = batch["tf_failed"]
+    assert failed.any() and not failed.all()
+    plain = make(tmp_path / "p")
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
+    mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)
+    width = batch["completion_ids"].size(1)
+    valid = batch["completion_mask"].bool()
+    with torch.no_grad():
+        student = plain._get_per_token_logps_and_entropies(plain.model, ids, mask, width)[0]
+        lengths = valid.sum(-1)
+        w_stu, w_tea = scope_weights((student * valid).sum(-1) / lengths,
+                                     (batch["tf_teacher_logps"] * valid).sum(-1) / lengths, ~failed,
+                                     batch["tf_group"])
+        assert torch.allclose(batch["tf_w_student"], w_stu, atol=1e-5)
+        assert torch.allclose(batch["tf_w_teacher"], w_tea, atol=1e-5)
+        dense = (w_tea * failed)[:, None] * (batch["tf_teacher_logps"] - student)
+        policy = plain._compute_loss(plain.model, {**batch, "advantages": torch.where(valid, dense, 0.0)})
+        correct = valid & ~failed[:, None]
+        mle = -(student * correct * w_stu[:, None]).sum() / correct.sum()
+        got = ours._compute_loss(ours.model, dict(batch))
+    assert float(got) == pytest.approx(float(policy) + 0.5 * float(mle), abs=1e-5)

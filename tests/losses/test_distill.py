@@ -87,3 +87,13 @@ def test_the_full_reverse_kl_equals_trls_distillation_kernel_with_beta_1():
     ours.backward()
     theirs.backward()
     assert torch.allclose(ours_h.grad, trl_h.grad, atol=1e-6)
+
+
+def test_distill_settings_name_their_problems():
+    from tokenfocus.losses.distill import DistillConfig
+
+    assert DistillConfig().problems() == [] and DistillConfig(form="scope", rl=False).problems() == []
+    found = DistillConfig(form="kd", gate="wrong", estimator="k2", coef=-1, tau=0, student_direction="paper").problems()
+    assert len(found) == 6
+    assert DistillConfig(form="advantage", rl=False).problems() == [
+        "rl: false (distillation only) needs form 'loss' or 'scope' (form 'advantage' adds to the GRPO advantage)"]

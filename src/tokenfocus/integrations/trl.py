@@ -40,6 +40,7 @@ from ..diagnostics import DiagnosticsConfig, diagnose, diagnosis_signals, inform
 from ..io import POLICY_WEIGHTS_FILE, append_jsonl
 from ..losses import LossConfig, aggregate, compute_loss, sink_decorrelation, token_counts
 from ..losses.distill import DistillConfig, reverse_kl, teacher_advantage
+from ..policies.dual_path import scope_weights
 from ..options import check_choice
 from ..signals import Context, SignalPass, SignalSource, counterfactual_scores, parse_signal_specs
 from ..types import PolicyInputs
@@ -155,7 +156,7 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
             self._prompt_context(inputs, out)
             self._log({"time/counterfactual_s": time.perf_counter() - started})
         self._maybe_diagnose(out)
-        if self.tf_teacher is not None and self.tf_distill.form == "advantage":
+        if self.tf_teacher is not None and self.tf_distill.form in ("advantage", "scope"):
             self._teacher_scores(out)
         if self.tf_in_loss:
             return out
@@ -185,6 +186,18 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
         if rewards is None or len(rewards) != len(ids):
             raise ValueError("the teacher's failure gate needs this process's rewards, one row per completion")
         out["tf_failed"] = rewards.sum(-1).to(ids.device) <= 0
+        if self.tf_distill.form == "scope":  # sequence weights on whole prompt groups, before TRL splits the batch
+            student = out.get("old_per_token_logps")
+            if student is None:
+                student = self._get_per_token_logps_and_entropies(self.model, ids, mask, out["completion_ids"].size(1),
+                                                                  batch_size)[0]
+            valid = out["completion_mask"].to(student.dtype)
+            lengths = valid.sum(-1).clamp_min(1)
+            config = self.tf_distill
+            out["tf_w_student"], out["tf_w_teacher"] = scope_weights(
+                (student * valid).sum(-1) / lengths, (out["tf_teacher_logps"] * valid).sum(-1) / lengths,
+                ~out["tf_failed"], out["tf_group"], tau=config.tau, student_direction=config.student_direction,
+                teacher_direction=config.teacher_direction)
         self._log({"time/teacher_s": time.perf_counter() - started})
 
     @torch.no_grad()
@@ -361,6 +374,13 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
             gate = inputs["tf_failed"] if self.tf_distill.gate == "failed" else None
             advantages = teacher_advantage(advantages, inputs["tf_teacher_logps"],
                                            logps.detach() if old is None else old, mask, self.tf_distill.coef, gate)
+        elif self.tf_teacher is not None and self.tf_distill.form == "scope":
+            # failed rollouts: w_tea x (log pi_T - log pi_old) as token advantage (+ A_i when rl); correct: A_i or 0
+            base = advantages if self.tf_distill.rl else torch.zeros_like(advantages)
+            advantages = teacher_advantage(base, inputs["tf_teacher_logps"], logps.detach() if old is None else old,
+                                           mask, 1.0, inputs["tf_failed"])
+            advantages = torch.where(inputs["tf_failed"][:, None], base[:, None] + (advantages - base[:, None])
+                                     * inputs["tf_w_teacher"][:, None], advantages)
         # vLLM sampler correction, computed (truncated or masked, and logged as sampling/importance_sampling_ratio/*)
         # by TRL's _generate_and_score_completions; TRL's loss multiplies its policy term by it under this condition.
         correct = self.use_vllm and self.vllm_importance_sampling_correction
@@ -372,6 +392,13 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
             importance_ratio=inputs.get("importance_sampling_ratio") if correct else None,
         )
         loss = loss / counts.loss_divisor
+        if self.tf_teacher is not None and self.tf_distill.form == "scope" and self.tf_distill.mle_coef > 0:
+            # SCOPE's correct path: w_stu-weighted NLL over the correct rollouts' tokens (a mean over this
+            # micro-batch's correct tokens, averaged over the accumulation steps)
+            correct = mask & ~inputs["tf_failed"][:, None]
+            nll = -(logps * correct * inputs["tf_w_student"][:, None]).sum() / correct.sum().clamp_min(1)
+            loss = loss + self.tf_distill.mle_coef * nll / accumulation
+            metrics["loss/scope_mle"] = float(nll.detach())
         if distill_loss:  # dGRPO form A: + coef x token-mean KL(pi_S || pi_T), gradient through the student only
             kl = self._teacher_kl(torch.cat(hidden["final_norm"]), input_ids, attention_mask, mask, width,
                                   inputs["completion_ids"])

@@ -89,8 +89,10 @@ def teacher_advantage(advantages: torch.Tensor, teacher_logprobs: torch.Tensor, 
 @dataclass(frozen=True)
 class DistillConfig:
     """How a teacher enters GRPO (``teacher:`` in a train config). ``form``: "loss" (dGRPO form A: + coef x the
-    token-mean reverse KL, gradient through the student) or "advantage" (dGRPO form B: A + coef x (log pi_T -
-    log pi_old), detached). ``gate``: "all" rollouts or only "failed" ones (reward <= 0; HyperEyes' OPD, with form
+    token-mean reverse KL, gradient through the student), "advantage" (dGRPO form B: A + coef x (log pi_T -
+    log pi_old), detached) or "scope" (SCOPE's dual path: failed rollouts get w_tea x (log pi_T - log pi_old) as
+    token advantage, correct ones a w_stu-weighted MLE term; ``rl: false`` drops the GRPO advantage, as SCOPE's
+    released scripts do). ``gate``: "all" rollouts or only "failed" ones (reward <= 0; HyperEyes' OPD, with form
     advantage). ``estimator`` / ``topk``: the KL of form "loss". ``rl=False`` (form "loss" only) drops the policy
     term: plain on-policy distillation (OPD), TRL's DistillationTrainer objective with beta = 1."""
 
@@ -100,17 +102,29 @@ class DistillConfig:
     estimator: str = "full"
     topk: int = 20
     rl: bool = True
+    # form "scope" (SCOPE, policies.dual_path): incorrect rollouts get w_tea x (log pi_T - log pi_old) as token
+    # advantage, correct ones w_stu x the MLE term (mle_coef); tau and the two paths' directions
+    tau: float = 1.0
+    student_direction: str = "up"
+    teacher_direction: str = "down"
+    mle_coef: float = 1.0
 
     def problems(self) -> list[str]:
         found = []
-        if self.form not in ("loss", "advantage"):
-            found.append(f"form must be 'loss' (dGRPO A) or 'advantage' (dGRPO B), got {self.form!r}")
+        if self.form not in ("loss", "advantage", "scope"):
+            found.append(f"form must be 'loss' (dGRPO A), 'advantage' (dGRPO B) or 'scope', got {self.form!r}")
+        if self.tau <= 0 or self.mle_coef < 0:
+            found.append(f"tau must be > 0 and mle_coef >= 0, got {self.tau}, {self.mle_coef}")
+        for name in ("student_direction", "teacher_direction"):
+            if getattr(self, name) not in ("up", "down"):
+                found.append(f"{name} must be 'up' or 'down', got {getattr(self, name)!r}")
         if self.gate not in ("all", "failed"):
             found.append(f"gate must be 'all' or 'failed', got {self.gate!r}")
         if self.estimator not in ESTIMATORS:
             found.append(f"estimator must be one of {list(ESTIMATORS)}, got {self.estimator!r}")
         if self.coef < 0 or self.topk < 1:
             found.append(f"coef must be >= 0 and topk >= 1, got {self.coef}, {self.topk}")
-        if not self.rl and self.form != "loss":
-            found.append("rl: false (distillation only) needs form 'loss' (the KL is then the whole objective)")
+        if not self.rl and self.form == "advantage":
+            found.append("rl: false (distillation only) needs form 'loss' or 'scope' (form 'advantage' adds to the "
+                         "GRPO advantage)")
         return found
