@@ -402,7 +402,8 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
         if distill_loss:  # dGRPO form A: + coef x token-mean KL(pi_S || pi_T), gradient through the student only
             kl = self._teacher_kl(torch.cat(hidden["final_norm"]), input_ids, attention_mask, mask, width,
                                   inputs["completion_ids"])
-            count = counts.global_valid_count if counts.global_valid_count is not None else counts.global_count
+            count = counts.global_valid_count if counts.global_valid_count is not None else (  # as the KL term of
+                counts.global_count if self.tf_loss.normalizer == "all" else None)            # compute_loss
             term = aggregate(kl, None, mask, norm=self.tf_loss.norm, normalizer="all", global_count=count,
                              max_length=self.max_completion_length)
             distilled = self.tf_distill.coef * term / counts.loss_divisor
