@@ -73,7 +73,7 @@ def test_the_fixture_removed_the_task_again():
 
 def test_an_unknown_task_name_names_the_closest_task():
     with pytest.raises(ValueError, match=r"task.name: 'arithmetc' is not a registered task \(did you mean "
-                                         r"'arithmetic'\?\); tasks: \['arithmetic', 'facts', 'gsm8k', "
+                                         r"'arithmetic'\?\); tasks: \['arithmetic', 'calculator', 'facts', 'gsm8k', "
                                          r"'json_answers', 'jsonl', 'long_facts', 'steps'\]"):
         build_task({"name": "arithmetc"})
     problems: list[str] = []

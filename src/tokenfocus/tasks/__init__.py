@@ -3,7 +3,7 @@
 Adding a task: one file with a ``Task`` subclass decorated ``@register_task``, and its import below.
 """
 
-from . import arithmetic, facts, gsm8k, json_answers, jsonl, long_facts, steps  # noqa: F401  (registers)
+from . import arithmetic, calculator, facts, gsm8k, json_answers, jsonl, long_facts, steps  # noqa: F401  (registers)
 from .arithmetic import Problem, generate_problems
 from .base import (
            TASKS,
