@@ -35,3 +35,22 @@ def test_scripted_solutions_use_the_tool_and_are_right():
             assert example.solution.endswith(f"Answer: {example.answer}")
     task = build_task({"name": "calculator"})
     assert {e.tier for e in task.train_examples(10)} == {"C2", "C3"}
+
+
+def test_the_trace_reward_ranks_a_group_by_its_tool_calls():
+    from tokenfocus.config import ConfigError, build_train_config
+    from tokenfocus.tasks import RewardConfig
+    from tokenfocus.tasks.calculator import TraceReward, prompt_reference_calls
+
+    prompt = 'Compute 347+589+112. You may use the calculator'
+    assert prompt_reference_calls(prompt) == 2
+    reward = build_task({"name": "calculator"}).reward(RewardConfig(kind="trace"))
+    assert isinstance(reward, TraceReward)
+    completions = ["Answer: 1048", "Answer: 1048", "Answer: 1048", "Answer: 7", "no answer"]
+    rewards = reward(completions, ["1048"] * 5, tool_calls=[2, 1, 4, 2, 0], prompts=[prompt] * 5)
+    # good keys (1,1) then (2,2): +0.20, +0.05; bad (4,4): -0.02; wrong within [2, 3] calls: 0; no answer: -0.5
+    assert rewards == pytest.approx([1.05, 1.20, 0.98, 0.0, -0.5])
+    with pytest.raises(ValueError, match="only the calculator task"):
+        build_task({"name": "arithmetic"}).reward(RewardConfig(kind="trace"))
+    with pytest.raises(ConfigError, match="reward.kind: reward kind 'trace'"):
+        build_train_config({"model": "tiny-llama", "task": {"name": "arithmetic"}, "reward": {"kind": "trace"}})

@@ -156,6 +156,11 @@ def build_train_config(data: dict, base: Path | None = None, where: str = "train
                         f"computes {[s.label for s in method.signals]}")
     trl = check_trl(dict(data.get("trl") or {}), problems)
     teacher, distill = _teacher(data.get("teacher"), problems, check_model)
+    if task is not None and reward is not None:
+        try:
+            task.reward(reward)  # a reward kind the task cannot score is refused here, before any model loads
+        except ValueError as error:
+            problems.append(f"reward.kind: {error}")
     if problems:
         raise ConfigError(f"{where}: invalid train config:\n  - " + "\n  - ".join(problems))
     config = TrainConfig(str(model), task, method, signal_source, data.get("signal_pass", "auto"), reward, trl, run,

@@ -103,6 +103,9 @@ class Task(ABC):
         """The reward function of TRL's signature ``reward(completions, answer, **columns) -> list[float]``."""
         if config.kind == "digits":
             return DigitReward()
+        if config.kind == "trace":
+            raise ValueError(f"reward kind 'trace' scores tool calls, which only the calculator task makes; task "
+                             f"{self.name!r} takes kind 'answer' or 'digits'")
         return AnswerReward(timeout_s=config.timeout_s, format_bonus=config.format_bonus,
                             answer_line_only=config.answer_line_only, memory_limit_mb=config.memory_limit_mb)
 

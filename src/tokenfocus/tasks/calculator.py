@@ -23,6 +23,8 @@ import re
 
 from .base import Example, register_task
 from .generated import GeneratedTask
+from .rewards import AnswerReward, RewardConfig, extract_answer
+from .trace import ReferenceCache, trace_rewards
 
 TIERS = ("C2", "C3", "CM")
 INSTRUCTION = ('You may use the calculator: write <calc>EXPRESSION</calc> and its value follows. '
@@ -86,6 +88,54 @@ def reference_calls(example: Example) -> int:
     return len(CALL.findall(example.solution or ""))
 
 
+def prompt_reference_calls(prompt: str) -> int:
+    """The scripted solution's call count, read off a prompt: one call per operator of its expression."""
+    found = re.search(r"Compute ([\d+*-]+)\.", prompt)
+    return max(1, len(re.findall(r"[+*-]", found.group(1)))) if found else 1
+
+
+class TraceReward:
+    """HyperEyes' TRACE reward on T6, as a TRL reward function: the answer's correctness (None when the completion
+    has no "Answer:" line) plus the group's rank bonuses from its tool calls (``tool_calls`` column of
+    ``CalcToolLoop``), against the scripted call count, tightened per question when ``tighten`` (``cache``: a JSON
+    file). The rows of one prompt are its consecutive ``num_generations`` completions (TRL's order)."""
+
+    __name__ = "trace_reward"
+
+    def __init__(self, tighten: bool = False, cache=None):
+        self.answer = AnswerReward(answer_line_only=True)
+        self.references = ReferenceCache(cache, tighten=tighten)
+        self.errors = self.timeouts = 0
+
+    def __call__(self, completions, answer, tool_calls=None, prompts=None, **_columns) -> list[float]:
+        texts = [c if isinstance(c, str) else "".join(m["content"] for m in c) for c in completions]
+        tool_calls = tool_calls if tool_calls is not None else [0] * len(texts)
+        prompts = prompts if prompts is not None else [""] * len(texts)
+        correct = self.answer(texts, answer)
+        acc = [None if extract_answer(t, answer_line_only=True) is None else c for t, c in zip(texts, correct)]
+        rewards = [0.0] * len(texts)
+        start = 0
+        while start < len(texts):  # one group: the run of rows with the same prompt
+            end = start
+            while end < len(texts) and prompts[end] == prompts[start]:
+                end += 1
+            key = str(prompts[start])
+            scripted = prompt_reference_calls(key if isinstance(prompts[start], str) else str(prompts[start]))
+            tc_ref, n_ref = self.references.reference(key, (scripted, scripted))
+            rows = range(start, end)
+            group = trace_rewards([acc[i] for i in rows], [tool_calls[i] for i in rows], [tool_calls[i] for i in rows],
+                                  tc_ref, n_ref)
+            for i, value in zip(rows, group):
+                rewards[i] = value
+            self.references.update(key, [acc[i] for i in rows], [tool_calls[i] for i in rows],
+                                   [tool_calls[i] for i in rows])
+            start = end
+        return rewards
+
+    def counters(self) -> dict:
+        return {"reward/errors": 0.0, "reward/timeouts": 0.0}
+
+
 @register_task
 class Calculator(GeneratedTask):
     """Arithmetic with a calculator tool (testbed T6); gold solutions are scripted tool-using trajectories."""
@@ -96,3 +146,7 @@ class Calculator(GeneratedTask):
 
     def make(self, tier: str, rng: random.Random) -> Example:
         return make_problem(tier, rng)
+
+    def reward(self, config: RewardConfig):
+        """kind "trace": HyperEyes' TRACE (correctness + tool-efficiency rank bonuses); else the base rewards."""
+        return TraceReward() if config.kind == "trace" else super().reward(config)

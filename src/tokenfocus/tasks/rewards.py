@@ -17,7 +17,7 @@ from typing import Literal, NamedTuple
 
 from .verify import DEFAULT_MEMORY_LIMIT_MB, SymbolicVerifier, shared_verifier
 
-RewardKind = Literal["answer", "digits"]
+RewardKind = Literal["answer", "digits", "trace"]  # trace: the calculator task's TRACE reward (tasks.calculator)
 
 
 @dataclass(frozen=True)
