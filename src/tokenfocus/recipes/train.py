@@ -205,11 +205,17 @@ def run_train(config: TrainConfig, resume: bool = False, log=print, overwrite: b
     model.train()
     reward = config.task.reward(config.reward)
     stop = GracefulStop()
+    tools = {}
+    if config.task.tool == "calc":  # the model's <calc> calls run in the rollout (TRL's rollout_func)
+        from ..integrations.calc_tool import CalcToolLoop
+
+        tools["rollout_func"] = CalcToolLoop()
     trainer = TokenFocusGRPOTrainer(
         model=model, processing_class=tokenizer, reward_funcs=[reward], args=GRPOConfig(**config.trl_args()),
         train_dataset=build_dataset(config), signals=method.signals, policy=method.policy, loss=method.loss,
         signal_source=config.signal_source, signal_pass=config.signal_pass, diagnostics=config.diagnostics,
         callbacks=[MetricsFile(run_dir / "metrics.jsonl", reward), stop], teacher=teacher, distill=config.distill,
+        **tools,
     )
     trainer.remove_callback(PrinterCallback)  # metrics go to metrics.jsonl (and report_to), not stdout
     if chosen is not None and main_process:

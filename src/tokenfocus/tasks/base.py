@@ -58,6 +58,7 @@ class Task(ABC):
     splits: ClassVar[tuple[str, ...]] = ("train", "test")
     has_tiers: ClassVar[bool] = False  # examples() takes ``tiers``
     roles: ClassVar[tuple[str, ...]] = ()  # prompt roles its examples mark (``Example.spans``; tasks.spans.ROLES)
+    tool: ClassVar[str | None] = None  # a tool the model calls while generating ("calc": integrations.calc_tool)
 
     def __init__(self, options):
         self.options = options

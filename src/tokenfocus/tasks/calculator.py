@@ -143,6 +143,7 @@ class Calculator(GeneratedTask):
     name = "calculator"
     tiers = TIERS
     train_tiers = ("C2", "C3")
+    tool = "calc"  # training generates through integrations.calc_tool.CalcToolLoop
 
     def make(self, tier: str, rng: random.Random) -> Example:
         return make_problem(tier, rng)
