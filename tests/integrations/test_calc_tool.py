@@ -19,26 +19,20 @@ def scripted(pieces):
     """A fake generator that emits the next scripted text piece (stopping where the real one would)."""
     queue = list(pieces)
 
-    def generate(trainer, ids, budget):
+    def generate(model, tokenizer, ids, budget, temperature):
         text = queue.pop(0) if queue else "Answer: 0"
-        new = trainer.processing_class(text, add_special_tokens=False).input_ids[:budget]
+        new = tokenizer(text, add_special_tokens=False).input_ids[:budget]
         return new, [-0.5] * len(new)
 
     return generate
 
 
-def fake_trainer():
-    _, tok = tiny()
-    return SimpleNamespace(processing_class=tok, model=SimpleNamespace(generation_config=SimpleNamespace(
-        eos_token_id=tok.eos_token_id)))
-
-
 def test_calls_are_answered_masked_and_counted():
-    trainer = fake_trainer()
-    tok = trainer.processing_class
+    _, tok = tiny()
+    model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=tok.eos_token_id))
     loop = CalcToolLoop(max_calls=2, generate=scripted(["<calc>12+30</calc>", "<calc>import os</calc>",
                                                         "<calc>1+1</calc>", "Answer: 42" + tok.eos_token]))
-    row = loop.rollout(trainer, [1, 2, 3], budget=200)
+    row = loop.rollout(model, tok, [1, 2, 3], budget=200)
     text = tok.decode(row["ids"], skip_special_tokens=True)
     assert text.startswith("<calc>12+30</calc> = 42\n<calc>import os</calc> = error\n"
                            "<calc>1+1</calc> = no more calls\n")
@@ -47,7 +41,7 @@ def test_calls_are_answered_masked_and_counted():
     assert replies == " = 42\n = error\n = no more calls\n"
     assert all(lp == 0.0 for lp, m in zip(row["logps"], row["env"]) if m == 0)
     assert len(row["ids"]) == len(row["env"]) == len(row["logps"])
-    short = CalcToolLoop(generate=scripted(["<calc>2*3</calc>"])).rollout(trainer, [1], budget=12)
+    short = CalcToolLoop(generate=scripted(["<calc>2*3</calc>"])).rollout(model, tok, [1], budget=12)
     assert len(short["ids"]) <= 12  # the reply is cut to the budget
 
 
@@ -72,3 +66,30 @@ def test_grpo_trains_through_the_tool_loop(tmp_path):
     trainer.train()
     assert len(seen["calls"]) == 4 and all(c >= 0 for c in seen["calls"])
     assert torch.isfinite(torch.tensor(trainer.state.log_history[0]["loss"]))
+
+
+def test_evaluation_of_the_calculator_runs_the_tool_loop(monkeypatch):
+    """Held-out scoring of a tool task goes through the loop: its replies are in the scored text, calls are
+    counted per problem, and CAS is reported."""
+    from tokenfocus.integrations import calc_tool
+    from tokenfocus.recipes.evaluate import EvalConfig, evaluate
+    from tokenfocus.tasks import build_task
+
+    problems = build_task({"name": "calculator"}).eval_examples("test", 3, tiers=["C2"])
+    answers = iter([p.answer for p in problems])
+
+    def fake(model, tokenizer, ids, budget, temperature):
+        text = tokenizer.decode(ids)
+        if "</calc>" in text.split("assistant")[-1]:
+            return tokenizer(f"Answer: {next(answers)}", add_special_tokens=False).input_ids, [0.0]
+        expression = text.split("Compute ")[1].split(".")[0]
+        return tokenizer(f"<calc>{expression}</calc>", add_special_tokens=False).input_ids, [0.0]
+
+    original = calc_tool.CalcToolLoop.__init__
+    monkeypatch.setattr(calc_tool.CalcToolLoop, "__init__", lambda self, max_calls=4, generate=None: original(
+        self, max_calls, fake))
+    model, tok = tiny()
+    result = evaluate(model, tok, EvalConfig(model="tiny", task={"name": "calculator"}, split="test", n=3,
+                                             tiers=["C2"], k=0, max_new_tokens=64))
+    assert result["pass@1"] == 1.0 and result["tool_calls_mean"] == 1.0 and result["tool_calls_per_solved"] == 1.0
+    assert " = " in result["examples"][0]["completion"] and result["cas"] > 0

@@ -48,26 +48,39 @@ def _accuracy_by_tier(correct: list[float], tiers: list[str]) -> dict[str, float
     return out
 
 
+def _generate(model, tokenizer, task, prompts, config: EvalConfig, temperature: float, progress: bool):
+    """(completion texts, lengths in tokens, tool calls per completion or None): through the task's tool loop when
+    it has one (the calculator's <calc> calls are run), else one batched generation."""
+    if task.tool == "calc":
+        from ..integrations.calc_tool import CalcToolLoop
+
+        texts, calls = CalcToolLoop().complete(model, tokenizer, prompts, config.max_new_tokens, temperature,
+                                               seed=config.seed)
+        return texts, [len(tokenizer(t, add_special_tokens=False).input_ids) for t in texts], calls
+    rollout = generate_rollout(model, tokenizer, prompts, max_new_tokens=config.max_new_tokens,
+                               temperature=temperature, seed=config.seed, batch_size=config.batch_size,
+                               progress=progress)
+    return rollout.completions, rollout.completion_lengths, None
+
+
 def evaluate(model, tokenizer, config: EvalConfig, progress: bool = False) -> dict:
     problems = eval_problems(config)
     prompts = [p.prompt for p in problems]
     answers = [p.answer for p in problems]
     tiers = [p.tier for p in problems]
+    task = build_task(config.task)
     # the task's own reward (arithmetic & co: "Answer: N"; json_answers: the last "answer": N)
-    reward = build_task(config.task).reward(RewardConfig(answer_line_only=config.answer_line_only))
+    reward = task.reward(RewardConfig(answer_line_only=config.answer_line_only))
     started = time.perf_counter()
-    greedy = generate_rollout(model, tokenizer, prompts, max_new_tokens=config.max_new_tokens, temperature=0.0,
-                              batch_size=config.batch_size, progress=progress)
-    pass1 = reward(greedy.completions, answers)
+    greedy, lengths, calls = _generate(model, tokenizer, task, prompts, config, 0.0, progress)
+    pass1 = reward(greedy, answers)
     sampled_correct = [0.0] * len(prompts)
     if config.k > 0:
-        sampled = generate_rollout(model, tokenizer, [p for p in prompts for _ in range(config.k)],
-                                   max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                                   seed=config.seed, batch_size=config.batch_size, progress=progress)
-        scores = reward(sampled.completions, [a for a in answers for _ in range(config.k)])
+        sampled = _generate(model, tokenizer, task, [p for p in prompts for _ in range(config.k)], config,
+                            config.temperature, progress)[0]
+        scores = reward(sampled, [a for a in answers for _ in range(config.k)])
         sampled_correct = [sum(scores[i * config.k:(i + 1) * config.k]) / config.k for i in range(len(prompts))]
-    lengths = greedy.completion_lengths
-    return {
+    result = {
         "split": config.split, "task": config.task["name"], "n": len(prompts), "k": config.k,
         "pass@1": sum(pass1) / len(pass1),
         f"mean@{config.k}": sum(sampled_correct) / len(sampled_correct) if config.k > 0 else None,
@@ -77,11 +90,21 @@ def evaluate(model, tokenizer, config: EvalConfig, progress: bool = False) -> di
         "reward_errors": reward.errors, "reward_timeouts": reward.timeouts,
         "seconds": time.perf_counter() - started,
         "examples": [{"prompt": p, "answer": a, "completion": c, "correct": bool(s)}
-                     for p, a, c, s in list(zip(prompts, answers, greedy.completions, pass1))[:8]],
+                     for p, a, c, s in list(zip(prompts, answers, greedy, pass1))[:8]],
         # Per-problem outcomes, in problem order: what paired comparisons between models resample.
         "problems": [{"prompt": p, "tier": t, "greedy": int(g), "sampled": s if config.k > 0 else None}
                      for p, t, g, s in zip(prompts, tiers, pass1, sampled_correct)],
     }
+    if calls is not None:  # a tool task: calls per problem and per solved problem, and HyperEyes' CAS (greedy)
+        from ..tasks.trace import cas
+
+        solved = [c for c, ok in zip(calls, pass1) if ok]
+        result["tool_calls_mean"] = sum(calls) / len(calls)
+        result["tool_calls_per_solved"] = sum(solved) / len(solved) if solved else None
+        result["cas"] = cas(result["pass@1"], result["greedy_mean_length"], result["tool_calls_mean"])
+        for row, count in zip(result["problems"], calls):
+            row["tool_calls"] = count
+    return result
 
 
 def eval_result_path(config: EvalConfig, run_dir: Path) -> Path:
