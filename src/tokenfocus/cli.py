@@ -94,20 +94,19 @@ def analyze(
     typer.secho(f"page:    {page.resolve()}", fg=typer.colors.GREEN)
 
 
-@app.command()
-def train(
-    config: Path = typer.Argument(..., help="Train config YAML (see tokenfocus.config.train)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the newest complete checkpoint in run.dir."),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Override run.dir."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Override trl.max_steps."),
-    overwrite: bool = typer.Option(False, "--overwrite",
-                                   help="Replace a non-empty run.dir (its contents are deleted)."),
-    allow_config_change: bool = typer.Option(False, "--allow-config-change",
-                                             help="With --resume: continue with a config that differs from the run's."),
-):
-    """GRPO training with token signals and a token policy (TRL 1.16), in a resumable run directory."""
-    from .config import ConfigError, load_train_config
-    from .recipes.train import run_train
+# The options every resumable training command takes (train, dpo, sft).
+RESUME = typer.Option(False, "--resume", help="Continue from the newest complete checkpoint in run.dir.")
+RUN_DIR = typer.Option(None, "--run-dir", help="Override run.dir.")
+MAX_STEPS = typer.Option(None, "--max-steps", help="Override trl.max_steps.")
+OVERWRITE = typer.Option(False, "--overwrite", help="Replace a non-empty run.dir (its contents are deleted).")
+ALLOW_CHANGE = typer.Option(False, "--allow-config-change",
+                            help="With --resume: continue with a config that differs from the run's.")
+
+
+def _train_command(load, run, config: Path, resume: bool, run_dir: Optional[Path], max_steps: Optional[int],
+                   overwrite: bool, allow_config_change: bool) -> None:
+    """Load ``config`` with the command-line overrides and run it: ``load(path, overrides)``, ``run(config, ...)``."""
+    from .config import ConfigError
 
     overrides = {}
     if run_dir is not None:
@@ -115,72 +114,44 @@ def train(
     if max_steps is not None:
         overrides["trl.max_steps"] = max_steps
     try:
-        cfg = load_train_config(config, overrides)
-        out, _ = run_train(cfg, resume=resume, log=lambda m: typer.echo(m, err=True), overwrite=overwrite,
-                           allow_config_change=allow_config_change)
+        out, _ = run(load(config, overrides), resume=resume, log=lambda m: typer.echo(m, err=True),
+                     overwrite=overwrite, allow_config_change=allow_config_change)
     except (ConfigError, ValueError) as error:
         _fail(str(error))
     typer.secho(f"run: {out.resolve()}  (metrics: {out / 'metrics.jsonl'})", fg=typer.colors.GREEN)
 
 
 @app.command()
-def dpo(
-    config: Path = typer.Argument(..., help="DPO config YAML (see tokenfocus.config.dpo)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the newest complete checkpoint in run.dir."),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Override run.dir."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Override trl.max_steps."),
-    overwrite: bool = typer.Option(False, "--overwrite",
-                                   help="Replace a non-empty run.dir (its contents are deleted)."),
-    allow_config_change: bool = typer.Option(False, "--allow-config-change",
-                                             help="With --resume: continue with a config that differs from the run's."),
-):
+def train(config: Path = typer.Argument(..., help="Train config YAML (see tokenfocus.config.train)."),
+          resume: bool = RESUME, run_dir: Optional[Path] = RUN_DIR, max_steps: Optional[int] = MAX_STEPS,
+          overwrite: bool = OVERWRITE, allow_config_change: bool = ALLOW_CHANGE):
+    """GRPO training with token signals and a token policy (TRL 1.16), in a resumable run directory."""
+    from .config import load_train_config
+    from .recipes.train import run_train
+
+    _train_command(load_train_config, run_train, config, resume, run_dir, max_steps, overwrite, allow_config_change)
+
+
+@app.command()
+def dpo(config: Path = typer.Argument(..., help="DPO config YAML (see tokenfocus.config.dpo)."),
+        resume: bool = RESUME, run_dir: Optional[Path] = RUN_DIR, max_steps: Optional[int] = MAX_STEPS,
+        overwrite: bool = OVERWRITE, allow_config_change: bool = ALLOW_CHANGE):
     """Token-weighted DPO (TAB-PO, cDPO) on TRL's DPOTrainer, in a resumable run directory."""
-    from .config import ConfigError
     from .config.dpo import load_dpo_config
     from .recipes.dpo import run_dpo
 
-    overrides = {}
-    if run_dir is not None:
-        overrides["run.dir"] = str(run_dir)
-    if max_steps is not None:
-        overrides["trl.max_steps"] = max_steps
-    try:
-        cfg = load_dpo_config(config, overrides)
-        out, _ = run_dpo(cfg, resume=resume, log=lambda m: typer.echo(m, err=True), overwrite=overwrite,
-                         allow_config_change=allow_config_change)
-    except (ConfigError, ValueError) as error:
-        _fail(str(error))
-    typer.secho(f"run: {out.resolve()}  (metrics: {out / 'metrics.jsonl'})", fg=typer.colors.GREEN)
+    _train_command(load_dpo_config, run_dpo, config, resume, run_dir, max_steps, overwrite, allow_config_change)
 
 
 @app.command()
-def sft(
-    config: Path = typer.Argument(..., help="SFT config YAML (see tokenfocus.config.sft)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the newest complete checkpoint in run.dir."),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Override run.dir."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Override trl.max_steps."),
-    overwrite: bool = typer.Option(False, "--overwrite",
-                                   help="Replace a non-empty run.dir (its contents are deleted)."),
-    allow_config_change: bool = typer.Option(False, "--allow-config-change",
-                                             help="With --resume: continue with a config that differs from the run's."),
-):
+def sft(config: Path = typer.Argument(..., help="SFT config YAML (see tokenfocus.config.sft)."),
+        resume: bool = RESUME, run_dir: Optional[Path] = RUN_DIR, max_steps: Optional[int] = MAX_STEPS,
+        overwrite: bool = OVERWRITE, allow_config_change: bool = ALLOW_CHANGE):
     """SFT, or One-Token Rollout (otr:), on TRL's SFTTrainer, in a resumable run directory."""
-    from .config import ConfigError
     from .config.sft import load_sft_config
     from .recipes.sft import run_sft
 
-    overrides = {}
-    if run_dir is not None:
-        overrides["run.dir"] = str(run_dir)
-    if max_steps is not None:
-        overrides["trl.max_steps"] = max_steps
-    try:
-        cfg = load_sft_config(config, overrides)
-        out, _ = run_sft(cfg, resume=resume, log=lambda m: typer.echo(m, err=True), overwrite=overwrite,
-                         allow_config_change=allow_config_change)
-    except (ConfigError, ValueError) as error:
-        _fail(str(error))
-    typer.secho(f"run: {out.resolve()}  (metrics: {out / 'metrics.jsonl'})", fg=typer.colors.GREEN)
+    _train_command(load_sft_config, run_sft, config, resume, run_dir, max_steps, overwrite, allow_config_change)
 
 
 @app.command("cdpo-weights")

@@ -138,6 +138,33 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+def jsonl_objects(path: Path, wanted: str) -> tuple[list[tuple[int, dict]], list[str], str | None]:
+    """A user's JSONL file, read for validation: (objects with their 1-based line numbers, one problem per bad line
+    naming ``file:line``, the file's own problem or None). Blank lines are skipped; ``wanted`` names what each
+    object should hold (for the message about a line that is JSON but not an object)."""
+    path = Path(path)
+    if not path.is_file():
+        return [], [], f"{path} not found"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        return [], [], f"{path} is not UTF-8 text (byte {error.start}); save it as UTF-8"
+    objects, problems = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as error:
+            problems.append(f"{path.name}:{number}: not valid JSON ({error.msg})")
+            continue
+        if not isinstance(data, dict):
+            problems.append(f"{path.name}:{number}: expected a JSON object with {wanted}, got {type(data).__name__}")
+            continue
+        objects.append((number, data))
+    return objects, problems, None
+
+
 def latest_metrics(path: Path) -> dict[int, dict]:
     """step -> the last complete step record of a metrics.jsonl (lines with an ``event`` key are not steps;
     a resumed run re-logs the steps after its checkpoint, and the later record wins)."""

@@ -14,11 +14,11 @@ before any model loads: every bad row is named by its line, with what is wrong a
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
+from ..io import jsonl_objects
 from .base import Example, Task, TaskOptions, register_task
 from .generated import in_test_bucket
 from .spans import ROLES, check_spans
@@ -43,25 +43,13 @@ class Row:
 
 def _read(path: Path) -> tuple[list[Row], list[str]]:
     """(valid rows, problems) of the file: each problem names its line."""
-    if not path.is_file():
-        return [], [f"path: dataset file {path} not found; pass a .jsonl file of {{prompt, answer[, spans]}} rows"]
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        return [], [f"path: {path} is not UTF-8 text (byte {error.start}); save it as UTF-8"]
-    rows, problems = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    objects, problems, missing = jsonl_objects(path, "'prompt' and 'answer'")
+    if missing is not None:
+        fix = "; pass a .jsonl file of {prompt, answer[, spans]} rows" if "not found" in missing else ""
+        return [], [f"path: {'dataset file ' if fix else ''}{missing}{fix}"]
+    rows = []
+    for number, data in objects:
         where = f"{path.name}:{number}"
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as error:
-            problems.append(f"{where}: not valid JSON ({error.msg})")
-            continue
-        if not isinstance(data, dict):
-            problems.append(f"{where}: expected a JSON object with 'prompt' and 'answer', got {type(data).__name__}")
-            continue
         found = _row_problems(data)
         if found:
             problems += [f"{where}: {p}" for p in found]

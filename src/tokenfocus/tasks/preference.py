@@ -16,10 +16,11 @@ weights. Checked once the tokenizer is loaded, before the trainer is built: a ro
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..io import jsonl_objects
 
 FIELDS = ("prompt", "chosen", "rejected")
 WEIGHT_FIELDS = ("chosen_weights", "rejected_weights")
@@ -80,25 +81,12 @@ def read_rows(path: Path, fields: tuple[str, ...], check, keep: tuple[str, ...] 
     ``check(data) -> problems``; every problem names ``file:line``."""
     path = Path(path)
     wanted = ", ".join(fields)
-    if not path.is_file():
-        return [], [f"file {path} not found; pass a .jsonl file of {{{wanted}}} rows"]
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        return [], [f"{path} is not UTF-8 text (byte {error.start}); save it as UTF-8"]
-    rows, problems = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    objects, problems, missing = jsonl_objects(path, wanted)
+    if missing is not None:
+        return [], [f"{missing}; pass a .jsonl file of {{{wanted}}} rows" if "not found" in missing else missing]
+    rows = []
+    for number, data in objects:
         where = f"{path.name}:{number}"
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as error:
-            problems.append(f"{where}: not valid JSON ({error.msg})")
-            continue
-        if not isinstance(data, dict):
-            problems.append(f"{where}: expected a JSON object with {wanted}, got {type(data).__name__}")
-            continue
         found = check(data)
         problems += [f"{where}: {p}" for p in found]
         if not found:
