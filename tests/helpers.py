@@ -158,3 +158,19 @@ def trl_loss_inputs(seed: int, batch: int = 8, prompt_width: int = 5, completion
     if group_size:
         inputs["tf_group"] = torch.arange(batch) // group_size
     return inputs
+
+
+def tiny_sft_trainer(tmp_path, trainer_class, max_steps: int = 1, **extra):
+    """An SFT trainer (TRL's or a subclass) on a tiny llama and 8 chat prompt/completion rows, batch 4."""
+    from datasets import Dataset
+    from trl import SFTConfig
+
+    torch.manual_seed(0)
+    model, tok = tiny()
+    model.train()
+    rows = [{"prompt": [{"role": "user", "content": f"{i} plus {i}"}],
+             "completion": [{"role": "assistant", "content": f"{2 * i}"}]} for i in range(8)]
+    args = SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=max_steps, learning_rate=1e-3,
+                     report_to="none", save_strategy="no", use_cpu=True, bf16=False, disable_tqdm=True,
+                     logging_steps=1, max_length=64, seed=0)
+    return trainer_class(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok, **extra)

@@ -75,20 +75,9 @@ def test_bad_options_are_named():
 
 
 def _sft(tmp_path, trainer_class, **extra):
-    from datasets import Dataset
-    from trl import SFTConfig
+    from helpers import tiny_sft_trainer
 
-    from helpers import tiny
-
-    torch.manual_seed(0)
-    model, tok = tiny()
-    model.train()
-    rows = [{"prompt": [{"role": "user", "content": f"{i} plus {i}"}],
-             "completion": [{"role": "assistant", "content": f"{2 * i}"}]} for i in range(8)]
-    args = SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=2, learning_rate=1e-3,
-                     report_to="none", save_strategy="no", use_cpu=True, bf16=False, disable_tqdm=True,
-                     logging_steps=1, max_length=64, seed=0)
-    return trainer_class(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok, **extra)
+    return tiny_sft_trainer(tmp_path, trainer_class, max_steps=2, **extra)
 
 
 def test_the_trainer_with_one_forced_gold_sample_is_trls_sft_step(tmp_path):

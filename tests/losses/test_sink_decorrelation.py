@@ -6,10 +6,9 @@ import math
 
 import pytest
 import torch
-from datasets import Dataset
-from trl import SFTConfig, SFTTrainer
+from trl import SFTTrainer
 
-from helpers import tiny
+from helpers import tiny, tiny_sft_trainer
 from tokenfocus.capture import capture, layer_output_points
 from tokenfocus.integrations.sft import TokenFocusSFTTrainer
 from tokenfocus.losses import LossConfig, sink_decorrelation
@@ -51,15 +50,7 @@ def test_a_gradient_step_on_the_term_lowers_cos_to_the_first_token():
 
 
 def _sft(tmp_path, trainer_class, **extra):
-    torch.manual_seed(0)
-    model, tok = tiny()
-    model.train()
-    rows = [{"prompt": [{"role": "user", "content": f"{i} plus {i}"}],
-             "completion": [{"role": "assistant", "content": f"{2 * i}"}]} for i in range(8)]
-    args = SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=1, learning_rate=1e-3,
-                     report_to="none", save_strategy="no", use_cpu=True, bf16=False, disable_tqdm=True,
-                     logging_steps=1, max_length=64, seed=0)
-    return trainer_class(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok, **extra)
+    return tiny_sft_trainer(tmp_path, trainer_class, max_steps=1, **extra)
 
 
 def test_sft_trainer_adds_lambda_times_the_naive_term_and_equals_trl_without_it(tmp_path):

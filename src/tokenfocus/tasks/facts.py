@@ -38,6 +38,18 @@ def _values(tier: str, rng: random.Random) -> tuple[list[int], str]:
     raise ValueError(f"Unknown facts tier {tier!r}; valid tiers: {TIERS}")
 
 
+def facts_prompt(facts: list[str], question: str) -> tuple[str, list[tuple[int, int]], tuple[int, int]]:
+    """("Let f1, f2, .... Compute Q. <answer format>", each fact's character range, the query's range)."""
+    head = "Let "
+    prompt = f"{head}{', '.join(facts)}. Compute {question}. {ANSWER_FORMAT}"
+    ranges, cursor = [], len(head)
+    for fact in facts:
+        ranges.append((cursor, cursor + len(fact)))
+        cursor += len(fact) + 2
+    query_start = prompt.index("Compute ")
+    return prompt, ranges, (query_start, query_start + len("Compute ") + len(question))
+
+
 def make_problem(tier: str, rng: random.Random) -> Example:
     values, shape = _values(tier, rng)
     names = rng.sample(NAMES, len(values))
@@ -47,14 +59,8 @@ def make_problem(tier: str, rng: random.Random) -> Example:
     question = shape.format(*names[: shape.count("{")])
     numbers = shape.format(*(str(v) for v in values[: shape.count("{")]))
     answer = int(eval(numbers, {"__builtins__": {}}, {}))  # noqa: S307 (digits and + - * only)
-    head = "Let "
-    prompt = f"{head}{', '.join(facts)}. Compute {question}. {ANSWER_FORMAT}"
-    evidence, cursor = [], len(head)
-    for fact in facts:
-        evidence.append((cursor, cursor + len(fact)))
-        cursor += len(fact) + 2
-    query_start = prompt.index("Compute ")
-    spans = {"evidence": evidence, "query": [(query_start, query_start + len("Compute ") + len(question))]}
+    prompt, evidence, query = facts_prompt(facts, question)
+    spans = {"evidence": evidence, "query": [query]}
     solution = f"{question} = {numbers} = {answer}\nAnswer: {answer}"
     return Example(prompt, str(answer), tier, solution, spans)
 

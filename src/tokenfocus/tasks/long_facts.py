@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 
 from .base import Example, register_task
-from .facts import ANSWER_FORMAT
+from .facts import facts_prompt
 from .generated import GeneratedTask
 
 TIERS = ("L20", "L35", "L50")
@@ -31,16 +31,8 @@ def make_problem(tier: str, rng: random.Random) -> Example:
     a, b = needed
     question = f"{names[a]}{op}{names[b]}"
     answer = values[a] + values[b] if op == "+" else values[a] - values[b]
-    head = "Let "
-    facts = [f"{n}={v}" for n, v in zip(names, values)]
-    prompt = f"{head}{', '.join(facts)}. Compute {question}. {ANSWER_FORMAT}"
-    starts, cursor = [], len(head)
-    for fact in facts:
-        starts.append((cursor, cursor + len(fact)))
-        cursor += len(fact) + 2
-    query_start = prompt.index("Compute ")
-    spans = {"evidence": sorted([starts[a], starts[b]]),
-             "query": [(query_start, query_start + len("Compute ") + len(question))]}
+    prompt, ranges, query = facts_prompt([f"{n}={v}" for n, v in zip(names, values)], question)
+    spans = {"evidence": sorted([ranges[a], ranges[b]]), "query": [query]}
     solution = f"{question} = {values[a]}{op}{values[b]} = {answer}\nAnswer: {answer}"
     return Example(prompt, str(answer), tier, solution, spans)
 
