@@ -78,12 +78,12 @@ def test_eval_sets_are_one_fixed_mix_for_the_whole_study(tmp_path):
         "sets": {"in-dist": {"split": "test", "tiers": {"D2": 5, "D3": 3}}, "hard": {"split": "test", "tiers": ["H3"],
                                                                                   "n": 4}},
         "k": 4, "seed": 7}))
-    assert config.eval.eval_sets() == {"in-dist": {"split": "test", "n": 8, "tiers": {"D2": 5, "D3": 3}},
-                                       "hard": {"split": "test", "n": 4, "tiers": ["H3"]}}
+    assert config.eval.eval_sets() == {"in-dist": {"split": "test", "n": 8, "tiers": {"D2": 5, "D3": 3}, "task": None},
+                                       "hard": {"split": "test", "n": 4, "tiers": ["H3"], "task": None}}
     assert config.eval.seed == 7 and config.eval.k == 4
     legacy = load_study_config(study(tmp_path, eval={"splits": ["test", "hard-test"], "n": 5}))
-    assert legacy.eval.eval_sets() == {"test": {"split": "test", "n": 5, "tiers": None},
-                                       "hard-test": {"split": "hard-test", "n": 5, "tiers": None}}
+    assert legacy.eval.eval_sets() == {"test": {"split": "test", "n": 5, "tiers": None, "task": None},
+                                       "hard-test": {"split": "hard-test", "n": 5, "tiers": None, "task": None}}
 
 
 def test_declared_claims_are_checked_against_the_arms_and_sets(tmp_path):

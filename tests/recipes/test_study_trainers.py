@@ -71,3 +71,59 @@ def test_train_keys_a_trainer_would_ignore_are_refused(tmp_path):
     path = _write(tmp_path, trainer="ppo", task={"name": "arithmetic"}, arms={"full": "dapo"})
     with pytest.raises(ConfigError, match="trainer: 'ppo' is not one of"):
         load_study_config(path)
+
+
+def test_a_teacher_study_makes_and_scores_its_teacher_and_each_arm_distils_its_own_way(tmp_path):
+    """teacher: {sft: ...}: the study makes the teacher by longer SFT of ``model``, evaluates it as arm "teacher",
+    and each arm's teacher settings (model defaulting to the study's) and reward reach its run."""
+    path = _write(tmp_path, task={"name": "arithmetic", "tiers": ["D1"], "n_train": 16},
+                  teacher={"sft": {"n_train": 16, "epochs": 1, "learning_rate": 1e-3, "batch_size": 8}},
+                  train={"reward": {"kind": "digits"}, "save_steps": 1,
+                         "trl": {"max_steps": 2, "num_generations": 4, "per_device_train_batch_size": 8,
+                                 "max_completion_length": 8, "learning_rate": 1e-3}},
+                  arms={"full": "dapo", "opd": {"method": "dapo", "teacher": {"form": "loss", "coef": 1.0,
+                                                                             "rl": False}},
+                        "failed_b": {"teacher": {"form": "advantage", "gate": "failed"},
+                                     "reward": {"kind": "answer", "answer_line_only": True}}},
+                  eval={"sets": {"in-dist": {"split": "test", "tiers": {"D1": 3}},
+                                 "long": {"task": {"name": "long_facts"}, "tiers": {"L20": 2}}},
+                        "k": 0, "max_new_tokens": 8})
+    study = load_study_config(path)
+    teacher = str(tmp_path / "out" / "teacher" / "final")
+    assert study.teacher_model == teacher and study.run_config("full", 0).teacher is None
+    opd = study.run_config("opd", 0)
+    assert opd.teacher == teacher and opd.distill.form == "loss" and opd.distill.rl is False
+    failed = study.run_config("failed_b", 0)
+    assert failed.distill.gate == "failed" and failed.reward.kind == "answer" and failed.reward.answer_line_only
+    assert study.run_config("full", 0).reward.kind == "digits"
+    run_study(study, log=lambda m: None)
+    index = json.loads((tmp_path / "out" / "study.json").read_text())
+    assert index["teacher"] == {"sft": {"n_train": 16, "epochs": 1, "learning_rate": 1e-3, "batch_size": 8}}
+    assert {(r["arm"], r["status"]) for r in index["runs"]} == {
+        ("initial", "done"), ("teacher", "done"), ("full", "done"), ("opd", "done"), ("failed_b", "done")}
+    assert (tmp_path / "out" / "teacher" / "eval" / "in-dist-final.json").is_file()
+    long = json.loads((tmp_path / "out" / "opd-s0" / "eval" / "long-final.json").read_text())
+    assert long["task"] == "long_facts" and long["n"] == 2  # an eval set of another task: a skill to keep
+    metrics = (tmp_path / "out" / "opd-s0" / "metrics.jsonl").read_text()
+    assert "loss/teacher_kl" in metrics and "loss/teacher_kl" not in (tmp_path / "out" / "full-s0" /
+                                                                      "metrics.jsonl").read_text()
+    assert "teacher" in render_report(tmp_path / "out").read_text()
+
+
+def test_teacher_settings_a_study_cannot_run_are_refused_before_anything_loads(tmp_path):
+    base = {"task": {"name": "arithmetic", "tiers": ["D1"]}, "train": {"reward": {"kind": "digits"}}}
+    cases = [
+        ({"arms": {"opd": {"teacher": {"form": "loss"}}}}, "its teacher has no model"),
+        ({"teacher": {"model": TINY, "sft": {"n_train": 4}}, "arms": {"full": "dapo"}}, "give exactly one of model"),
+        ({"teacher": {"sft": {"n_train": 0}}, "arms": {"full": "dapo"}}, "teacher.sft.n_train must be >= 1"),
+        ({"teacher": {"model": TINY}, "arms": {"teacher": "dapo"}}, "'teacher' is reserved"),
+        ({"teacher": {"model": TINY}, "arms": {"x": {"method": "dapo", "policy": {}}}}, "move ['policy'] into"),
+        ({"teacher": {"model": TINY}, "arms": {"x": {"teacher": {"coef": -1}}}}, "coef must be >= 0"),
+        ({"arms": {"full": "dapo"}, "eval": {"sets": {"long": {"task": {"name": "long_facts"}, "tiers": {"D1": 2}}}}},
+         "'long': Unknown long_facts tier(s) ['D1']"),
+        ({"arms": {"full": "dapo"}, "eval": {"sets": {"long": {"task": "long_facts"}}}}, "sets.long.task: expected"),
+    ]
+    for extra, expected in cases:
+        with pytest.raises(ConfigError) as error:
+            load_study_config(_write(tmp_path, **{**base, **extra}))
+        assert expected in str(error.value), (extra, str(error.value))

@@ -12,6 +12,13 @@
     samples: 6          # responses per arm rendered as token heatmaps in the report
     dir: runs/study
     warmup: {n_train: 512, epochs: 1, learning_rate: 1.0e-5}   # optional SFT on gold solutions first
+    teacher: {sft: {n_train: 384, epochs: 3, learning_rate: 2.0e-5}}   # or {model: SPEC}: for teacher-guided arms
+    # arms of a teacher study: {method: dapo, teacher: {form: loss, coef: 0.05}, reward: {kind: trace}}
+
+An arm is a method (a preset name, a method file or a {signals, policy, loss} mapping), or a mapping of
+``method`` with what the arm changes in its run: ``teacher`` (the distillation settings of
+``losses.distill.DistillConfig``; the model defaults to the study's teacher), ``reward`` (replaces
+``train.reward``), ``signal_source``.
 
 Every arm's train config is built and validated before anything runs.
 """
@@ -32,7 +39,7 @@ from .warmup import WarmupConfig
 
 STUDY_KEYS = {"model": str, "task": dict, "train": dict, "arms": dict, "seeds": list, "eval": dict,
               "samples": int, "dir": str, "description": str, "warmup": dict, "note": str, "see_also": str, "claims": list,
-              "trainer": str}
+              "trainer": str, "teacher": dict}
 TRAINERS = ("grpo", "dpo", "sft")  # what an arm is: a method (GRPO), a pair weighting (DPO), an OTR setting (SFT)
 CLAIM_KEYS = {"arm": str, "test": str, "set": str, "text": str, "paper": str}
 CLAIM_TESTS = ("beats", "keeps_gain")  # arm - full above 0; arm keeps more than half of full's gain
@@ -44,6 +51,48 @@ TRAINER_KEYS = {"grpo": {"reward", "trl", "diagnostics", "diagnostics_arms", "sa
                 "dpo": {"pairs", "trl", "save_steps", "keep_checkpoints"},
                 "sft": {"data", "trl", "save_steps", "keep_checkpoints"}}
 INITIAL_ARM = "initial"  # the starting model's evaluation, listed beside the arms
+TEACHER_ARM = "teacher"  # the study teacher's evaluation, listed beside the arms
+ARM_RUN_KEYS = ("teacher", "reward", "signal_source")  # what an arm may change in its run besides the method
+
+
+@dataclass(frozen=True)
+class StudyTeacher:
+    """The teacher of a study's teacher-guided arms: an existing ``model`` spec, or one the study makes by SFT of
+    its ``model`` on gold solutions (``sft``: the fields of ``WarmupConfig``; longer than the student's warm-up, so
+    it is the stronger model) into ``dir/teacher/final``. Either way it is evaluated on the eval sets (arm
+    "teacher" of the index)."""
+
+    model: str | None = None
+    sft: dict | None = None
+
+    def problems(self) -> list[str]:
+        if (self.model is None) == (self.sft is None):
+            return ["give exactly one of model (an existing teacher's spec) and sft (the study makes the teacher: "
+                    "{n_train, epochs, learning_rate, ...})"]
+        if self.model is not None:
+            return [f"model: {p}" for p in check_model_spec(self.model)]
+        if not isinstance(self.sft, dict):
+            return [f"sft: expected a mapping of warm-up fields, got {self.sft!r}"]
+        problems: list[str] = []
+        parse_section(WarmupConfig, self.sft, "sft", problems)
+        return problems
+
+    def warmup(self) -> WarmupConfig:
+        return WarmupConfig(**self.sft)
+
+
+def arm_parts(spec) -> tuple[object, dict]:
+    """(method, run changes) of an arm: ``{method: dapo, teacher: {...}, reward: {...}}`` or a plain method."""
+    if not isinstance(spec, dict) or not any(k in spec for k in (*ARM_RUN_KEYS, "method")):
+        return spec, {}
+    changes = {k: spec[k] for k in ARM_RUN_KEYS if k in spec}
+    rest = {k: v for k, v in spec.items() if k not in ARM_RUN_KEYS}
+    if "method" in rest:
+        if len(rest) > 1:
+            raise ConfigError(f"an arm with a method key takes only {['method', *ARM_RUN_KEYS]}; move "
+                              f"{sorted(set(rest) - {'method'})} into its method")
+        return rest["method"], changes
+    return rest or "dapo", changes
 
 
 @dataclass(frozen=True)
@@ -53,7 +102,8 @@ class StudyEval:
 
     ``sets``: {name: {split, tiers, n}} -- e.g. {in-dist: {split: test, tiers: {D2: 200, D3: 100}},
     hard: {split: test, tiers: {H3: 100, H4: 100}}}; ``tiers`` a mapping {tier: count} (``n`` is then their
-    sum) or a list cycled in turn (with ``n``). Without ``sets``, each of ``splits`` is a set of ``n`` problems.
+    sum) or a list cycled in turn (with ``n``). A set may name its own ``task`` (a task spec): a skill the
+    training must not cost, e.g. {short: {task: {name: arithmetic}, tiers: {D2: 100}}} beside a long-context task. Without ``sets``, each of ``splits`` is a set of ``n`` problems.
     Greedy pass@1 always; mean@k over ``k`` samples at ``temperature`` when k > 0.
     """
 
@@ -67,14 +117,14 @@ class StudyEval:
     batch_size: int = 32
 
     def eval_sets(self) -> dict[str, dict]:
-        """name -> {"split", "n", "tiers"} (the sets to evaluate, in order)."""
+        """name -> {"split", "n", "tiers", "task"} (the sets to evaluate, in order; task None: the study's)."""
         if self.sets is None:
-            return {split: {"split": split, "n": self.n, "tiers": None} for split in self.splits}
+            return {split: {"split": split, "n": self.n, "tiers": None, "task": None} for split in self.splits}
         out = {}
         for name, spec in self.sets.items():
             tiers = spec.get("tiers")
             n = sum(tiers.values()) if isinstance(tiers, dict) else spec.get("n", self.n)
-            out[name] = {"split": spec.get("split", "test"), "n": n, "tiers": tiers}
+            out[name] = {"split": spec.get("split", "test"), "n": n, "tiers": tiers, "task": spec.get("task")}
         return out
 
     def problems(self) -> list[str]:
@@ -93,9 +143,11 @@ class StudyEval:
             if not isinstance(spec, dict):
                 found.append(f"sets.{name}: expected a mapping {{split, tiers, n}}, got {spec!r}")
                 continue
-            unknown = sorted(set(spec) - {"split", "tiers", "n"})
+            unknown = sorted(set(spec) - {"split", "tiers", "n", "task"})
             if unknown:
-                found.append(f"sets.{name}: unknown key(s) {unknown}; valid keys: ['n', 'split', 'tiers']")
+                found.append(f"sets.{name}: unknown key(s) {unknown}; valid keys: ['n', 'split', 'task', 'tiers']")
+            if "task" in spec and not (isinstance(spec["task"], dict) and isinstance(spec["task"].get("name"), str)):
+                found.append(f"sets.{name}.task: expected a task spec {{name: ..., ...}}, got {spec['task']!r}")
             if not isinstance(spec.get("split", "test"), str):
                 found.append(f"sets.{name}.split: expected a split name, got {spec['split']!r}")
             tiers = spec.get("tiers")
@@ -126,6 +178,14 @@ class StudyConfig:
     warmup: WarmupConfig | None = None
     base: Path | None = None  # the study file's folder: method paths in arms are relative to it
     trainer: str = "grpo"  # grpo: arms are methods; dpo: pair weightings (weights:); sft: OTR settings (otr:, or null)
+    teacher: StudyTeacher | None = None
+
+    @property
+    def teacher_model(self) -> str | None:
+        """The teacher arms distil from: the given spec, or the one the study makes in ``dir/teacher/final``."""
+        if self.teacher is None:
+            return None
+        return self.teacher.model or str(Path(self.dir) / TEACHER_ARM / "final")
 
     @property
     def start_model(self) -> str:
@@ -149,13 +209,15 @@ class StudyConfig:
             data = {"model": self.start_model, "data": copy.deepcopy(self.train["data"]),
                     "otr": copy.deepcopy(self.arms[arm]), "trl": dict(self.train.get("trl", {})), "run": run}
             return build_sft_config(data, base=self.base, where=f"arm {arm!r}", check_model=self.warmup is None)
-        method = self.arms[arm]
+        method, changes = arm_parts(self.arms[arm])
         data = {"model": self.start_model, "task": self.task.spec(), "method": copy.deepcopy(method),
-                "reward": dict(self.train.get("reward", {})), "trl": dict(self.train.get("trl", {})),
+                "reward": dict(changes.get("reward", self.train.get("reward", {}))),
+                "trl": dict(self.train.get("trl", {})),
                 "run": {"dir": str(Path(self.dir) / f"{arm}-s{seed}"), "seed": seed}}
-        if isinstance(method, dict) and "signal_source" in method:
-            data["method"] = {k: v for k, v in method.items() if k != "signal_source"}
-            data["signal_source"] = method["signal_source"]
+        if "signal_source" in changes:
+            data["signal_source"] = changes["signal_source"]
+        if "teacher" in changes:
+            data["teacher"] = self._arm_teacher(arm, changes["teacher"])
         if "save_steps" in self.train:
             data["run"]["save_steps"] = self.train["save_steps"]
         if "signal_pass" in self.train:
@@ -163,8 +225,19 @@ class StudyConfig:
         arms = self.train.get("diagnostics_arms")
         if self.train.get("diagnostics") is not None and (arms is None or arm in arms):
             data["diagnostics"] = copy.deepcopy(self.train["diagnostics"])
-        # The warm-up's model does not exist before the warm-up runs; ``model`` itself is checked on loading.
-        return build_train_config(data, base=self.base, where=f"arm {arm!r}", check_model=self.warmup is None)
+        # The warm-up's model does not exist before the warm-up runs, nor a teacher the study makes; ``model`` and a
+        # given teacher are checked on loading.
+        made = self.warmup is not None or (self.teacher is not None and self.teacher.sft is not None)
+        return build_train_config(data, base=self.base, where=f"arm {arm!r}", check_model=not made)
+
+    def _arm_teacher(self, arm: str, spec) -> dict:
+        if not isinstance(spec, dict):
+            raise ConfigError(f"arm {arm!r}: teacher: expected the distillation settings as a mapping "
+                              f"({{form: loss, coef: 0.05, ...}}), got {spec!r}")
+        if "model" not in spec and self.teacher_model is None:
+            raise ConfigError(f"arm {arm!r}: its teacher has no model: give the study a teacher ({{model: SPEC}} or "
+                              "{sft: {...}}) or the arm's teacher.model")
+        return {"model": self.teacher_model, **spec}
 
     def to_dict(self) -> dict:
         """The study as plain data (study.yaml)."""
@@ -176,6 +249,8 @@ class StudyConfig:
         out = {"description": self.description, "note": self.note, "see_also": self.see_also,
                "claims": self.claims, "model": self.model, "task": self.task.spec(), "arms": self.arms,
                "seeds": self.seeds, "eval": vars(self.eval)}
+        if self.teacher is not None:  # studies without a teacher predate the key
+            out["teacher"] = {k: v for k, v in vars(self.teacher).items() if v is not None}
         return out if self.trainer == "grpo" else {**out, "trainer": self.trainer}  # GRPO studies predate the key
 
 
@@ -185,12 +260,20 @@ def warmup_dict(warmup: WarmupConfig) -> dict:
     return {k: v for k, v in vars(warmup).items() if not (k == "otr" and v is None)}
 
 
-def eval_set_problems(task: Task, evaluation: StudyEval) -> list[str]:
+def eval_set_problems(study_task: Task, evaluation: StudyEval) -> list[str]:
     """Every eval set is drawn now (a few milliseconds for generated tasks), so a set that cannot be drawn --
     an unknown split or tier, more problems than a tier holds -- fails before any model loads."""
     found = []
     where = "eval.splits" if evaluation.sets is None else "eval.sets"
     for name, spec in evaluation.eval_sets().items():
+        if spec["task"] is not None:  # the set's own task (its spec was checked by StudyEval)
+            own: list[str] = []
+            task = parse_task(spec["task"], own)
+            if task is None:
+                found += [f"{where}: {name!r}: task: {p}" for p in own]
+                continue
+        else:
+            task = study_task
         if spec["split"] not in task.splits:
             found.append(f"{where}: {name!r}: split {spec['split']!r} is not a split of task {task.name!r}: "
                          f"{list(task.splits)}")
@@ -255,8 +338,9 @@ def load_study_config(path: Path) -> StudyConfig:
     arms = data.get("arms") if isinstance(data.get("arms"), dict) else {}
     if "arms" in data and not arms:
         problems.append("arms: expected a non-empty mapping {arm name: method}")
-    if INITIAL_ARM in arms:
-        problems.append(f"arms: {INITIAL_ARM!r} is reserved for the starting model's evaluation; rename that arm")
+    for reserved, what in ((INITIAL_ARM, "the starting model's"), (TEACHER_ARM, "the study teacher's")):
+        if reserved in arms:
+            problems.append(f"arms: {reserved!r} is reserved for {what} evaluation; rename that arm")
     problems += [f"arms: arm names must be strings, got {arm!r}" for arm in arms if not isinstance(arm, str)]
     unknown = [a for a in train.get("diagnostics_arms") or [] if a not in arms] if isinstance(
         train.get("diagnostics_arms"), list) else []
@@ -278,6 +362,9 @@ def load_study_config(path: Path) -> StudyConfig:
     if task is not None and evaluation is not None:
         problems += eval_set_problems(task, evaluation)
     warmup = parse_section(WarmupConfig, data["warmup"], "warmup", problems) if "warmup" in data else None
+    teacher = parse_section(StudyTeacher, data["teacher"], "teacher", problems) if "teacher" in data else None
+    if teacher is not None and trainer != "grpo":
+        problems.append(f"teacher: only GRPO arms distil from a teacher; this study's trainer is {trainer!r}")
     claims = [dict(c) for c in data.get("claims") or [] if isinstance(c, dict)]
     problems += claim_problems(data.get("claims") or [], arms, evaluation)
     if problems:
@@ -286,7 +373,7 @@ def load_study_config(path: Path) -> StudyConfig:
     study = StudyConfig(model=data["model"], task=task, arms=arms, train=train, seeds=seeds, eval=evaluation,
                         samples=data.get("samples", 6), dir=data.get("dir", "runs/study"),
                         description=data.get("description", ""), warmup=warmup, base=path.parent,
-                        note=data.get("note", ""), claims=claims, trainer=trainer,
+                        note=data.get("note", ""), claims=claims, trainer=trainer, teacher=teacher,
                         see_also=str((path.parent / data["see_also"]).resolve()) if data.get("see_also") else None)
     errors = []
     for arm in study.arms:  # every arm's train config is validated (model, TRL, policy dry run) before anything runs

@@ -408,7 +408,7 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
                              max_length=self.max_completion_length)
             distilled = self.tf_distill.coef * term / counts.loss_divisor
             loss = loss + distilled if self.tf_distill.rl else distilled  # rl false: on-policy distillation only
-            metrics["loss/teacher_kl"] = float(kl[mask].mean()) if mask.any() else 0.0
+            metrics["loss/teacher_kl"] = float(kl.detach()[mask].mean()) if mask.any() else 0.0
         if decorrelate:  # a mean over this micro-batch's prompt positions, averaged over the accumulation steps
             prompt = torch.cat([inputs["prompt_mask"].bool(), torch.zeros_like(mask)], dim=1)
             term = sink_decorrelation([torch.cat(hidden[name]) for name in hidden_points if name != "final_norm"],

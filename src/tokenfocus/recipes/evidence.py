@@ -107,7 +107,8 @@ def run_evidence(root: Path, n: int = 64, max_new_tokens: int = 24, force: bool 
         start = str(warm) if warm.is_dir() else study["model"]
         # Every model on the same problems: the study's fixed eval seed (the starting model's entry has no seed).
         problem_seed = (study.get("eval") or {}).get("seed", 0)
-        targets = [(root / r["dir"], start if r["arm"] == "initial" else str(root / r["dir"] / "final"),
+        given = {"initial": start, "teacher": (study.get("teacher") or {}).get("model")}  # evaluated, not trained
+        targets = [(root / r["dir"], given.get(r["arm"]) or str(root / r["dir"] / "final"),
                     r["seed"] or 0) for r in study["runs"] if r.get("status") == "done"]
     elif (root / "final").is_dir() and (root / "config.yaml").is_file():
         import yaml

@@ -27,7 +27,7 @@ import yaml
 
 from ..checkpoints import checkpoint_dirs, latest_complete_checkpoint
 from ..config import StudyConfig
-from ..config.study import INITIAL_ARM
+from ..config.study import INITIAL_ARM, TEACHER_ARM
 from ..io import append_jsonl, atomic_write_text, write_json, write_jsonl
 
 SAMPLE_SIGNALS = ("attention_entropy", "attention_mass", "predictive_entropy", "position")
@@ -125,6 +125,8 @@ def run_study(study: StudyConfig, log=print, allow_config_change: bool = False, 
     extra: dict = {}
     if study.warmup:
         run_warmup(study.model, study.task, study.warmup, root / "warmup", log=log)
+    if study.teacher is not None and study.teacher.sft is not None:  # the stronger model: longer SFT of ``model``
+        run_warmup(study.model, study.task, study.teacher.warmup(), root / TEACHER_ARM, log=log)
     start_model = None
 
     def starting_model():
@@ -151,6 +153,15 @@ def run_study(study: StudyConfig, log=print, allow_config_change: bool = False, 
         finished({**entry, "status": "done"})
     except Exception as error:  # noqa: BLE001 (recorded in study.json; the arms still run)
         finished(_failed(entry, error, log))
+    if study.teacher is not None:  # the teacher on the same sets: how much stronger it is than the start
+        entry = {"arm": TEACHER_ARM, "seed": None, "dir": TEACHER_ARM}
+        try:
+            if not _evaluated(root / TEACHER_ARM, study):
+                log(f"[teacher] evaluating the teacher {study.teacher_model}")
+                _evaluate_sets(*load_model(study.teacher_model), study, root / TEACHER_ARM)
+            finished({**entry, "status": "done"})
+        except Exception as error:  # noqa: BLE001
+            finished(_failed(entry, error, log))
     for seed in seeds:  # seeds outer: an interrupted study has every arm at the first seed first
         for arm in arms:
             entry = {"arm": arm, "seed": seed, "dir": f"{arm}-s{seed}"}
@@ -250,7 +261,7 @@ def _evaluate_sets(model, tokenizer, study: StudyConfig, run_dir: Path) -> None:
     spec = study.eval
     for name, chosen in spec.eval_sets().items():
         result = evaluate(model, tokenizer, EvalConfig(
-            model=str(run_dir / "final"), task=study.task.spec(), split=chosen["split"], n=chosen["n"],
+            model=str(run_dir / "final"), task=chosen["task"] or study.task.spec(), split=chosen["split"], n=chosen["n"],
             tiers=chosen["tiers"], k=spec.k, temperature=spec.temperature, max_new_tokens=spec.max_new_tokens,
             seed=spec.seed, batch_size=spec.batch_size, answer_line_only=strict))
         write_json(run_dir / "eval" / f"{name}-final.json", {"set": name, **result})
@@ -268,7 +279,7 @@ def _write_drift(model, tokenizer, start_model, study: StudyConfig, run_dir: Pat
     from .evaluate import EvalConfig, eval_problems
 
     name, chosen = next(iter(study.eval.eval_sets().items()))
-    problems = eval_problems(EvalConfig(model="", task=study.task.spec(), split=chosen["split"], n=chosen["n"],
+    problems = eval_problems(EvalConfig(model="", task=chosen["task"] or study.task.spec(), split=chosen["split"], n=chosen["n"],
                                         tiers=chosen["tiers"], seed=study.eval.seed))[:n]
     rollout = generate_rollout(model, tokenizer, [p.prompt for p in problems],
                                max_new_tokens=study.eval.max_new_tokens, batch_size=study.eval.batch_size)
