@@ -98,10 +98,17 @@ def test_declared_claims_are_checked_against_the_arms_and_sets(tmp_path):
         {"arm": "full", "test": "beats", "text": "x"}, {"arm": "pgpo", "test": "wins", "text": "x", "set": "easy"},
         {"arm": "pgpo", "tset": "beats"}, "pgpo"]))
     for expected in ("claims[0].arm: 'full' must be an arm other than 'full' (the baseline)",
-                     "claims[1].test: 'wins' is not one of ['beats', 'keeps_gain']",
+                     "claims[1].test: 'wins' is not one of ['beats', 'keeps_gain', 'preserves']",
                      "claims[1].set: 'easy' is not 'in-dist', 'hard' or an eval set [",
                      "claims[2]: unknown key 'tset'", "claims[2]: missing required key 'text'",
                      "claims[3]: expected a mapping"):
         assert expected in message, (expected, message)
     no_full = problems_of(study(tmp_path, arms={"dapo": "dapo", "pgpo": "pgpo"}, task=task, claims=good))
     assert "judged against an arm named 'full' (the baseline); the study has none" in no_full
+    against = [{**good[0], "against": "dapo"}]  # a named baseline needs no arm called full
+    assert load_study_config(study(tmp_path, arms={"dapo": "dapo", "pgpo": "pgpo"}, task=task, eval=eval_sets,
+                                   claims=against)).claims == against
+    message = problems_of(study(tmp_path, arms=arms, task=task, eval=eval_sets, claims=[
+        {**good[0], "against": "opd"}, {**good[0], "against": "pgpo"}]))
+    assert "claims[0].against: 'opd' is not an arm" in message
+    assert "claims[1].arm: 'pgpo' must be an arm other than 'pgpo' (the baseline)" in message

@@ -279,3 +279,46 @@ def test_declared_claims_follow_the_flagship_claims_when_the_study_has_flagship_
     assert [row[0] for row in rows[:len(CLAIMS)]] == [text for _, text in CLAIMS]
     assert rows[len(CLAIMS)][:2] == ["D3S keeps the accuracy (greedy pass@1, in-dist)", "reproduced"]
     assert len(rows) == len(CLAIMS) + 2
+
+
+# --- a declared claim's baseline (against) and the "preserves" test -------------------------------------
+
+
+def baseline_study(study, opd, scope, full=FULL_FLAT, claims=None):
+    from tokenfocus.report.tables import verdict_table
+
+    study.initial(in_dist=60, hard=20)
+    for seed in range(3):
+        study.run("full", seed, full[seed], 20)
+        study.run("opd", seed, opd[seed], 20)
+        study.run("scope", seed, scope[seed], 20)
+    root = study.index(arms=("full", "opd", "scope"), claims=claims)
+    runs = load_runs(root)
+    return verdict_table(runs, eval_set_names(root, runs), claims)[1]
+
+
+AGAINST_OPD = [{"arm": "scope", "test": "beats", "against": "opd", "text": "SCOPE beats uniform OPD"}]
+
+
+@pytest.mark.parametrize("opd, scope, expected, says", [
+    (FULL_LEARNED, (140, 142, 144), "reproduced", "scope - opd +0.110 ["),  # full did not learn: opd is the gate
+    (FULL_LEARNED, (98, 100, 102), "not reproduced", "scope - opd -0.100 ["),
+    (FULL_FLAT, (140, 142, 144), "inconclusive", "opd did not beat the starting model on in-dist"),
+])
+def test_a_declared_claim_is_judged_against_its_own_baseline(study, opd, scope, expected, says):
+    rows = baseline_study(study, opd, scope, claims=AGAINST_OPD)
+    assert rows[0][1] == expected and says in rows[0][2], rows[0]
+
+
+PRESERVES = [{"arm": "scope", "test": "preserves", "set": "in-dist", "against": "opd",
+              "text": "SCOPE keeps the start's skill"}]
+
+
+@pytest.mark.parametrize("scope, expected, says", [
+    ((60, 60, 60), "reproduced", "scope - initial +0.000 ["),  # the start's 60 kept; bar -½·0.30 = -0.15
+    ((10, 10, 10), "not reproduced", "lost more than half"),  # -0.25: wholly below -0.15
+    ((30, 30, 30), "inconclusive", "straddles"),  # -0.15: on the bar
+])
+def test_preserves_compares_the_arm_with_the_start_against_half_the_baselines_gain(study, scope, expected, says):
+    rows = baseline_study(study, FULL_LEARNED, scope, claims=PRESERVES)
+    assert rows[0][1] == expected and says in rows[0][2] and "-½·gain = -0.150" in rows[0][2], rows[0]

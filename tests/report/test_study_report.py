@@ -332,3 +332,21 @@ def test_the_training_table_gives_each_arms_median_step_time(study):
     header, rows = training_table(load_runs(root))
     assert header[-1] == "s/step (median)"
     assert rows == [["full", "2", rows[0][2], rows[0][3], "4.000 ± 2.828"]]  # medians 2 and 6
+
+
+def test_a_tool_task_gets_calls_per_solved_problem_and_cas_per_arm(study):
+    from tokenfocus.report.tables import results_markdown, tool_table
+
+    study.initial(in_dist=60)
+    for seed, calls in enumerate((2.0, 4.0)):
+        run_dir = study.run("full", seed, 100)
+        path = run_dir / "eval" / "in-dist-final.json"
+        result = json.loads(path.read_text())
+        result.update(tool_calls_mean=calls, tool_calls_per_solved=calls / 2, cas=0.1 * (seed + 1))
+        path.write_text(json.dumps(result))
+    root = study.index(arms=("full",), seeds=(0, 1))
+    runs = load_runs(root)
+    header, rows = tool_table(runs, ["in-dist", "hard"])
+    assert header[3:] == ["calls per problem", "calls per solved problem", "CAS"]
+    assert rows == [["in-dist", "full", "2", "3 ± 1.4", "1.5 ± 0.71", "0.15 ± 0.071"]]  # the start logged no calls
+    assert "### Tool use (greedy)" in results_markdown(runs, ["in-dist"])

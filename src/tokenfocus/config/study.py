@@ -41,8 +41,9 @@ STUDY_KEYS = {"model": str, "task": dict, "train": dict, "arms": dict, "seeds": 
               "samples": int, "dir": str, "description": str, "warmup": dict, "note": str, "see_also": str, "claims": list,
               "trainer": str, "teacher": dict}
 TRAINERS = ("grpo", "dpo", "sft")  # what an arm is: a method (GRPO), a pair weighting (DPO), an OTR setting (SFT)
-CLAIM_KEYS = {"arm": str, "test": str, "set": str, "text": str, "paper": str}
-CLAIM_TESTS = ("beats", "keeps_gain")  # arm - full above 0; arm keeps more than half of full's gain
+CLAIM_KEYS = {"arm": str, "test": str, "set": str, "text": str, "paper": str, "against": str}
+# arm - baseline above 0; arm keeps more than half of the baseline's gain; arm - initial on a set above -½ gain
+CLAIM_TESTS = ("beats", "keeps_gain", "preserves")
 TRAIN_KEYS = {"reward": dict, "trl": dict, "diagnostics": dict, "diagnostics_arms": list, "save_steps": int,
               "signal_pass": SignalPass, "keep_checkpoints": bool, "pairs": dict, "data": dict}
 # train keys each trainer reads (the others would be ignored, so they are refused)
@@ -286,22 +287,26 @@ def eval_set_problems(study_task: Task, evaluation: StudyEval) -> list[str]:
 
 
 def claim_problems(claims: list, arms: dict, evaluation: StudyEval | None) -> list[str]:
-    """Problems of a study's declared claims: each {arm, test, text, set (default in-dist), paper (optional)}, its
-    arm one of the study's (not ``full``, the baseline it is judged against), its set ``in-dist``, ``hard`` or an
-    eval set's name."""
+    """Problems of a study's declared claims: each {arm, test, text, set (default in-dist), paper (optional),
+    against (the baseline arm, default ``full``)}, its arm one of the study's other than its baseline, its set
+    ``in-dist``, ``hard`` or an eval set's name."""
     problems = []
     sets = list(evaluation.eval_sets()) if evaluation is not None else []
-    if claims and "full" not in arms:
-        problems.append("claims: they are judged against an arm named 'full' (the baseline); the study has none")
+    if any(isinstance(c, dict) and "against" not in c for c in claims) and "full" not in arms:
+        problems.append("claims: without 'against' they are judged against an arm named 'full' (the baseline); "
+                        "the study has none")
     for i, claim in enumerate(claims):
         where = f"claims[{i}]"
         if not isinstance(claim, dict):
-            problems.append(f"{where}: expected a mapping {{arm, test, text, set, paper}}, got {claim!r}")
+            problems.append(f"{where}: expected a mapping {{arm, test, text, set, paper, against}}, got {claim!r}")
             continue
         check_keys(where, claim, CLAIM_KEYS, problems)
         problems += [f"{where}: missing required key {key!r}" for key in ("arm", "test", "text") if key not in claim]
-        if "arm" in claim and (claim["arm"] not in arms or claim["arm"] == "full"):
-            problems.append(f"{where}.arm: {claim['arm']!r} must be an arm other than 'full' (the baseline); "
+        base = claim.get("against", "full")
+        if "against" in claim and claim["against"] not in arms:
+            problems.append(f"{where}.against: {claim['against']!r} is not an arm; arms: {sorted(map(str, arms))}")
+        if "arm" in claim and (claim["arm"] not in arms or claim["arm"] == base):
+            problems.append(f"{where}.arm: {claim['arm']!r} must be an arm other than {base!r} (the baseline); "
                             f"arms: {sorted(map(str, arms))}")
         if "test" in claim and claim["test"] not in CLAIM_TESTS:
             problems.append(f"{where}.test: {claim['test']!r} is not one of {list(CLAIM_TESTS)}")

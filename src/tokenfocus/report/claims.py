@@ -110,31 +110,34 @@ def _present(runs: list[dict], *arms: str) -> str | None:
     return f"not tested: the study has no {', '.join(absent)} run" if absent else None
 
 
-def full_learned(runs: list[dict], in_dist: str, field: str = "greedy") -> tuple[Paired | None, str | None]:
-    """The gate of the accuracy claims: (full - initial on the in-distribution set, None) when its interval
-    lies above 0, else (what was measured or None, why the claims cannot be judged)."""
-    gate = paired(runs, FULL, INITIAL, in_dist, field)
+def full_learned(runs: list[dict], in_dist: str, field: str = "greedy",
+                 base: str = FULL) -> tuple[Paired | None, str | None]:
+    """The gate of the accuracy claims: (base - initial on the in-distribution set, None) when its interval
+    lies above 0, else (what was measured or None, why the claims cannot be judged). ``base``: the baseline arm
+    (full-token training, or the arm a declared claim names with ``against``)."""
+    gate = paired(runs, base, INITIAL, in_dist, field)
     if isinstance(gate, str):
-        return None, f"the gate (full - initial) cannot be computed: {gate}"
+        return None, f"the gate ({base} - initial) cannot be computed: {gate}"
     if not gate.diff.above(0):
-        return gate, (f"full-token training did not beat the starting model on {in_dist} ({FIELDS[field]}): "
-                      f"full - initial "
+        what = "full-token training" if base == FULL else base
+        return gate, (f"{what} did not beat the starting model on {in_dist} ({FIELDS[field]}): "
+                      f"{base} - initial "
                       f"{gate.diff.text()} (95 % CI over {gate.diff.n} problems) does not lie above 0; "
                       f"{gate.accuracy('b')}, {gate.accuracy('a')}")
     return gate, None
 
 
-def _keeps_gain(runs: list[dict], arm: str, in_dist: str, field: str = "greedy") -> tuple[str, str]:
+def _keeps_gain(runs: list[dict], arm: str, in_dist: str, field: str = "greedy", base: str = FULL) -> tuple[str, str]:
     """``arm`` recovers most (more than half) of full's in-distribution gain: it beats the start, and arm - full
     lies above -½·gain (random 20 % in the flagship; Video-KTR's and D3S's subsets "match all tokens")."""
-    absent = _present(runs, FULL, arm, INITIAL)
+    absent = _present(runs, base, arm, INITIAL)
     if absent:
         return INCONCLUSIVE, absent
-    gate, why = full_learned(runs, in_dist, field)
+    gate, why = full_learned(runs, in_dist, field, base)
     if why:
         return INCONCLUSIVE, why
     vs_initial = paired(runs, arm, INITIAL, in_dist, field)
-    vs_full = paired(runs, arm, FULL, in_dist, field)
+    vs_full = paired(runs, arm, base, in_dist, field)
     for found in (vs_initial, vs_full):
         if isinstance(found, str):
             return INCONCLUSIVE, found
@@ -142,32 +145,33 @@ def _keeps_gain(runs: list[dict], arm: str, in_dist: str, field: str = "greedy")
     bar = -gain / 2  # "most" of the gain: the arm loses less than half of it
     evidence = (f"{in_dist} {FIELDS[field]} over {gate.diff.n} paired problems, differences with their 95 % CI: "
                 f"{gate.accuracy('b')}, {gate.accuracy('a')}, {vs_full.accuracy('a')}; "
-                f"full - initial {gate.diff.text()}; "
-                f"{arm} - initial {vs_initial.diff.text()}; {arm} - full {vs_full.diff.text()} against "
+                f"{base} - initial {gate.diff.text()}; "
+                f"{arm} - initial {vs_initial.diff.text()}; {arm} - {base} {vs_full.diff.text()} against "
                 f"-½·gain = {bar:+.3f}")
     if vs_full.diff.below(bar):
-        return NOT_REPRODUCED, f"{arm} - full lies wholly below -½·gain. {evidence}"
+        return NOT_REPRODUCED, f"{arm} - {base} lies wholly below -½·gain. {evidence}"
     if vs_initial.diff.above(0) and vs_full.diff.above(bar):
         return REPRODUCED, f"{arm} beats the start and keeps more than half the gain. {evidence}"
     return INCONCLUSIVE, f"the intervals straddle the bars (0 and -½·gain). {evidence}"
 
 
-def _beats(runs: list[dict], arm: str, in_dist: str, set_name: str | None, field: str = "greedy") -> tuple[str, str]:
-    """``arm`` beats full on ``set_name``: the paired interval of arm - full lies above 0 (judged only when full
-    learned in-distribution, and not when both arms sit at the floor)."""
-    absent = _present(runs, FULL, arm, INITIAL)
+def _beats(runs: list[dict], arm: str, in_dist: str, set_name: str | None, field: str = "greedy",
+           base: str = FULL) -> tuple[str, str]:
+    """``arm`` beats ``base`` (full) on ``set_name``: the paired interval of arm - base lies above 0 (judged only
+    when the base learned in-distribution, and not when both arms sit at the floor)."""
+    absent = _present(runs, base, arm, INITIAL)
     if absent:
         return INCONCLUSIVE, absent
     if set_name is None:
         return INCONCLUSIVE, f"no hard set was evaluated (one named {' or '.join(HARD_SETS)})"
-    _, why = full_learned(runs, in_dist, field)
+    _, why = full_learned(runs, in_dist, field, base)
     if why:
         return INCONCLUSIVE, why
-    found = paired(runs, arm, FULL, set_name, field)
+    found = paired(runs, arm, base, set_name, field)
     if isinstance(found, str):
         return INCONCLUSIVE, found
     evidence = (f"{set_name} {FIELDS[field]} over {found.diff.n} paired problems, difference with its 95 % CI: "
-                f"{found.accuracy('b')}, {found.accuracy('a')}; {arm} - full {found.diff.text()}")
+                f"{found.accuracy('b')}, {found.accuracy('a')}; {arm} - {base} {found.diff.text()}")
     means = [mean_sd(found.a_seeds)[0], mean_sd(found.b_seeds)[0]]
     if max(means) <= FLOOR:
         return INCONCLUSIVE, f"{set_name} accuracy of both arms is at the floor (≤ {FLOOR}). {evidence}"
@@ -175,27 +179,57 @@ def _beats(runs: list[dict], arm: str, in_dist: str, set_name: str | None, field
     return verdict, evidence
 
 
+def _preserves(runs: list[dict], arm: str, in_dist: str, set_name: str, field: str = "greedy",
+               base: str = FULL) -> tuple[str, str]:
+    """``arm`` keeps a skill of the starting model measured on ``set_name`` (e.g. short-context arithmetic beside
+    long-context training): arm - initial on that set lies above -½·gain, the gain being the base's (full's)
+    in-distribution gain over the start, so "kept" means losing less of the old skill than half of what training
+    gained; not reproduced when it lies wholly below that bar. Judged only when the base learned."""
+    absent = _present(runs, base, arm, INITIAL)
+    if absent:
+        return INCONCLUSIVE, absent
+    gate, why = full_learned(runs, in_dist, field, base)
+    if why:
+        return INCONCLUSIVE, why
+    found = paired(runs, arm, INITIAL, set_name, field)
+    if isinstance(found, str):
+        return INCONCLUSIVE, found
+    bar = -gate.diff.estimate / 2
+    evidence = (f"{set_name} {FIELDS[field]} over {found.diff.n} paired problems: {found.accuracy('b')}, "
+                f"{found.accuracy('a')}; {arm} - initial {found.diff.text()} against -½·gain = {bar:+.3f} "
+                f"({base} - initial on {in_dist}: {gate.diff.text()})")
+    if found.diff.below(bar):
+        return NOT_REPRODUCED, f"{arm} lost more than half the gain's worth of the skill. {evidence}"
+    if found.diff.above(bar):
+        return REPRODUCED, f"{arm} - initial lies above -½·gain. {evidence}"
+    return INCONCLUSIVE, f"the interval straddles -½·gain. {evidence}"
+
+
 # --- claims a study declares (other papers' comparisons against full-token training) ---------------------
 
-CLAIM_TESTS = {"beats": "beats full-token training", "keeps_gain": "keeps more than half of full's gain"}
+CLAIM_TESTS = {"beats": "beats the baseline", "keeps_gain": "keeps more than half of the baseline's gain",
+               "preserves": "keeps the starting model's skill on a set (loses less than half the baseline's gain)"}
 
 
 def declared_verdicts(runs: list[dict], claims: list[dict], sets: list[str]) -> list[tuple[str, str, str]]:
-    """(statement, verdict, evidence) rows for the ``claims`` of a study config ({arm, test, set, text, paper}),
-    each judged on greedy pass@1 and on mean@k, against the arm named ``full`` (the baseline every comparison
-    study names so)."""
+    """(statement, verdict, evidence) rows for the ``claims`` of a study config ({arm, test, set, text, paper,
+    against}), each judged on greedy pass@1 and on mean@k, against the claim's baseline arm (``against``; default
+    the arm named ``full``)."""
     in_dist, hard = set_roles(sets)
     rows = []
     for claim in claims:
         set_name = {"in-dist": in_dist, "hard": hard}.get(claim.get("set", "in-dist"), claim.get("set"))
+        base = claim.get("against", FULL)
         for field in ("greedy", "sampled"):
             statement = f"{claim['text']} ({FIELDS[field]}{', ' + set_name if set_name else ''})"
             if in_dist is None:
                 rows.append((statement, INCONCLUSIVE, "no held-out evaluation"))
             elif claim["test"] == "keeps_gain":
-                rows.append((statement, *_keeps_gain(runs, claim["arm"], set_name or in_dist, field)))
+                rows.append((statement, *_keeps_gain(runs, claim["arm"], set_name or in_dist, field, base)))
+            elif claim["test"] == "preserves":
+                rows.append((statement, *_preserves(runs, claim["arm"], in_dist, set_name or in_dist, field, base)))
             else:
-                rows.append((statement, *_beats(runs, claim["arm"], in_dist, set_name, field)))
+                rows.append((statement, *_beats(runs, claim["arm"], in_dist, set_name, field, base)))
     return rows
 
 

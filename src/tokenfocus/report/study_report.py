@@ -33,6 +33,7 @@ from .tables import (
     set_note,
     set_table,
     summary,
+    tool_table,
     training_table,
     verdict_table,
 )
@@ -255,6 +256,9 @@ def render_report(root: Path) -> Path:
                   f"{html_table(seeds, 'seeds', row_header=False)}" if seeds[1] else "")
     drift = drift_table(runs)
     drift_html = (f"<h2>Drift from the starting model</h2>{html_table(drift, 'drift')}" if drift[1] else "")
+    tools = tool_table(runs, sets)
+    if tools[1]:  # a tool task: calls and CAS before drift
+        drift_html = f"<h2>Tool use (greedy)</h2>{html_table(tools, 'tools')}" + drift_html
     claims = verdict_table(runs, sets, (read_index(root) or {}).get("claims"))
     # The title sits above its figure, inside it: a caption below reads as the title of the next figure.
     figure_html = "".join(f'<figure id="fig-{n}"><figcaption>{html.escape(t)}</figcaption>'

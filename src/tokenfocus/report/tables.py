@@ -119,6 +119,25 @@ def drift_table(runs: list[dict]) -> Table:
     return header, rows
 
 
+TOOL_FIELDS = (("tool_calls_mean", "calls per problem"), ("tool_calls_per_solved", "calls per solved problem"),
+               ("cas", "CAS"))  # what evaluation logs on a tool task (greedy decoding; recipes.evaluate)
+
+
+def tool_table(runs: list[dict], sets: list[str]) -> Table:
+    """On a tool task (T6): per set and arm, tool calls per problem, per solved problem and HyperEyes' efficiency
+    score CAS (greedy; mean ± sd over seeds). Empty when no eval file logged tool calls."""
+    header = ["set", "arm", "seeds", *(label for _, label in TOOL_FIELDS)]
+    rows = []
+    for set_name in sets:
+        for arm in arm_order(runs):
+            scored = [r["evals"][set_name] for r in _members(runs, arm)
+                      if "tool_calls_mean" in r["evals"].get(set_name, {})]
+            if scored:
+                rows.append([set_name, arm, str(len(scored))]
+                            + [_significant_cell([e.get(key) for e in scored]) for key, _ in TOOL_FIELDS])
+    return header, rows
+
+
 def summary(runs: list[dict]) -> dict[str, dict]:
     """arm -> {"seeds", "<set> pass@1", "<set> mean@k", "final reward", "final length"}: (mean, sd) over seeds,
     sd None for one seed."""
@@ -243,6 +262,9 @@ def results_markdown(runs: list[dict], sets: list[str], incomplete: Table | None
     seeds = seed_table(runs, sets)
     if seeds[1]:
         parts.append(f"### Full-token training against the starting model, seed by seed\n\n{markdown_table(seeds)}")
+    tools = tool_table(runs, sets)
+    if tools[1]:
+        parts.append(f"### Tool use (greedy)\n\n{markdown_table(tools)}")
     drift = drift_table(runs)
     if drift[1]:
         parts.append(f"### Drift from the starting model\n\n{markdown_table(drift)}")
