@@ -93,3 +93,30 @@ def test_evaluation_of_the_calculator_runs_the_tool_loop(monkeypatch):
                                              tiers=["C2"], k=0, max_new_tokens=64))
     assert result["pass@1"] == 1.0 and result["tool_calls_mean"] == 1.0 and result["tool_calls_per_solved"] == 1.0
     assert " = " in result["examples"][0]["completion"] and result["cas"] > 0
+
+
+def test_a_row_keeps_its_tokens_up_to_its_first_stop_and_its_budget():
+    from tokenfocus.integrations.calc_tool import cut_at_stop
+
+    _, tok = tiny()
+    eos = {tok.eos_token_id}
+    call = tok("<calc>1+2</calc>", add_special_tokens=False).input_ids
+    after = tok(" = 3 and more", add_special_tokens=False).input_ids
+    assert cut_at_stop(call + after, tok, eos, 100) == len(call)  # the token that closes the call is the last
+    answer = tok("Answer: 3", add_special_tokens=False).input_ids
+    assert cut_at_stop(answer + [tok.eos_token_id] + call, tok, eos, 100) == len(answer) + 1  # EOS kept
+    assert cut_at_stop(answer + call, tok, eos, 3) == 3  # the budget
+    assert cut_at_stop(answer, tok, eos, 100) == len(answer)
+
+
+def test_batched_rollouts_equal_one_prompt_at_a_time():
+    """Greedy, rows of different lengths left-padded together give each row's own tokens and log-probs."""
+    model, tok = tiny()
+    prompts = [tok(text, add_special_tokens=False).input_ids for text in
+               ("Compute 1+2.", "Compute 347+589+112. You may use the calculator.", "x", "Compute 12*13 now.")]
+    batched = CalcToolLoop(batch_size=3).rollouts(model, tok, prompts, budget=10, temperature=0.0)
+    for prompt, row in zip(prompts, batched):
+        alone = CalcToolLoop(batch_size=1).rollout(model, tok, prompt, budget=10, temperature=0.0)
+        assert row["ids"] == alone["ids"] and len(row["ids"]) > 0
+        assert torch.allclose(torch.tensor(row["logps"]), torch.tensor(alone["logps"]), atol=1e-4)
+        assert row["env"] == [1] * len(row["ids"]) and row["calls"] == 0
