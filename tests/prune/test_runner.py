@@ -1,0 +1,119 @@
+"""LayerRunner against transformers itself: unpruned it is ``model.forward``; a drop before layer 0 is a fresh
+forward on the kept tokens (with their own or renumbered positions); a drop before layer L > 0 equals the real
+forward whose layers L.. cannot attend to the dropped tokens (a 4-D mask put into those layers by hooks)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tokenfocus.capture import capture
+from tokenfocus.models import load_model
+from tokenfocus.prune import LayerRunner
+
+TINY = "tiny-llama:layers=4,hidden=32,heads=4,kv_heads=2"
+
+
+@pytest.fixture(scope="module", params=["sdpa", "eager"])
+def model(request):
+    model, _ = load_model(TINY)
+    model.set_attn_implementation(request.param)  # eager: what attention-probability signals run under
+    return model.eval()
+
+
+def ids_of(model, batch=2, length=14, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, model.config.vocab_size, (batch, length), generator=generator)
+
+
+@torch.no_grad()
+def test_unpruned_the_runner_is_model_forward(model):
+    ids = ids_of(model)
+    out = LayerRunner(model).run(ids)
+    assert torch.allclose(out.logits, model(ids).logits, atol=1e-5)
+    assert out.kept == list(range(14)) and out.history == {}
+    last = LayerRunner(model).run(ids, logits="last").logits
+    assert last.shape == (2, 1, model.config.vocab_size) and torch.allclose(last[:, 0], model(ids).logits[:, -1],
+                                                                            atol=1e-5)
+
+
+@torch.no_grad()
+def test_a_drop_before_layer_0_is_a_fresh_forward_on_the_kept_tokens(model):
+    ids = ids_of(model)
+    keep = [0, 2, 3, 7, 8, 13]
+    renumbered = LayerRunner(model).run(ids, drops={0: keep}, positions="renumber")
+    assert torch.allclose(renumbered.logits, model(ids[:, keep]).logits, atol=1e-5)
+    kept = LayerRunner(model).run(ids, drops={0: keep}, positions="keep")
+    reference = model(ids[:, keep], position_ids=torch.tensor([keep])).logits
+    assert torch.allclose(kept.logits, reference, atol=1e-5)
+    assert not torch.allclose(kept.logits, renumbered.logits, atol=1e-3)  # the positions policy matters
+    assert kept.kept == keep and kept.position_ids.tolist() == [keep] and renumbered.position_ids.tolist() == [
+        list(range(6))]
+
+
+def masked_forward(model, ids, dropped: list[int], from_layer: int) -> torch.Tensor:
+    """The real forward with layers ``from_layer``.. unable to attend to ``dropped`` (their keys masked)."""
+    length = ids.shape[1]
+    allowed = torch.ones(length, length).tril().bool()
+    late = allowed.clone()
+    late[:, dropped] = False
+    late[dropped, dropped] = True  # a dropped row attends to itself only: its output is never read
+    bias = torch.zeros(length, length).masked_fill(~late, torch.finfo(torch.float32).min)[None, None]
+    early = torch.zeros(length, length).masked_fill(~allowed, torch.finfo(torch.float32).min)[None, None]
+    handles = []
+    for index, layer in enumerate(model.model.layers):
+        mask = (bias if index >= from_layer else early).expand(ids.shape[0], 1, length, length)
+
+        def hook(module, args, kwargs, mask=mask):
+            return args, {**kwargs, "attention_mask": mask}
+
+        handles.append(layer.register_forward_pre_hook(hook, with_kwargs=True))
+    try:
+        return model(ids).logits
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("layer", [1, 2, 3])
+def test_a_mid_forward_drop_equals_masking_the_dropped_keys_from_that_layer_on(model, layer):
+    ids = ids_of(model, seed=layer)
+    keep = [0, 1, 4, 5, 6, 9, 12, 13]
+    dropped = [p for p in range(14) if p not in keep]
+    out = LayerRunner(model).run(ids, drops={layer: keep}, positions="keep")
+    reference = masked_forward(model, ids, dropped, layer)[:, keep]
+    assert torch.allclose(out.logits, reference, atol=1e-5)
+    unpruned = model(ids).logits[:, keep]
+    assert not torch.allclose(out.logits, unpruned, atol=1e-4)  # the drop did change the kept tokens
+    assert masked_forward(model, ids, [], 0).allclose(model(ids).logits, atol=1e-5)  # the reference's own check
+
+
+@torch.no_grad()
+def test_progressive_drops_from_callables_and_hooks_see_the_kept_tokens(model):
+    ids = ids_of(model, batch=1)
+    seen = []
+
+    def half(state):
+        seen.append((state.layer, state.hidden.shape[1], list(state.kept)))
+        return state.kept[: 1 + len(state.kept) // 2] + state.kept[-1:]
+
+    with capture(model, {"layers.3.resid_post": None, "layers.0.resid_post": None}) as got:
+        out = LayerRunner(model).run(ids, drops={1: half, 3: half})
+    assert [s[:2] for s in seen] == [(1, 14), (3, 9)]
+    assert out.history[1] == list(range(8)) + [13] and out.kept == out.history[3] == [0, 1, 2, 3, 4, 13]
+    assert got["layers.0.resid_post"][0].shape[1] == 14 and got["layers.3.resid_post"][0].shape[1] == 6
+
+
+def test_bad_drops_are_refused_with_the_fix(model):
+    ids = ids_of(model, batch=1)
+    runner = LayerRunner(model)
+    cases = [({4: [0, 1]}, "outside the model's layers 0..3"), ({1: [1, 2]}, "protected position(s) [0]"),
+             ({1: [0, 2], 2: [0, 3]}, "positions [3] were already dropped"), ({1: []}, "protected position")]
+    for drops, expected in cases:
+        with pytest.raises(ValueError, match=expected.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+            runner.run(ids, drops=drops)
+    with pytest.raises(ValueError, match="positions must be one of"):
+        runner.run(ids, positions="shift")
+    with pytest.raises(ValueError, match="exactly one of input_ids and inputs_embeds"):
+        runner.run()
