@@ -2,7 +2,9 @@
 
 Canonical names (decoder-only models):
     embed                   output of the input embedding              (B, T, d)
+    layers.{i}.attn_in      input of layer i's attention block, after its pre-norm (B, T, d)
     layers.{i}.attn         output of layer i's attention block        (B, T, d)   (before the residual add)
+    layers.{i}.mlp_in       input of layer i's MLP block, after its pre-norm       (B, T, d)
     layers.{i}.mlp          output of layer i's MLP block              (B, T, d)
     layers.{i}.resid_post   output of decoder layer i (residual stream) (B, T, d)
     final_norm              the final norm, i.e. what the LM head reads (B, T, d)
@@ -25,7 +27,10 @@ from torch import nn
 
 Reducer = Callable[[torch.Tensor], torch.Tensor]
 
-_LAYER_POINT = re.compile(r"layers\.(\d+)\.(attn|mlp|resid_post)")
+_LAYER_POINT = re.compile(r"layers\.(\d+)\.(attn_in|attn|mlp_in|mlp|resid_post)")
+# the pre-norms whose outputs are the sub-layer inputs (TransPrune's x), by architecture family
+_PRE_NORMS = {"attn_in": ("input_layernorm", "ln_1", "attention_norm"),
+              "mlp_in": ("post_attention_layernorm", "ln_2", "ffn_norm")}
 
 
 def find_decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -56,14 +61,20 @@ def resolve_point(model: nn.Module, name: str) -> nn.Module:
     match = _LAYER_POINT.fullmatch(name)
     if match is None:
         raise ValueError(
-            f"Unknown capture point {name!r}. Valid: embed, final_norm, layers.{{i}}.attn, layers.{{i}}.mlp, "
-            "layers.{i}.resid_post"
+            f"Unknown capture point {name!r}. Valid: embed, final_norm, layers.{{i}}.attn_in, layers.{{i}}.attn, "
+            "layers.{i}.mlp_in, layers.{i}.mlp, layers.{i}.resid_post"
         )
     layers = find_decoder_layers(model)
     index, part = int(match.group(1)), match.group(2)
     if index >= len(layers):
         raise ValueError(f"Capture point {name!r}: the model has {len(layers)} layers (0..{len(layers) - 1})")
     layer = layers[index]
+    if part in _PRE_NORMS:
+        norm = next((getattr(layer, n) for n in _PRE_NORMS[part] if hasattr(layer, n)), None)
+        if norm is None:
+            raise ValueError(f"Capture point {name!r}: {type(layer).__name__} has none of the pre-norms "
+                             f"{list(_PRE_NORMS[part])} (a post-norm architecture has no sub-layer input after a norm)")
+        return norm
     return {"attn": layer.self_attn, "mlp": layer.mlp, "resid_post": layer}[part]
 
 
