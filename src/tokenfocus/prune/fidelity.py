@@ -22,7 +22,11 @@ def answer_scores(runner: LayerRunner, encoded: Encoded, drops=None, positions: 
                   inputs_embeds=None) -> dict:
     """{"logp", "exact", "first" (log-probs at the first answer position), "out"} of one run."""
     ids = None if inputs_embeds is not None else encoded.ids
-    out: RunnerOutput = runner.run(ids, inputs_embeds, drops=drops, positions=positions)
+    return scores_of(runner.run(ids, inputs_embeds, drops=drops, positions=positions), encoded)
+
+
+def scores_of(out: RunnerOutput, encoded: Encoded) -> dict:
+    """``answer_scores`` of a run already made (all positions' logits)."""
     where = {p: i for i, p in enumerate(out.kept)}
     missing = [p - 1 for p in encoded.answer_positions if p - 1 not in where]
     if missing:
@@ -54,7 +58,8 @@ def fidelity(full: dict, pruned: dict, encoded: Encoded, config, layers: int) ->
     kl = float(torch.sum(full["first"].exp() * (full["first"] - pruned["first"])))
     kept = set(pruned["out"].kept)
     evidence = [p for p in encoded.evidence]
-    return {"logp": pruned["logp"], "retention": float(torch.tensor(pruned["logp"] - full["logp"]).exp()),
+    return {"logp": pruned["logp"], "delta_logp": pruned["logp"] - full["logp"],
+            "retention": float(torch.tensor(pruned["logp"] - full["logp"]).exp()),
             "kl_first": max(kl, 0.0), "exact": pruned["exact"],
             "evidence": sum(p in kept for p in evidence) / len(evidence) if evidence else None,
             "flops": relative_flops(config, encoded.ids.shape[1], pruned["out"].history, layers),

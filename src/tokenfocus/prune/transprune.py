@@ -96,7 +96,7 @@ class TransPrune:
         self.layout.require_pruneable("TransPrune")
         self.scores: dict[int, dict[str, dict[int, float]]] = {}
 
-    def run(self, input_ids=None, inputs_embeds=None, logits: str | None = "last"):
+    def run(self, input_ids=None, inputs_embeds=None, logits: str | None = "last", positions: str = "renumber"):
         points = {f"layers.{i}.{part}": None for i in self.accumulate for part in ("attn_in", "attn", "mlp_in", "mlp")}
         seen: dict[int, list[int]] = {}  # layer -> the original positions it saw
         current = {"kept": None}
@@ -142,7 +142,7 @@ class TransPrune:
         try:
             with capture(self.model, points) as got:
                 return self.runner.run(input_ids, inputs_embeds, drops={k: tracked(v) for k, v in drops.items()},
-                                       positions="renumber", logits=logits)
+                                       positions=positions, logits=logits)
         finally:
             for handle in handles:
                 handle.remove()
