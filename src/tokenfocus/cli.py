@@ -176,6 +176,25 @@ def cdpo_weights(
                 fg=typer.colors.GREEN)
 
 
+@app.command()
+def prune(
+    config: Path = typer.Argument(..., help="Prune sweep config YAML (see tokenfocus.config.prune)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished sweep in the config's dir."),
+    dir: Optional[Path] = typer.Option(None, "--dir", help="Output directory (overrides the config's dir)."),
+):
+    """Token pruning: methods x budgets x layers on a testbed, each beside random at the same budget -> prune.html."""
+    from .config import ConfigError
+    from .config.prune import load_prune_config
+    from .recipes.prune import run_prune
+
+    try:
+        settings = load_prune_config(config, {"dir": str(dir)} if dir else None)
+        out = run_prune(settings, log=lambda m: typer.echo(m, err=True), overwrite=overwrite)
+    except (ConfigError, ValueError) as error:
+        _fail(str(error))
+    typer.secho(f"pruning sweep -> {out / 'prune.html'}", fg=typer.colors.GREEN)
+
+
 def _csv(value: str | None, kind, flag: str) -> list | None:
     if value is None:
         return None

@@ -29,7 +29,7 @@ def test_span_marks_of_a_facts_prompt_become_context_and_query():
     block = (ranges[0][0], ranges[-1][1])
     ids, marks = token_marks(tokenizer, prompt, {"context": [block], "query": [query], "evidence": [ranges[0]]})
     layout = TokenLayout.from_marks(ids, marks, protect_last=True)
-    text = lambda role: "".join(tokenizer.convert_ids_to_tokens([ids[p] for p in layout.positions(role)]))  # noqa: E731
+    text = lambda role: "".join(tokenizer.convert_ids_to_tokens([ids[p] for p in layout.positions(role)]))
     assert text("context") == "x1=47, x2=38, x3=12" and text("query") == "Compute x1+x3"
     assert layout.roles[0] == "system" and layout.roles[-1] == "other" and layout.protected == {len(ids) - 1}
     assert "evidence" not in set(layout.roles)  # gold evidence is an annotation, not a role

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from helpers import GSM8K_DIR
+
 from tokenfocus.models import load_model
 from tokenfocus.prune import LayerRunner
 from tokenfocus.prune.fidelity import answer_scores, fidelity, relative_flops
 from tokenfocus.prune.testbeds import encode, facts_examples, gsm8k_examples
-
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +65,7 @@ def test_flops_count_each_layers_tokens():
     assert relative_flops(config, 10, {}, 4) == 1.0
     half = relative_flops(config, 10, {2: list(range(5))}, 4)  # layers 2 and 3 see 5 of 10 tokens
     weights = 4 * 2 * 8 + 3 * 4 * 8
-    cost = lambda n: 2 * weights * n + 16 * n * n  # noqa: E731
+    cost = lambda n: 2 * weights * n + 16 * n * n
     assert half == pytest.approx((2 * cost(10) + 2 * cost(5)) / (4 * cost(10)))
 
 

@@ -68,8 +68,8 @@ class StudyTeacher:
 
     def problems(self) -> list[str]:
         if (self.model is None) == (self.sft is None):
-            return ["give exactly one of model (an existing teacher's spec) and sft (the study makes the teacher: "
-                    "{n_train, epochs, learning_rate, ...})"]
+            return [("give exactly one of model (an existing teacher's spec) and sft (the study makes the teacher: "
+                     "{n_train, epochs, learning_rate, ...})")]
         if self.model is not None:
             return [f"model: {p}" for p in check_model_spec(self.model)]
         if not isinstance(self.sft, dict):

@@ -4,4 +4,4 @@ signals and policies, and fidelity against the unpruned run (PRUNING_TOKENIZERS_
 from .layout import ROLES, TokenLayout
 from .runner import LayerRunner, RunnerOutput, RunState
 
-__all__ = ["LayerRunner", "ROLES", "RunnerOutput", "RunState", "TokenLayout"]
+__all__ = ["ROLES", "LayerRunner", "RunState", "RunnerOutput", "TokenLayout"]

@@ -49,7 +49,7 @@ def relative_flops(config, length: int, history: dict[int, list[int]], layers: i
     for layer in range(layers):
         n = len(history[layer]) if layer in history else n
         counts.append(n)
-    cost = lambda n: 2 * weights * n + 4 * d * n * n  # noqa: E731
+    cost = lambda n: 2 * weights * n + 4 * d * n * n
     return sum(cost(n) for n in counts) / (layers * cost(length))
 
 

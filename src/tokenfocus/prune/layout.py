@@ -39,14 +39,14 @@ class TokenLayout:
         return len(self.roles)
 
     @classmethod
-    def from_segments(cls, segments: list[tuple[str, int]], sink: int = 0, protect_last: bool = False) -> "TokenLayout":
+    def from_segments(cls, segments: list[tuple[str, int]], sink: int = 0, protect_last: bool = False) -> TokenLayout:
         """Consecutive (role, length) segments, e.g. a chat preamble, 16 image tokens, the question."""
         roles = tuple(role for role, length in segments for _ in range(length))
         return cls(roles, sink, frozenset({len(roles) - 1}) if protect_last and roles else frozenset())
 
     @classmethod
     def from_marks(cls, ids: list[int], marks: dict[str, list[bool]], sink: int = 0, protect_last: bool = False,
-                   mapping: dict[str, str] | None = None) -> "TokenLayout":
+                   mapping: dict[str, str] | None = None) -> TokenLayout:
         """From per-token span marks (``tasks.spans.token_marks``): a position marked by a span in ``mapping``
         (default ``SPAN_ROLES``: context -> context, query -> query) takes that role; an unmarked one is ``system``
         before the first role and ``other`` after. Marks outside the mapping (gold evidence) are not roles."""
@@ -85,7 +85,7 @@ class TokenLayout:
                              "context span of the prompt (a task's evidence/context span, or image tokens)")
         return found
 
-    def kept(self, keep: list[int]) -> "TokenLayout":
+    def kept(self, keep: list[int]) -> TokenLayout:
         """The layout of the positions ``keep`` (sorted) after a drop; the sink must be among them."""
         keep = sorted(keep)
         if self.sink not in keep:

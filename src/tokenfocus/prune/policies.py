@@ -13,7 +13,8 @@ sink, protected positions, the query, the template) plus the chosen pruneable on
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from itertools import pairwise
 
 import torch
 
@@ -123,7 +124,7 @@ def progressive(layout: TokenLayout, layers: list[int], ratios: list[float],
         raise ValueError(f"pruning layers must increase, got {layers}")
     for ratio in ratios:
         check_budget(ratio)
-    if any(b > a for a, b in zip(ratios, ratios[1:])):
+    if any(b > a for a, b in pairwise(ratios)):
         raise ValueError(f"progressive ratios keep fewer tokens layer after layer; got {ratios}")
     total = len(layout.require_pruneable())
 

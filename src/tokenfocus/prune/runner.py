@@ -20,8 +20,8 @@ are the same for every row.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
@@ -136,7 +136,7 @@ class LayerRunner:
 
     @staticmethod
     def _drop(hidden: torch.Tensor, kept: list[int], keep, protected, layer: int) -> tuple[torch.Tensor, list[int]]:
-        keep = sorted(set(int(p) for p in keep))
+        keep = sorted({int(p) for p in keep})
         where = {p: i for i, p in enumerate(kept)}
         gone = [p for p in keep if p not in where]
         if gone:

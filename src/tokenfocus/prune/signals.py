@@ -14,7 +14,7 @@ and one prompt:
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -1,0 +1,104 @@
+"""`tokenfocus prune` end to end on a tiny model: every method beside random at each budget and layer, the
+information map, the token view, the claims, and the page in headless Chromium; bad configs are refused before the
+model loads."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import pytest
+import yaml
+
+from tokenfocus.config import ConfigError
+from tokenfocus.config.prune import load_prune_config
+from tokenfocus.recipes.prune import run_prune
+
+TINY = "tiny-llama:layers=4,hidden=32,heads=4,kv_heads=2"
+
+
+def write(tmp_path, **data):
+    path = tmp_path / "prune.yml"
+    base = {"model": TINY, "testbed": {"name": "facts", "n": 3, "distractors": 20, "seed": 1},
+            "budgets": [0.25, 0.5], "layers": [1, 3], "random_draws": 2,
+            "progressive": {"accumulate": [0, 1], "prune_layers": [1, 2], "ratios": [0.75, 0.25]},
+            "horizon": {"layers": [0, 1, 2, 3], "window": 32, "n": 2}, "ttv_window": 2, "sads": {"m": 8},
+            "show": 1, "dir": str(tmp_path / "out")}
+    path.write_text(yaml.safe_dump({**base, **data}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("prune")
+    out = run_prune(load_prune_config(write(tmp_path)), log=lambda m: None)
+    return tmp_path, out
+
+
+def test_every_method_runs_beside_random_at_each_budget_and_layer(sweep):
+    _, out = sweep
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    seen = {(r["method"], r["layer"], r["budget"]) for r in rows}
+    for method in ("random", "attention", "ttv", "transprune", "divprune", "sads"):
+        for layer in (1, 3):
+            for budget in (0.25, 0.5):
+                assert (method, layer, budget) in seen, (method, layer, budget)
+    assert ("progressive", "progressive", 0.25) in seen and ("random", "progressive", 0.25) in seen
+    lens = [r for r in rows if r["method"] == "embedlens"]
+    assert {r["layer"] for r in lens} == {1, 3}
+    for row in lens:  # random runs at the budget embedlens left
+        assert ("random", row["layer"], row["budget"]) in seen
+    random_rows = [r for r in rows if r["method"] == "random" and r["layer"] == 1 and r["budget"] == 0.25]
+    assert len(random_rows) == 3 * 2  # examples x draws
+    kept = {r["kept_context"] for r in rows if r["method"] in ("attention", "sads") and r["budget"] == 0.25}
+    context = {r["kept_context"] for r in rows if r["method"] == "random" and r["budget"] == 0.5}
+    assert len(kept) >= 1 and all(k < max(context) for k in kept)
+    assert all(0 < r["flops"] < 1 for r in rows) and all(0.0 <= r["evidence"] <= 1.0 for r in rows)
+
+
+def test_the_summary_pairs_each_method_with_random_and_judges_the_claims(sweep):
+    _, out = sweep
+    summary = json.loads((out / "summary.json").read_text())
+    row = next(r for r in summary["table"] if r["method"] == "sads" and r["layer"] == 1 and r["budget"] == 0.25)
+    assert row["examples"] == 3 and row["vs_random"]["n"] == 3 and row["vs_random"]["low"] <= row["vs_random"]["high"]
+    assert [c["verdict"] in ("reproduced", "not reproduced", "inconclusive") for c in summary["claims"]] == [True] * 6
+    assert "ZOO-Prune: SADS beats DivPrune" in summary["claims"][2]["claim"]
+    info = json.loads((out / "information.json").read_text())
+    assert info["layers"] == [0, 1, 2, 3] and info["examples"] == 2 and len(info["mean"]) == 4
+    views = json.loads((out / "views.json").read_text())["examples"]
+    assert len(views) == 1 and "sads|1|0.25" in views[0]["kept"] and len(views[0]["tokens"]) == len(views[0]["roles"])
+
+
+def test_the_page_renders_in_headless_chromium(sweep):
+    import shutil
+
+    tmp_path, out = sweep
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian's chromium is needed for the page test: apt-get install -y chromium (make test does)"
+    page = out / "prune.html"
+    text = page.read_text()
+    assert "http://" not in text.replace("http://www.w3.org/2000/svg", "") and "<script" not in text
+    run = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120, check=False)
+    dom = run.stdout
+    assert "<table id=\"claims\">" in dom and dom.count("<figure") >= 3
+    assert re.search(r"<table id=\"layer-1\">", dom) and "class=\"toks\"" in dom and "class=\"drop" in dom
+    assert "Horizon" in dom
+
+
+def test_bad_configs_are_refused_before_the_model_loads(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        load_prune_config(write(tmp_path, budgets=[0, 1.5], layers=[-1], methods=["random", "fastv"],
+                                testbed={"name": "images"}))
+    message = str(error.value)
+    for expected in ("budgets: [0, 1.5]", "layers: [-1]", "methods: ['fastv']", "testbed.name: 'images'"):
+        assert expected in message, (expected, message)
+    with pytest.raises(ValueError, match=r"layers: \[9\] are beyond the model's layers 0..3"):
+        run_prune(load_prune_config(write(tmp_path, layers=[9])), log=lambda m: None)
+    out = run_prune(load_prune_config(write(tmp_path, methods=["random"], horizon=None, layers=[1], budgets=[0.5],
+                                            testbed={"name": "facts", "n": 2})), log=lambda m: None)
+    with pytest.raises(ValueError, match="already holds a prune sweep"):
+        run_prune(load_prune_config(write(tmp_path, methods=["random"])), log=lambda m: None)
+    assert (out / "prune.html").is_file()
