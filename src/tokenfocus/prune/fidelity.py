@@ -22,16 +22,24 @@ def answer_scores(runner: LayerRunner, encoded: Encoded, drops=None, positions: 
                   inputs_embeds=None) -> dict:
     """{"logp", "exact", "first" (log-probs at the first answer position), "out"} of one run."""
     ids = None if inputs_embeds is not None else encoded.ids
-    return scores_of(runner.run(ids, inputs_embeds, drops=drops, positions=positions), encoded)
+    return scores_of(runner.run(ids, inputs_embeds, drops=drops, positions=positions,
+                                logits=predicting(encoded)), encoded, selected=True)
 
 
-def scores_of(out: RunnerOutput, encoded: Encoded) -> dict:
-    """``answer_scores`` of a run already made (all positions' logits)."""
+def predicting(encoded: Encoded) -> list[int]:
+    """The positions whose next-token logits score the answer (each answer position minus one)."""
+    return [p - 1 for p in encoded.answer_positions]
+
+
+def scores_of(out: RunnerOutput, encoded: Encoded, selected: bool = False) -> dict:
+    """``answer_scores`` of a run already made: with all positions' logits, or (``selected``) with the logits of
+    ``predicting(encoded)`` only, in that order."""
     where = {p: i for i, p in enumerate(out.kept)}
-    missing = [p - 1 for p in encoded.answer_positions if p - 1 not in where]
+    missing = [p for p in predicting(encoded) if p not in where]
     if missing:
         raise ValueError(f"positions {missing} predicting the answer were dropped; only the context may be pruned")
-    rows = torch.log_softmax(out.logits[0, [where[p - 1] for p in encoded.answer_positions]].float(), -1)
+    logits = out.logits[0] if selected else out.logits[0, [where[p] for p in predicting(encoded)]]
+    rows = torch.log_softmax(logits.float(), -1)
     gold = torch.tensor(encoded.answer_ids)
     picked = rows.gather(1, gold[:, None])[:, 0]
     return {"logp": float(picked.sum()), "exact": bool((rows.argmax(-1) == gold).all()), "first": rows[0],

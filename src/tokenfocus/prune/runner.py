@@ -91,16 +91,16 @@ class LayerRunner:
 
     def run(self, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None, *,
             drops: dict[int, list[int] | Callable[[RunState], list[int]]] | None = None, positions: str = "keep",
-            logits: str | None = "all", protected: tuple[int, ...] = (0,)) -> RunnerOutput:
+            logits: str | list[int] | None = "all", protected: tuple[int, ...] = (0,)) -> RunnerOutput:
         """Run the decoder; ``drops``: {layer L: the original positions to keep before layer L, or a callable of
         the ``RunState`` returning them}. ``protected`` positions (the sink) must be kept. ``logits``: "all",
-        "last" or None."""
+        "last", None, or a list of original positions (the head runs on those only; ``logits[:, i]`` is the i-th)."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
         if positions not in POSITIONS:
             raise ValueError(f"positions must be one of {list(POSITIONS)}, got {positions!r}")
-        if logits not in ("all", "last", None):
-            raise ValueError(f"logits must be 'all', 'last' or None, got {logits!r}")
+        if not (logits in ("all", "last", None) or isinstance(logits, list)):
+            raise ValueError(f"logits must be 'all', 'last', None or a list of positions, got {logits!r}")
         drops = dict(drops or {})
         for layer in drops:
             self.check_layer(layer)
@@ -131,7 +131,14 @@ class LayerRunner:
             if isinstance(hidden, tuple):  # older transformers return (hidden, ...)
                 hidden = hidden[0]
         hidden = self.decoder.norm(hidden)
-        out = None if logits is None else self.head(hidden if logits == "all" else hidden[:, -1:])
+        if isinstance(logits, list):
+            where = {p: i for i, p in enumerate(kept)}
+            gone = [p for p in logits if p not in where]
+            if gone:
+                raise ValueError(f"logits asked at positions {gone} that were dropped")
+            out = self.head(hidden[:, [where[p] for p in logits]])
+        else:
+            out = None if logits is None else self.head(hidden if logits == "all" else hidden[:, -1:])
         return RunnerOutput(out, hidden, kept, position_ids, history)
 
     @staticmethod

@@ -96,7 +96,8 @@ class TransPrune:
         self.layout.require_pruneable("TransPrune")
         self.scores: dict[int, dict[str, dict[int, float]]] = {}
 
-    def run(self, input_ids=None, inputs_embeds=None, logits: str | None = "last", positions: str = "renumber"):
+    def run(self, input_ids=None, inputs_embeds=None, logits: str | list[int] | None = "last",
+            positions: str = "renumber"):
         points = {f"layers.{i}.{part}": None for i in self.accumulate for part in ("attn_in", "attn", "mlp_in", "mlp")}
         seen: dict[int, list[int]] = {}  # layer -> the original positions it saw
         current = {"kept": None}

@@ -107,7 +107,7 @@ def _sweep(runner, tokenizer, examples, encoded, config, generator, attractors, 
 
 
 def _sweep_example(runner, enc, config: PruneConfig, generator, attractors) -> tuple[list[dict], dict]:
-    from ..prune.fidelity import answer_scores, fidelity, scores_of
+    from ..prune.fidelity import answer_scores, fidelity, predicting, scores_of
     from ..prune.policies import (
         divprune,
         drop_categories,
@@ -132,7 +132,7 @@ def _sweep_example(runner, enc, config: PruneConfig, generator, attractors) -> t
         pruner = TransPrune(model, layout, accumulate=list(range(max(0, layer - config.ttv_window), layer)),
                             prune_layers=[layer], ratios=[budget], use_ttv=method != "attention",
                             use_iga=method != "ttv")
-        return scores_of(pruner.run(enc.ids, logits="all"), enc)
+        return scores_of(pruner.run(enc.ids, logits=predicting(enc)), enc, selected=True)
 
     sensitivity = None
     if "sads" in config.methods:
@@ -170,7 +170,8 @@ def _sweep_example(runner, enc, config: PruneConfig, generator, attractors) -> t
         pruner = TransPrune(model, layout, accumulate=list(spec["accumulate"]), prune_layers=list(spec["prune_layers"]),
                             ratios=list(spec["ratios"]))
         final = spec["ratios"][-1]
-        record("progressive", "progressive", final, scores_of(pruner.run(enc.ids, logits="all"), enc))
+        record("progressive", "progressive", final,
+               scores_of(pruner.run(enc.ids, logits=predicting(enc)), enc, selected=True))
         for draw in range(config.random_draws):
             schedule = _random_schedule(layout, spec, generator)
             record("random", "progressive", final, answer_scores(runner, enc, schedule, "renumber"), draw)
