@@ -102,3 +102,32 @@ def test_bad_configs_are_refused_before_the_model_loads(tmp_path):
     with pytest.raises(ValueError, match="already holds a prune sweep"):
         run_prune(load_prune_config(write(tmp_path, methods=["random"])), log=lambda m: None)
     assert (out / "prune.html").is_file()
+
+
+def test_the_digits_testbed_prunes_image_tokens_and_judges_the_alive_share(tmp_path):
+    """The mini-VLM path on a tiny LM with an untrained projector saved as if accepted: image tokens are the
+    context, ZOO-Prune perturbs the 4-d patches through the projector, the page draws the 4 x 4 grid, and the
+    EmbedLens claim reads the alive share at layer 0."""
+    from tokenfocus.models import load_model
+    from tokenfocus.prune.digits import Projector, save_projector
+
+    model, _ = load_model(TINY)
+    fixture = save_projector(Projector(model.config.hidden_size), {"test_accuracy": 0.81}, tmp_path / "proj.pt")
+    path = write(tmp_path, testbed={"name": "digits", "n": 3, "seed": 0, "projector": str(fixture)},
+                 methods=["random", "sads", "divprune", "embedlens"], layers=[0, 2], budgets=[0.25],
+                 horizon={"layers": [0, 2], "window": 4, "n": 2}, lens={"share": 0.2, "k": 3})
+    out = run_prune(load_prune_config(path), log=lambda m: None)
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert {r["kept_context"] for r in rows if r["method"] == "sads"} == {4}  # 0.25 of the 16 image tokens
+    lens = [r for r in rows if r["method"] == "embedlens"]
+    assert lens and all(r["budget"] == "lens" and 0 < r["kept_share"] <= 1 for r in lens)
+    summary = json.loads((out / "summary.json").read_text())
+    alive = summary["claims"][-1]
+    assert alive["claim"].startswith("EmbedLens") and "alive share of the 16 image tokens at the LM input, 3 images" \
+        in alive["evidence"]
+    info = json.loads((out / "information.json").read_text())
+    assert len(info["mean"][0]) == 4  # 16 image tokens in windows of 4
+    page = (out / "prune.html").read_text()
+    assert "class='grid'" in page and "lens (" in page
+    with pytest.raises(ConfigError, match="no trained digits projector"):
+        load_prune_config(write(tmp_path, testbed={"name": "digits", "n": 3, "projector": str(tmp_path / "no.pt")}))

@@ -3,6 +3,7 @@ to random pruning at the same budget, validated before any model loads.
 
     model: smollm2-135m-instruct
     testbed: {name: facts, n: 16, distractors: 20, seed: 0}     # or {name: gsm8k, n: 16, path: ../shared/data/gsm8k}
+        # or {name: digits, n: 64, seed: 0}: the digits mini-VLM's 16 image tokens (prune.digits; its trained projector)
     methods: [random, attention, ttv, transprune, divprune, sads, embedlens]
     budgets: [0.25, 0.5, 0.75]        # kept fraction of the context segment
     layers: [2, 8, 16]                # the drop happens before these layers (0: at the input)
@@ -26,7 +27,7 @@ from ..options import check_keys
 from .schema import ConfigError, load_yaml
 
 METHODS = ("random", "attention", "ttv", "transprune", "divprune", "sads", "embedlens", "progressive")
-TESTBEDS = {"facts": {"n", "distractors", "seed"}, "gsm8k": {"n", "path", "seed"}}
+TESTBEDS = {"facts": {"n", "distractors", "seed"}, "gsm8k": {"n", "path", "seed"}, "digits": {"n", "seed", "projector"}}
 TOP_KEYS = {"model": str, "testbed": dict, "methods": list, "budgets": list, "layers": list, "random_draws": int,
             "progressive": dict, "horizon": dict | None, "ttv_window": int, "sads": dict, "lens": dict, "show": int,
             "dir": str, "seed": int}
@@ -73,6 +74,13 @@ class PruneConfig:
             if name == "gsm8k" and not Path(str(self.testbed.get("path", ""))).exists():
                 found.append(f"testbed.path: {self.testbed.get('path')!r} does not exist; give a GSM8K test.jsonl or "
                              "its folder (e.g. ../shared/data/gsm8k)")
+            if name == "digits":
+                from ..prune.digits import FIXTURE
+
+                projector = Path(str(self.testbed.get("projector", FIXTURE)))
+                if not projector.is_file():
+                    found.append(f"testbed.projector: no trained digits projector at {projector}; train one with "
+                                 "`python -m tokenfocus.prune.digits`")
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             found.append(f"methods: {unknown or 'none given'}; choose from {list(METHODS)}")
@@ -118,9 +126,9 @@ def load_prune_config(path: Path, overrides: dict | None = None) -> PruneConfig:
     if problems:
         raise ConfigError(f"{path}: invalid prune config:\n  - " + "\n  - ".join(problems))
     testbed = dict(data.get("testbed") or PruneConfig().testbed)
-    if testbed.get("name") == "gsm8k" and "path" in testbed:
-        testbed["path"] = str((path.parent / testbed["path"]).resolve()) if not Path(testbed["path"]).is_absolute() \
-            else testbed["path"]
+    for key in ("path", "projector"):  # files in the testbed are relative to the config's folder
+        if isinstance(testbed.get(key), str) and not Path(testbed[key]).is_absolute():
+            testbed[key] = str((path.parent / testbed[key]).resolve())
     config = PruneConfig(**{**{k: v for k, v in data.items() if k != "testbed"}, "testbed": testbed})
     problems = config.problems()
     if problems:

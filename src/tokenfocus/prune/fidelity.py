@@ -18,12 +18,10 @@ from .testbeds import Encoded
 
 
 @torch.no_grad()
-def answer_scores(runner: LayerRunner, encoded: Encoded, drops=None, positions: str = "keep",
-                  inputs_embeds=None) -> dict:
+def answer_scores(runner: LayerRunner, encoded: Encoded, drops=None, positions: str = "keep") -> dict:
     """{"logp", "exact", "first" (log-probs at the first answer position), "out"} of one run."""
-    ids = None if inputs_embeds is not None else encoded.ids
-    return scores_of(runner.run(ids, inputs_embeds, drops=drops, positions=positions,
-                                logits=predicting(encoded)), encoded, selected=True)
+    return scores_of(runner.run(**encoded.inputs(), drops=drops, positions=positions, logits=predicting(encoded)),
+                     encoded, selected=True)
 
 
 def predicting(encoded: Encoded) -> list[int]:

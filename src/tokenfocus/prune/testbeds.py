@@ -39,6 +39,19 @@ class Encoded:
     answer_positions: list[int]  # where the answer's tokens sit; each is predicted at position - 1
     answer_ids: list[int]
     evidence: list[int] = field(default_factory=list)  # gold evidence positions (facts)
+    embeds: torch.Tensor | None = None  # (1, T, d) inputs_embeds when the input is not only token ids (images)
+    zoo_map: object = None  # ZOO-Prune's token-wise map g for the context (the projector), None: layer 0's MLP
+    zoo_inputs: torch.Tensor | None = None  # (n_context, k) g's inputs for the context positions (the patches)
+
+    def inputs(self) -> dict:
+        """The runner's input: {"input_ids": ...} or {"inputs_embeds": ...}."""
+        return {"inputs_embeds": self.embeds} if self.embeds is not None else {"input_ids": self.ids}
+
+    def prefix_inputs(self, end: int) -> dict:
+        """The input up to position ``end`` (exclusive)."""
+        if self.embeds is not None:
+            return {"inputs_embeds": self.embeds[:, :end]}
+        return {"input_ids": self.ids[:, :end]}
 
 
 def facts_examples(n: int, distractors: int = 20, seed: int = 0) -> list[PruneExample]:

@@ -56,6 +56,25 @@ def svg_curves(series: dict[str, list[tuple[float, float]]], width: int = 560, h
     return "".join(out) + "</svg>"
 
 
+def _number(value) -> float:
+    return 0.0 if isinstance(value, str) else float(value)
+
+
+def _budget(row: dict) -> str:
+    """A budget, or for EmbedLens' rows ("lens") the mean share its categories kept."""
+    if isinstance(row["budget"], str):
+        return f"{_e(row['budget'])} ({_num(row.get('kept_share'), 2)})"
+    return _num(row["budget"], 3)
+
+
+def _grid(context: list[int], chosen: set, side: int) -> str:
+    """The image tokens as a side x side grid of patches, kept (blue) or dropped (grey)."""
+    cells = "".join(f"<td style='width:14px;height:14px;background:{'#1f8fff' if p in chosen else '#ddd'}'></td>"
+                    + ("</tr><tr>" if (i + 1) % side == 0 and i + 1 < len(context) else "")
+                    for i, p in enumerate(context))
+    return f"<table class='grid' style='border-collapse:collapse;margin:.2rem 0 .6rem'><tr>{cells}</tr></table>"
+
+
 def _claims(claims: list[dict]) -> str:
     rows = "".join(f"<tr><td class='l'>{_e(c['claim'])} <span class='meta'>(arXiv {_e(c.get('paper', ''))})</span>"
                    f"</td><td class='verdict'>{_e(c['verdict'])}</td><td class='l'>{_e(c['evidence'])}</td></tr>"
@@ -76,10 +95,11 @@ def _layer_tables(table: list[dict]) -> str:
     for layer, rows in by_layer.items():
         label = "the progressive schedule" if layer == "progressive" else f"a drop before layer {layer}"
         body = "".join(
-            f"<tr><td class='l'>{_e(r['method'])}</td><td>{_num(r['budget'], 3)}</td><td>{r['examples']}</td>"
+            f"<tr><td class='l'>{_e(r['method'])}</td><td>{_budget(r)}</td><td>{r['examples']}</td>"
             f"<td>{_num(r['delta_logp'])}</td><td>{_interval(r.get('vs_random'))}</td><td>{_num(r['kl_first'])}</td>"
             f"<td>{_num(r['exact'], 2)}</td><td>{_num(r['evidence'], 2)}</td><td>{_num(r['flops'], 2)}</td></tr>"
-            for r in sorted(rows, key=lambda r: (r["budget"], r["method"] != "random", r["method"])))
+            for r in sorted(rows, key=lambda r: (isinstance(r["budget"], str), _number(r["budget"]),
+                                                 r["method"] != "random", r["method"])))
         parts.append(f"<h3>{_e(label)}</h3><table id='layer-{_e(layer)}'><tr><th class='l'>method</th><th>budget</th>"
                      "<th>examples</th><th>Δ log p</th><th>vs random [95 % CI]</th><th>KL first</th><th>exact</th>"
                      f"<th>evidence</th><th>FLOPs</th></tr>{body}</table>")
@@ -92,7 +112,7 @@ def _curves(table: list[dict]) -> str:
     for layer in layers:
         series: dict[str, list[tuple[float, float]]] = defaultdict(list)
         for row in table:
-            if row["layer"] == layer and row["method"] != "embedlens" and row["delta_logp"] is not None:
+            if row["layer"] == layer and not isinstance(row["budget"], str) and row["delta_logp"] is not None:
                 series[row["method"]].append((row["budget"], row["delta_logp"]))
         ordered = dict(sorted(series.items(), key=lambda kv: kv[0] != "random"))
         figures.append(f"<figure id='curve-{layer}'><figcaption>Δ log p(gold) vs budget, drop before layer {layer}"
@@ -130,13 +150,19 @@ def _views(views: dict, config: dict) -> str:
         parts.append(f"<h3>Example {index + 1} (answer {_e(view['answer'])})</h3>")
         for key, kept in view["kept"].items():
             method, layer, budget = key.split("|")
-            if method not in ("embedlens", "progressive") and middle is not None and float(budget) != float(middle):
+            numeric = budget.replace(".", "", 1).isdigit()
+            if method in ("embedlens", "progressive"):
+                pass
+            elif not numeric or middle is None or float(budget) != float(middle):
                 continue
             chosen = set(kept)
-            tokens = "".join(f"<span class='{'keep' if p in chosen else 'drop'}{' ev' if p in evidence else ''}'>"
-                             f"{html.escape(view['tokens'][p])}</span>" for p in context)
-            parts.append(f"<div class='meta'>{_e(method)} · layer {_e(layer)} · budget {_e(budget)}</div>"
-                         f"<div class='toks'>{tokens}</div>")
+            if view.get("grid"):
+                shown = _grid(context, chosen, view["grid"])
+            else:
+                shown = "<div class='toks'>" + "".join(
+                    f"<span class='{'keep' if p in chosen else 'drop'}{' ev' if p in evidence else ''}'>"
+                    f"{html.escape(view['tokens'][p])}</span>" for p in context) + "</div>"
+            parts.append(f"<div class='meta'>{_e(method)} · layer {_e(layer)} · budget {_e(budget)}</div>{shown}")
     return "".join(parts)
 
 
