@@ -128,6 +128,6 @@ def test_the_digits_testbed_prunes_image_tokens_and_judges_the_alive_share(tmp_p
     info = json.loads((out / "information.json").read_text())
     assert len(info["mean"][0]) == 4  # 16 image tokens in windows of 4
     page = (out / "prune.html").read_text()
-    assert "class='grid'" in page and "lens (" in page
+    assert "class='grid'" in page and "lens (" in page and "projector held-out accuracy 0.810" in page
     with pytest.raises(ConfigError, match="no trained digits projector"):
         load_prune_config(write(tmp_path, testbed={"name": "digits", "n": 3, "projector": str(tmp_path / "no.pt")}))

@@ -65,12 +65,12 @@ class DigitsPrompt:
     digit_ids: list[int]
 
     @classmethod
-    def build(cls, tokenizer) -> "DigitsPrompt":
+    def build(cls, tokenizer) -> DigitsPrompt:
         from ..rollout import format_prompts
 
         text = format_prompts(tokenizer, [QUESTION])[0]
         head, tail = text.split(MARKER)
-        ids = lambda s: tokenizer(s, add_special_tokens=False).input_ids  # noqa: E731
+        ids = lambda s: tokenizer(s, add_special_tokens=False).input_ids
         digits = [ids(str(d)) for d in range(10)]
         if any(len(d) != 1 for d in digits):
             raise ValueError("the digits mini-VLM needs a tokenizer with single-token digits")
@@ -91,7 +91,7 @@ def embed_batch(model, projector: Projector, prompt: DigitsPrompt, patches: torc
     ``labels``."""
     table = model.get_input_embeddings()
     batch = patches.shape[0]
-    ids = lambda xs: torch.tensor(xs).expand(batch, -1)  # noqa: E731
+    ids = lambda xs: torch.tensor(xs).expand(batch, -1)
     tail = torch.cat([ids(prompt.after + prompt.prefix), torch.tensor([prompt.digit_ids])[0][labels][:, None]], 1)
     embeds = torch.cat([table(ids(prompt.before)), projector(patches).to(table.weight.dtype), table(tail)], 1)
     full_ids = torch.cat([ids(prompt.before), torch.full((batch, PATCHES), -1), tail], 1)
@@ -118,7 +118,6 @@ def train_projector(model, tokenizer, epochs: int = 4, lr: float = 1e-3, batch: 
         parameter.requires_grad_(False)
     optimizer = torch.optim.AdamW(projector.parameters(), lr=lr)
     patches, labels = (x[:limit] for x in split["train"])
-    start = assistant_start(prompt)
     for epoch in range(epochs):
         order = torch.randperm(len(labels))
         for first in range(0, len(order), batch):

@@ -65,12 +65,13 @@ def testbed_examples(config: PruneConfig):
     return gsm8k_examples(spec.get("n", 16), spec["path"], spec.get("seed", 0))
 
 
-def encode_examples(config: PruneConfig, model, tokenizer, examples) -> tuple[list, list]:
-    """(Encoded per example, what the page shows as each one's answer)."""
+def encode_examples(config: PruneConfig, model, tokenizer, examples) -> tuple[list, list, dict]:
+    """(Encoded per example, what the page shows as each one's answer, what the testbed reports about itself: the
+    digits projector's held-out accuracy)."""
     from ..prune.testbeds import encode
 
     if config.testbed["name"] != "digits":
-        return [encode(tokenizer, e) for e in examples], [e.answer for e in examples]
+        return [encode(tokenizer, e) for e in examples], [e.answer for e in examples], {}
     from ..prune.digits import FIXTURE, DigitsPrompt, encode_digit, load_projector
 
     projector, info = load_projector(model.config.hidden_size, config.testbed.get("projector", FIXTURE))
@@ -80,7 +81,7 @@ def encode_examples(config: PruneConfig, model, tokenizer, examples) -> tuple[li
         enc, embeds = encode_digit(model, projector, prompt, patches, label)
         enc.embeds, enc.zoo_map, enc.zoo_inputs = embeds.detach(), projector.net, patches
         encoded.append(enc)
-    return encoded, [str(label) for _, label in examples]
+    return encoded, [str(label) for _, label in examples], {"projector": info}
 
 
 def run_prune(config: PruneConfig, log=print, overwrite: bool = False) -> Path:
@@ -100,7 +101,7 @@ def run_prune(config: PruneConfig, log=print, overwrite: bool = False) -> Path:
     atomic_write_text(out / "prune.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     write_json(out / "manifest.json", manifest(seeds={"seed": config.seed}))
     with torch.no_grad():
-        encoded, answers = encode_examples(config, model, tokenizer, examples)
+        encoded, answers, testbed_info = encode_examples(config, model, tokenizer, examples)
     runner = LayerRunner(model)
     started = time.time()
     with torch.no_grad():
@@ -114,7 +115,7 @@ def run_prune(config: PruneConfig, log=print, overwrite: bool = False) -> Path:
     write_json(out / "information.json", information or {})
     from ..report.prune_page import render_prune_page
 
-    write_json(out / "summary.json", summarize(rows, information, config))
+    write_json(out / "summary.json", {**summarize(rows, information, config), "testbed_info": testbed_info})
     page = render_prune_page(out)
     log(f"[prune] {len(rows)} runs in {time.time() - started:.0f} s -> {page}")
     return out

@@ -176,9 +176,12 @@ def render_prune_page(out: Path) -> Path:
     views = _read(out / "views.json") if (out / "views.json").is_file() else {}
     config = yaml.safe_load((out / "prune.yaml").read_text()) if (out / "prune.yaml").is_file() else {}
     testbed = config.get("testbed", {})
+    projector = (summary.get("testbed_info") or {}).get("projector")
     head = (f"<p class='meta'>model {_e(config.get('model', '?'))} · testbed {_e(json.dumps(testbed))} · "
             f"methods {_e(', '.join(config.get('methods', [])))} · budgets {_e(config.get('budgets'))} · layers "
-            f"{_e(config.get('layers'))} · random draws {_e(config.get('random_draws'))}</p>")
+            f"{_e(config.get('layers'))} · random draws {_e(config.get('random_draws'))}"
+            + (f" · digits projector held-out accuracy {_num(projector.get('test_accuracy'), 3)}" if projector else "")
+            + "</p>")
     body = (head + _claims(summary.get("claims", [])) + _layer_tables(summary.get("table", []))
             + _curves(summary.get("table", [])) + _information(info) + _views(views, config))
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>tokenfocus — pruning sweep</title>"
