@@ -117,3 +117,35 @@ def test_bad_drops_are_refused_with_the_fix(model):
         runner.run(ids, positions="shift")
     with pytest.raises(ValueError, match="exactly one of input_ids and inputs_embeds"):
         runner.run()
+
+
+@torch.no_grad()
+def test_the_same_api_runs_a_llava_family_model():
+    """A tiny random LLaVA built from a config: the runner on the language model's input embeddings (image
+    features spliced in by LLaVA itself) equals LLaVA's forward, and TransPrune prunes its image tokens."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    from tokenfocus.prune import TokenLayout
+    from tokenfocus.prune.transprune import TransPrune
+
+    vision = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=8, patch_size=4, projection_dim=16)
+    text = LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                       num_attention_heads=4, num_key_value_heads=2)
+    torch.manual_seed(0)
+    llava = LlavaForConditionalGeneration(LlavaConfig(vision_config=vision, text_config=text,
+                                                      image_token_index=99)).eval()
+    ids = torch.tensor([[1, 5, 99, 99, 99, 99, 7, 8, 9]])  # 4 image tokens: (8 / 4)^2 patches
+    got = {}
+    hook = llava.model.language_model.register_forward_pre_hook(
+        lambda module, args, kwargs: got.update(embeds=kwargs["inputs_embeds"]), with_kwargs=True)
+    try:
+        reference = llava(input_ids=ids, pixel_values=torch.randn(1, 3, 8, 8)).logits
+    finally:
+        hook.remove()
+    runner = LayerRunner(llava)
+    assert runner.num_layers == 3  # the language model's layers, not the vision encoder's
+    assert torch.allclose(runner.run(inputs_embeds=got["embeds"]).logits, reference, atol=1e-5)
+    layout = TokenLayout.from_segments([("system", 2), ("context", 4), ("query", 3)])
+    out = TransPrune(llava, layout, accumulate=[0], prune_layers=[1], ratios=[0.5]).run(inputs_embeds=got["embeds"])
+    assert len(out.kept) == 7 and out.logits.shape == (1, 1, 100)

@@ -34,7 +34,13 @@ _PRE_NORMS = {"attn_in": ("input_layernorm", "ln_1", "attention_norm"),
 
 
 def find_decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The ModuleList of decoder layers (the first whose blocks carry a ``self_attn``)."""
+    """The ModuleList of decoder layers: the language model's (``get_decoder().layers``) when the model names its
+    decoder -- a LLaVA-family model also holds vision-encoder layers with a ``self_attn`` -- else the first
+    ModuleList whose blocks carry a ``self_attn``."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    layers = getattr(decoder, "layers", None)
+    if isinstance(layers, nn.ModuleList) and len(layers) and hasattr(layers[0], "self_attn"):
+        return layers
     for module in model.modules():
         if isinstance(module, nn.ModuleList) and len(module) and hasattr(module[0], "self_attn"):
             return module
