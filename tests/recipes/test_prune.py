@@ -24,7 +24,7 @@ def write(tmp_path, **data):
             "budgets": [0.25, 0.5], "layers": [1, 3], "random_draws": 2,
             "progressive": {"accumulate": [0, 1], "prune_layers": [1, 2], "ratios": [0.75, 0.25]},
             "horizon": {"layers": [0, 1, 2, 3], "window": 32, "n": 2}, "ttv_window": 2, "sads": {"m": 8},
-            "show": 1, "dir": str(tmp_path / "out")}
+            "relevance": {"calibration": 4, "steps": 30}, "show": 1, "dir": str(tmp_path / "out")}
     path.write_text(yaml.safe_dump({**base, **data}))
     return path
 
@@ -40,7 +40,7 @@ def test_every_method_runs_beside_random_at_each_budget_and_layer(sweep):
     _, out = sweep
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     seen = {(r["method"], r["layer"], r["budget"]) for r in rows}
-    for method in ("random", "attention", "ttv", "transprune", "divprune", "sads"):
+    for method in ("random", "attention", "ttv", "transprune", "divprune", "sads", "relevance", "predicted"):
         for layer in (1, 3):
             for budget in (0.25, 0.5):
                 assert (method, layer, budget) in seen, (method, layer, budget)
@@ -63,6 +63,10 @@ def test_the_summary_pairs_each_method_with_random_and_judges_the_claims(sweep):
     row = next(r for r in summary["table"] if r["method"] == "sads" and r["layer"] == 1 and r["budget"] == 0.25)
     assert row["examples"] == 3 and row["vs_random"]["n"] == 3 and row["vs_random"]["low"] <= row["vs_random"]["high"]
     assert [c["verdict"] in ("reproduced", "not reproduced", "inconclusive") for c in summary["claims"]] == [True] * 6
+    predictor_claim = summary["claims"][4]
+    assert "relevance predictor" in predictor_claim["claim"] and "not tested" not in predictor_claim["evidence"]
+    fitted = summary["testbed_info"]["predictor"]
+    assert fitted["examples"] == 4 and fitted["loss_after"] < fitted["loss_before"]
     assert "ZOO-Prune: SADS beats DivPrune" in summary["claims"][2]["claim"]
     info = json.loads((out / "information.json").read_text())
     assert info["layers"] == [0, 1, 2, 3] and info["examples"] == 2 and len(info["mean"]) == 4
@@ -114,7 +118,7 @@ def test_the_digits_testbed_prunes_image_tokens_and_judges_the_alive_share(tmp_p
     model, _ = load_model(TINY)
     fixture = save_projector(Projector(model.config.hidden_size), {"test_accuracy": 0.81}, tmp_path / "proj.pt")
     path = write(tmp_path, testbed={"name": "digits", "n": 3, "seed": 0, "projector": str(fixture)},
-                 methods=["random", "sads", "divprune", "embedlens"], layers=[0, 2], budgets=[0.25],
+                 methods=["random", "sads", "divprune", "embedlens", "predicted"], layers=[0, 2], budgets=[0.25],
                  horizon={"layers": [0, 2], "window": 4, "n": 2}, lens={"share": 0.2, "k": 3})
     out = run_prune(load_prune_config(path), log=lambda m: None)
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]

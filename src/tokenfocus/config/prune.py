@@ -4,7 +4,7 @@ to random pruning at the same budget, validated before any model loads.
     model: smollm2-135m-instruct
     testbed: {name: facts, n: 16, distractors: 20, seed: 0}     # or {name: gsm8k, n: 16, path: ../shared/data/gsm8k}
         # or {name: digits, n: 64, seed: 0}: the digits mini-VLM's 16 image tokens (prune.digits; its trained projector)
-    methods: [random, attention, ttv, transprune, divprune, sads, embedlens]
+    methods: [random, attention, ttv, transprune, divprune, sads, embedlens, progressive, relevance, predicted]
     budgets: [0.25, 0.5, 0.75]        # kept fraction of the context segment
     layers: [2, 8, 16]                # the drop happens before these layers (0: at the input)
     random_draws: 4                   # random pruning is averaged over this many draws per example
@@ -13,6 +13,7 @@ to random pruning at the same budget, validated before any model loads.
     ttv_window: 6                     # TTV accumulates over the layers [K - 6, K) before a drop at layer K
     sads: {m: 64, h: 0.01}            # zeroth-order directions and step
     lens: {share: 0.10, k: 3}         # EmbedLens: attractors are nearest to > 10 % of the context's hidden states
+    relevance: {calibration: 16, steps: 300}   # A4: the predictor trains on this many other examples' relevance
     show: 3                           # examples shown in the token view
     dir: runs/prune-facts
 """
@@ -26,19 +27,19 @@ from ..models import DEFAULT_MODEL, check_model_spec
 from ..options import check_keys
 from .schema import ConfigError, load_yaml
 
-METHODS = ("random", "attention", "ttv", "transprune", "divprune", "sads", "embedlens", "progressive")
+METHODS = ("random", "attention", "ttv", "transprune", "divprune", "sads", "embedlens", "progressive", "relevance",
+           "predicted")
 TESTBEDS = {"facts": {"n", "distractors", "seed"}, "gsm8k": {"n", "path", "seed"}, "digits": {"n", "seed", "projector"}}
 TOP_KEYS = {"model": str, "testbed": dict, "methods": list, "budgets": list, "layers": list, "random_draws": int,
             "progressive": dict, "horizon": dict | None, "ttv_window": int, "sads": dict, "lens": dict, "show": int,
-            "dir": str, "seed": int}
+            "dir": str, "seed": int, "relevance": dict}
 
 
 @dataclass(frozen=True)
 class PruneConfig:
     model: str = DEFAULT_MODEL
     testbed: dict = field(default_factory=lambda: {"name": "facts", "n": 16, "distractors": 20, "seed": 0})
-    methods: list = field(default_factory=lambda: ["random", "attention", "ttv", "transprune", "divprune", "sads",
-                                                   "embedlens", "progressive"])
+    methods: list = field(default_factory=lambda: list(METHODS))
     budgets: list = field(default_factory=lambda: [0.25, 0.5, 0.75])
     layers: list = field(default_factory=lambda: [2, 8, 16])
     random_draws: int = 4
@@ -49,6 +50,7 @@ class PruneConfig:
     ttv_window: int = 6
     sads: dict = field(default_factory=lambda: {"m": 64, "h": 0.01})
     lens: dict = field(default_factory=lambda: {"share": 0.10, "k": 3})
+    relevance: dict = field(default_factory=lambda: {"calibration": 16, "steps": 300})
     show: int = 3
     dir: str = "runs/prune"
     seed: int = 0
