@@ -9,7 +9,12 @@ import torch
 from tokenfocus.models import load_model
 from tokenfocus.prune import TokenLayout
 from tokenfocus.prune.policies import topk
-from tokenfocus.prune.relevance import attention_features, predict, relevance, train_predictor
+from tokenfocus.prune.relevance import (
+    attention_features,
+    predict,
+    relevance,
+    train_predictor,
+)
 
 LAYOUT = TokenLayout.from_segments([("system", 2), ("context", 8), ("query", 4)])
 

@@ -123,7 +123,12 @@ def test_bad_drops_are_refused_with_the_fix(model):
 def test_the_same_api_runs_a_llava_family_model():
     """A tiny random LLaVA built from a config: the runner on the language model's input embeddings (image
     features spliced in by LLaVA itself) equals LLaVA's forward, and TransPrune prunes its image tokens."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+    )
 
     from tokenfocus.prune import TokenLayout
     from tokenfocus.prune.transprune import TransPrune
