@@ -23,6 +23,16 @@ def chars(tokenizer, ids):
     return "".join(tokenizer.convert_ids_to_tokens(ids))
 
 
+def test_a_value_question_scores_one_retrieved_fact():
+    example = facts_examples(1, distractors=2, seed=5, question="value")[0]
+    (a, b), = example.spans["evidence"]
+    name, value = example.prompt[a:b].split("=")
+    assert example.answer == value and example.prefix == f"{name} = " and example.prompt.count("=") == 4
+    assert example.prompt[slice(*example.spans["query"][0])] == f"Compute {name}"
+    with pytest.raises(ValueError, match="question must be 'sum' or 'value'"):
+        facts_examples(1, question="max")
+
+
 def test_a_facts_block_is_the_context_and_its_gold_facts_the_evidence(tiny):
     _, tokenizer = tiny
     example = facts_examples(1, distractors=20, seed=3)[0]

@@ -29,7 +29,7 @@ from .schema import ConfigError, load_yaml
 
 METHODS = ("random", "attention", "ttv", "transprune", "divprune", "sads", "embedlens", "progressive", "relevance",
            "predicted")
-TESTBEDS = {"facts": {"n", "distractors", "seed"}, "gsm8k": {"n", "path", "seed"}, "digits": {"n", "seed", "projector"}}
+TESTBEDS = {"facts": {"n", "distractors", "seed", "question"}, "gsm8k": {"n", "path", "seed"}, "digits": {"n", "seed", "projector"}}
 TOP_KEYS = {"model": str, "testbed": dict, "methods": list, "budgets": list, "layers": list, "random_draws": int,
             "progressive": dict, "horizon": dict | None, "ttv_window": int, "sads": dict, "lens": dict, "show": int,
             "dir": str, "seed": int, "relevance": dict}

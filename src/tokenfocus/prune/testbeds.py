@@ -1,8 +1,8 @@
 """Pruning testbeds on text (PRUNING_TOKENIZERS_MECHANISMS.md §0.3): a prompt with a pruneable context segment,
 a query, and a gold answer scored after a forced prefix.
 
-    facts      a facts block of x_k = n lines (the context), "Compute x_a+x_b." (the query); gold evidence = the two
-               needed facts, so what a method keeps is also scored as evidence recall
+    facts      a facts block of x_k = n lines (the context), "Compute x_a+x_b." or "Compute x_a." (the query); gold
+               evidence = the needed facts, so what a method keeps is also scored as evidence recall
     gsm8k      a GSM8K problem from a local JSONL: the statement sentences are the context, the final question the
                query; the 135M model cannot solve these, and the fidelity metrics do not need it to
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..tasks.long_facts import make_problem as long_facts_problem
+from ..tasks.facts import facts_prompt
 from ..tasks.spans import token_marks
 from .layout import TokenLayout
 
@@ -54,16 +54,30 @@ class Encoded:
         return {"input_ids": self.ids[:, :end]}
 
 
-def facts_examples(n: int, distractors: int = 20, seed: int = 0) -> list[PruneExample]:
-    """Facts blocks of ``distractors`` + 2 facts (long_facts' generator); the context is the whole block."""
-    tier = f"L{distractors}"
+def facts_examples(n: int, distractors: int = 20, seed: int = 0, question: str = "sum") -> list[PruneExample]:
+    """Facts blocks of ``distractors`` + 2 facts ``x_k=n`` (2-digit values, names x1..x99 drawn per example, the two
+    needed facts at random places); the context is the whole block, the gold evidence the two needed facts.
+    ``question``: "sum" asks "Compute x_a+x_b." and scores the sum (long_facts' question); "value" asks "Compute
+    x_a." and scores its value after the prefix "x_a = " -- a pure retrieval, within reach of a 135M model on short
+    blocks."""
+    if question not in ("sum", "value"):
+        raise ValueError(f"question must be 'sum' or 'value', got {question!r}")
+    if distractors < 0:
+        raise ValueError(f"distractors must be >= 0, got {distractors}")
     rng = random.Random(seed)
     out = []
     for _ in range(n):
-        problem = long_facts_problem(tier, rng)
-        block = (len("Let "), problem.prompt.index(". Compute "))
-        out.append(PruneExample(problem.prompt, problem.answer, {"context": [block], "query": problem.spans["query"],
-                                                                 "evidence": problem.spans["evidence"]}, tier=tier))
+        count = distractors + 2
+        names = [f"x{k}" for k in rng.sample(range(1, 100), count)]
+        values = [rng.randint(10, 99) for _ in range(count)]
+        a, b = rng.sample(range(count), 2)
+        asked = f"{names[a]}+{names[b]}" if question == "sum" else names[a]
+        prompt, ranges, query = facts_prompt([f"{x}={v}" for x, v in zip(names, values)], asked)
+        evidence = sorted([ranges[a], ranges[b]]) if question == "sum" else [ranges[a]]
+        answer = str(values[a] + values[b]) if question == "sum" else str(values[a])
+        out.append(PruneExample(prompt, answer, {"context": [(ranges[0][0], ranges[-1][1])], "query": [query],
+                                                 "evidence": evidence},
+                                prefix="Answer: " if question == "sum" else f"{asked} = ", tier=f"facts{count}"))
     return out
 
 

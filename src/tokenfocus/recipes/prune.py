@@ -59,7 +59,8 @@ def testbed_examples(config: PruneConfig):
 
     spec = config.testbed
     if spec["name"] == "facts":
-        return facts_examples(spec.get("n", 16), spec.get("distractors", 20), spec.get("seed", 0))
+        return facts_examples(spec.get("n", 16), spec.get("distractors", 20), spec.get("seed", 0),
+                              spec.get("question", "sum"))
     if spec["name"] == "digits":
         from ..prune.digits import digits_split
 
