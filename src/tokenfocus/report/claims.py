@@ -127,13 +127,20 @@ def full_learned(runs: list[dict], in_dist: str, field: str = "greedy",
     return gate, None
 
 
+def _gated(runs: list[dict], arm: str, in_dist: str, field: str, base: str) -> tuple[Paired | None, str | None]:
+    """(the base's gain over the start, None), or (None, why a claim on ``arm`` cannot be judged): an arm is
+    missing, or the base did not learn in-distribution."""
+    absent = _present(runs, base, arm, INITIAL)
+    if absent:
+        return None, absent
+    gate, why = full_learned(runs, in_dist, field, base)
+    return (None, why) if why else (gate, None)
+
+
 def _keeps_gain(runs: list[dict], arm: str, in_dist: str, field: str = "greedy", base: str = FULL) -> tuple[str, str]:
     """``arm`` recovers most (more than half) of full's in-distribution gain: it beats the start, and arm - full
     lies above -½·gain (random 20 % in the flagship; Video-KTR's and D3S's subsets "match all tokens")."""
-    absent = _present(runs, base, arm, INITIAL)
-    if absent:
-        return INCONCLUSIVE, absent
-    gate, why = full_learned(runs, in_dist, field, base)
+    gate, why = _gated(runs, arm, in_dist, field, base)
     if why:
         return INCONCLUSIVE, why
     vs_initial = paired(runs, arm, INITIAL, in_dist, field)
@@ -185,10 +192,7 @@ def _preserves(runs: list[dict], arm: str, in_dist: str, set_name: str, field: s
     long-context training): arm - initial on that set lies above -½·gain, the gain being the base's (full's)
     in-distribution gain over the start, so "kept" means losing less of the old skill than half of what training
     gained; not reproduced when it lies wholly below that bar. Judged only when the base learned."""
-    absent = _present(runs, base, arm, INITIAL)
-    if absent:
-        return INCONCLUSIVE, absent
-    gate, why = full_learned(runs, in_dist, field, base)
+    gate, why = _gated(runs, arm, in_dist, field, base)
     if why:
         return INCONCLUSIVE, why
     found = paired(runs, arm, INITIAL, set_name, field)
