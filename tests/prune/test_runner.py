@@ -154,3 +154,11 @@ def test_the_same_api_runs_a_llava_family_model():
     layout = TokenLayout.from_segments([("system", 2), ("context", 4), ("query", 3)])
     out = TransPrune(llava, layout, accumulate=[0], prune_layers=[1], ratios=[0.5]).run(inputs_embeds=got["embeds"])
     assert len(out.kept) == 7 and out.logits.shape == (1, 1, 100)
+
+
+def test_a_model_without_the_needed_modules_is_refused_with_what_is_supported():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=32))
+    with pytest.raises(ValueError, match="decoder layers with a `self_attn`.*llama, qwen2/3, mistral"):
+        LayerRunner(gpt2)
