@@ -65,6 +65,8 @@ def test_the_summary_pairs_each_method_with_random_and_judges_the_claims(sweep):
     assert [c["verdict"] in ("reproduced", "not reproduced", "inconclusive") for c in summary["claims"]] == [True] * 6
     predictor_claim = summary["claims"][4]
     assert "relevance predictor" in predictor_claim["claim"] and "not tested" not in predictor_claim["evidence"]
+    assert summary["examples"] == 3 and 0.0 <= summary["unpruned_exact"] <= 1.0
+    assert "unpruned exact match" in (out / "prune.html").read_text()
     fitted = summary["testbed_info"]["predictor"]
     assert fitted["examples"] == 4 and fitted["loss_after"] < fitted["loss_before"]
     assert "ZOO-Prune: SADS beats DivPrune" in summary["claims"][2]["claim"]

@@ -64,7 +64,7 @@ def fidelity(full: dict, pruned: dict, encoded: Encoded, config, layers: int) ->
     kl = float(torch.sum(full["first"].exp() * (full["first"] - pruned["first"])))
     kept = set(pruned["out"].kept)
     evidence = [p for p in encoded.evidence]
-    return {"logp": pruned["logp"], "delta_logp": pruned["logp"] - full["logp"],
+    return {"logp": pruned["logp"], "delta_logp": pruned["logp"] - full["logp"], "full_exact": full["exact"],
             "retention": float(torch.tensor(pruned["logp"] - full["logp"]).exp()),
             "kl_first": max(kl, 0.0), "exact": pruned["exact"],
             "evidence": sum(p in kept for p in evidence) / len(evidence) if evidence else None,

@@ -400,7 +400,10 @@ def summarize(rows: list[dict], information: dict | None, config: PruneConfig) -
         versus = _paired(by_example, base) if base is not None and method != BASELINE else None
         table.append({"method": method, "layer": layer, "budget": budget, "examples": len(by_example), **means,
                       "vs_random": _interval(versus)})
-    return {"table": table, "horizon": (information or {}).get("horizon"), "claims": judge(cells, information, config)}
+    unpruned = {row["example"]: row["full_exact"] for row in rows}  # the same for every row of an example
+    return {"table": table, "horizon": (information or {}).get("horizon"), "claims": judge(cells, information, config),
+            "unpruned_exact": statistics.fmean(map(float, unpruned.values())) if unpruned else None,
+            "examples": len(unpruned)}
 
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"

@@ -181,7 +181,8 @@ def render_prune_page(out: Path) -> Path:
             f"methods {_e(', '.join(config.get('methods', [])))} · budgets {_e(config.get('budgets'))} · layers "
             f"{_e(config.get('layers'))} · random draws {_e(config.get('random_draws'))}"
             + (f" · digits projector held-out accuracy {_num(projector.get('test_accuracy'), 3)}" if projector else "")
-            + "</p>")
+            + (f" · unpruned exact match {_num(summary.get('unpruned_exact'), 3)} on {summary.get('examples')} examples"
+               if summary.get("unpruned_exact") is not None else "") + "</p>")
     body = (head + _claims(summary.get("claims", [])) + _layer_tables(summary.get("table", []))
             + _curves(summary.get("table", [])) + _information(info) + _views(views, config))
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>tokenfocus — pruning sweep</title>"
