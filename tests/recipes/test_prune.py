@@ -137,3 +137,14 @@ def test_the_digits_testbed_prunes_image_tokens_and_judges_the_alive_share(tmp_p
     assert "class='grid'" in page and "lens (" in page and "projector held-out accuracy 0.810" in page
     with pytest.raises(ConfigError, match="no trained digits projector"):
         load_prune_config(write(tmp_path, testbed={"name": "digits", "n": 3, "projector": str(tmp_path / "no.pt")}))
+
+
+def test_the_shipped_prune_configs_are_valid():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).parents[2] / "configs" / "prune").glob("*.yaml"))
+    assert len(configs) >= 2
+    for path in configs:
+        config = load_prune_config(path)
+        assert config.methods and config.testbed["name"] in ("facts", "gsm8k", "digits"), path
+        assert not config.layer_problems(30), path  # SmolLM2-135M has 30 layers
