@@ -81,6 +81,19 @@ def test_the_projector_learns_with_the_lm_frozen(tiny):
     frozen = {k: v.clone() for k, v in model.state_dict().items()}
     projector, info = train_projector(model, tokenizer, epochs=3, lr=3e-3, log=lambda m: None, limit=128)
     assert loss(projector) < before - 0.02  # the assistant-token loss it trains on (a frozen random 2-layer LM)
+    # in slices: 2 epochs, then resumed to 3 from the per-epoch checkpoint, is the 3-epoch projector
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = Path(folder) / "projector.ckpt"
+        train_projector(model, tokenizer, epochs=2, lr=3e-3, log=lambda m: None, limit=128, checkpoint=checkpoint)
+        seen = []
+        sliced, _ = train_projector(model, tokenizer, epochs=3, lr=3e-3, log=seen.append, limit=128,
+                                    checkpoint=checkpoint)
+    assert seen[0].endswith("after 2 epoch(s)") and len(seen) == 2
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(sliced.state_dict().values(),
+                                                               projector.state_dict().values()))
     assert all(torch.equal(frozen[k], v) for k, v in model.state_dict().items())  # the LM did not move
     assert 0.0 <= info["test_accuracy"] <= 1.0 and info["train"] == 128
 

@@ -15,6 +15,7 @@ accepted only at >= 80 % (greedy, the digit token).
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,9 +108,11 @@ def digit_logits(model, projector, prompt: DigitsPrompt, patches, labels, runner
 
 
 def train_projector(model, tokenizer, epochs: int = 4, lr: float = 1e-3, batch: int = 32, pos_embed: bool = False,
-                    seed: int = 0, log=print, limit: int | None = None) -> tuple[Projector, dict]:
+                    seed: int = 0, log=print, limit: int | None = None,
+                    checkpoint: Path | None = None) -> tuple[Projector, dict]:
     """Train g with the LM frozen (loss on the assistant tokens: "The digit is" and the digit); returns it and
-    its held-out greedy accuracy on the digit token."""
+    its held-out greedy accuracy on the digit token. ``checkpoint``: saved after every epoch (projector, optimizer,
+    epochs done) and resumed from when present, so a long training runs in slices."""
     torch.manual_seed(seed)
     split = digits_split()
     prompt = DigitsPrompt.build(tokenizer)
@@ -117,8 +120,16 @@ def train_projector(model, tokenizer, epochs: int = 4, lr: float = 1e-3, batch: 
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     optimizer = torch.optim.AdamW(projector.parameters(), lr=lr)
+    done = 0
+    if checkpoint is not None and Path(checkpoint).is_file():
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        projector.load_state_dict(saved["state"])
+        optimizer.load_state_dict(saved["optimizer"])
+        done = int(saved["epochs_done"])
+        torch.set_rng_state(saved["rng"])
+        log(f"[digits] resumed from {checkpoint} after {done} epoch(s)")
     patches, labels = (x[:limit] for x in split["train"])
-    for epoch in range(epochs):
+    for epoch in range(done, epochs):
         order = torch.randperm(len(labels))
         for first in range(0, len(order), batch):
             chosen = order[first:first + batch]
@@ -127,6 +138,13 @@ def train_projector(model, tokenizer, epochs: int = 4, lr: float = 1e-3, batch: 
             loss.backward()
             optimizer.step()
         log(f"[digits] epoch {epoch + 1}/{epochs}: last batch loss {loss.item():.3f}")
+        if checkpoint is not None:
+            from ..io import atomic_write_bytes
+
+            buffer = io.BytesIO()
+            torch.save({"state": projector.state_dict(), "optimizer": optimizer.state_dict(), "epochs_done": epoch + 1,
+                        "rng": torch.get_rng_state()}, buffer)
+            atomic_write_bytes(Path(checkpoint), buffer.getvalue())
     accuracy = evaluate_projector(model, projector, prompt, *split["test"])
     return projector, {"test_accuracy": accuracy, "epochs": epochs, "lr": lr, "batch": batch, "pos_embed": pos_embed,
                        "seed": seed, "train": len(labels), "test": len(split["test"][1])}
@@ -192,9 +210,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--pos-embed", action="store_true")
     parser.add_argument("--out", type=Path, default=FIXTURE)
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="saved after every epoch and resumed from (a training in slices)")
     args = parser.parse_args()
     model, tokenizer = load_model("smollm2-135m-instruct")
-    projector, info = train_projector(model, tokenizer, epochs=args.epochs, pos_embed=args.pos_embed)
+    projector, info = train_projector(model, tokenizer, epochs=args.epochs, pos_embed=args.pos_embed,
+                                      checkpoint=args.checkpoint)
     print(info)
     print(save_projector(projector, info, args.out))
 
