@@ -92,7 +92,7 @@ def _layer_tables(table: list[dict]) -> str:
               "paired difference of Δ log p to random's mean over its draws, with its 95 % bootstrap interval over "
               "examples. KL at the first answer position; exact: greedy exact match; evidence: gold evidence tokens "
               "kept; FLOPs relative to the unpruned run.</p>")]
-    for layer, rows in by_layer.items():
+    for layer, rows in sorted(by_layer.items(), key=lambda kv: (not kv[0].isdigit(), int(kv[0]) if kv[0].isdigit() else 0)):
         label = "the progressive schedule" if layer == "progressive" else f"a drop before layer {layer}"
         body = "".join(
             f"<tr><td class='l'>{_e(r['method'])}</td><td>{_budget(r)}</td><td>{r['examples']}</td>"
