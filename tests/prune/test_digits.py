@@ -36,9 +36,7 @@ def test_the_split_and_patches():
     assert split["train"][0].shape == (1437, 16, 4) and split["test"][0].shape == (360, 16, 4)
     assert torch.bincount(split["test"][1]).min() >= 35  # stratified: every class about 36 times
     image = torch.tensor(load_digits().images[0], dtype=torch.float32) / 16
-    from tokenfocus.prune.digits import PATCH  # noqa: F401
-
-    patches = digits_split()  # the first image of the whole set is somewhere in one split: rebuild its patches
+    patches = split  # the first image of the whole set is somewhere in one split: rebuild its patches
     whole = image.reshape(4, 2, 4, 2).permute(0, 2, 1, 3).reshape(16, 4)
     assert torch.equal(whole[0], image[0:2, 0:2].flatten()) and torch.equal(whole[1], image[0:2, 2:4].flatten())
     assert torch.equal(whole[4], image[2:4, 0:2].flatten())
