@@ -148,3 +148,48 @@ def test_the_shipped_prune_configs_are_valid():
         config = load_prune_config(path)
         assert config.methods and config.testbed["name"] in ("facts", "gsm8k", "digits"), path
         assert not config.layer_problems(30), path  # SmolLM2-135M has 30 layers
+
+
+class Killed(Exception):
+    """Stands in for a kill right after an example's line is written (raised from the progress log)."""
+
+
+def test_a_killed_sweep_resumes_to_the_rows_of_an_uninterrupted_one(tmp_path):
+    """Killed after example 2 of 4 (and again with a torn line at the end of partial.jsonl), started again with the
+    same config, the sweep skips the finished examples and writes the same rows, views and summary as a sweep that
+    ran through; random draws continue from the saved generator state. A changed config is refused there."""
+    spec = {"methods": ["random", "sads", "divprune", "embedlens", "progressive"], "layers": [1, 3], "budgets": [0.5],
+            "testbed": {"name": "facts", "n": 4, "distractors": 6, "seed": 2}, "show": 3}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    whole = run_prune(load_prune_config(write(tmp_path / "a", **spec)), log=lambda m: None)
+    config = load_prune_config(write(tmp_path / "b", **spec))
+
+    def kill_after(count):
+        def log(message):
+            if message.startswith(f"[prune] example {count}/"):
+                raise Killed
+        return log
+
+    with pytest.raises(Killed):
+        run_prune(config, log=kill_after(2))
+    partial = config.run_dir / "partial.jsonl"
+    assert len(partial.read_text().splitlines()) == 2 and not (config.run_dir / "results.jsonl").exists()
+    with partial.open("a") as handle:
+        handle.write('{"example": 2, "rows": [{"meth')  # a kill in the middle of the next line
+    with pytest.raises(ValueError, match="unfinished sweep of another config .*budgets.*--overwrite"):
+        run_prune(load_prune_config(write(tmp_path / "b", **{**spec, "budgets": [0.25]})), log=lambda m: None)
+    messages = []
+    with pytest.raises(Killed):
+        run_prune(config, log=lambda m: (messages.append(m), kill_after(3)(m)))
+    assert messages[0] == f"[prune] resuming: 2 of 4 examples done in {partial}"
+    assert list(config.run_dir.glob("partial.jsonl.torn-*"))  # the torn line was set aside, not parsed
+    messages.clear()
+    resumed = run_prune(config, log=messages.append)
+    assert messages[0].startswith("[prune] resuming: 3 of 4") and not partial.exists()
+    assert [m.split(":")[0] for m in messages if m.startswith("[prune] example")] == ["[prune] example 4/4"]
+    for name in ("results.jsonl", "views.json"):
+        assert (resumed / name).read_text() == (whole / name).read_text(), name
+    assert json.loads((resumed / "summary.json").read_text()) == json.loads((whole / "summary.json").read_text())
+    with pytest.raises(ValueError, match="already holds a prune sweep"):
+        run_prune(config, log=lambda m: None)

@@ -21,6 +21,11 @@ Files in ``dir``: prune.yaml (the resolved config), manifest.json, results.jsonl
 information.json (the ablation-information map and its horizon), views.json (what each method kept, for the
 first ``show`` examples), summary.json (means, paired differences to random with 95 % intervals, verdicts) and
 prune.html (report.prune_page).
+
+A sweep resumes: each finished example's rows (and the random generator's state after it) are appended to
+``partial.jsonl`` as one fsynced line; a killed sweep started again with the same config skips them and gives the
+same rows as an uninterrupted one (a torn last line is set aside). A changed config is refused there unless
+``--overwrite``; the partial file goes once results.jsonl and the page are written.
 """
 
 from __future__ import annotations
@@ -33,20 +38,50 @@ import torch
 import yaml
 
 from ..config.prune import PruneConfig
-from ..io import RUN_MARKERS, atomic_write_text, manifest, write_json, write_jsonl
+from ..io import (
+    RUN_MARKERS,
+    append_jsonl,
+    atomic_write_text,
+    manifest,
+    read_jsonl,
+    set_aside_torn_tail,
+    write_json,
+    write_jsonl,
+)
 from ..report.prune_claims import LENS, summarize
 
+PARTIAL = "partial.jsonl"  # one line per finished example while a sweep runs (what a resumed sweep skips)
 
-def _prepare(out: Path, overwrite: bool) -> None:
+
+def _prepare(out: Path, overwrite: bool, config: PruneConfig) -> list[dict]:
+    """Check the dir and return the finished examples of an unfinished sweep of the same config (none: a fresh
+    start). Refuses a finished sweep or an unfinished one of another config unless ``overwrite``."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"prune dir {out} is a file; choose a directory")
     marker = next((m for m in RUN_MARKERS if (out / m).exists()), None)
     if marker is not None:
         raise ValueError(f"{out} holds a training run or study ({marker}); choose another dir")
-    if (out / "results.jsonl").exists() and not overwrite:
+    partial = out / PARTIAL
+    if overwrite:
+        partial.unlink(missing_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+        return []
+    if (out / "results.jsonl").exists() and not partial.exists():
         raise ValueError(f"{out} already holds a prune sweep (results.jsonl); pass --overwrite to replace it, or "
                          "choose another dir")
-    out.mkdir(parents=True, exist_ok=True)
+    if not partial.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        return []
+    saved = out / "prune.yaml"
+    before = yaml.safe_load(saved.read_text()) if saved.is_file() else None
+    now = yaml.safe_load(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    if before != now:
+        changed = sorted(k for k in set(before or {}) | set(now) if (before or {}).get(k) != now.get(k))
+        raise ValueError(f"{out} holds an unfinished sweep of another config (prune.yaml differs in "
+                         f"{', '.join(changed) or 'its file'}); run the same config to resume it, pass --overwrite "
+                         "to start over, or choose another dir")
+    set_aside_torn_tail(partial)  # a line torn by a kill is kept aside, never parsed
+    return read_jsonl(partial)
 
 
 def testbed_examples(config: PruneConfig):
@@ -106,7 +141,7 @@ def run_prune(config: PruneConfig, log=print, overwrite: bool = False) -> Path:
     from ..prune import LayerRunner
 
     out = config.run_dir
-    _prepare(out, overwrite)
+    done = _prepare(out, overwrite, config)
     examples = testbed_examples(config)  # a testbed that cannot be drawn fails before the model loads
     model, tokenizer = load_model(config.model)
     model.eval()
@@ -131,28 +166,49 @@ def run_prune(config: PruneConfig, log=print, overwrite: bool = False) -> Path:
         log(f"[prune] relevance predictor: loss {fitted['loss_before']:.3f} -> {fitted['loss_after']:.3f} on "
             f"{fitted['examples']} examples")
     generator = torch.Generator().manual_seed(config.seed)
+    if done:
+        log(f"[prune] resuming: {len(done)} of {len(encoded)} examples done in {out / PARTIAL}")
     with torch.no_grad():
         rows, views, information = _sweep(runner, tokenizer, answers, encoded, config, generator, attractors, log,
-                                          started, predictor)
-    write_jsonl(out / "results.jsonl", rows)
+                                          started, predictor, done, out / PARTIAL)
     write_json(out / "views.json", {"examples": views})
     write_json(out / "information.json", information or {})
+    write_json(out / "summary.json", {**summarize(rows, information, config), "testbed_info": testbed_info})
+    write_jsonl(out / "results.jsonl", rows)
     from ..report.prune_page import render_prune_page
 
-    write_json(out / "summary.json", {**summarize(rows, information, config), "testbed_info": testbed_info})
     page = render_prune_page(out)
+    (out / PARTIAL).unlink(missing_ok=True)
     log(f"[prune] {len(rows)} runs in {time.time() - started:.0f} s -> {page}")
     return out
 
 
-def _sweep(runner, tokenizer, answers, encoded, config, generator, attractors, log, started, predictor=None):
+def _sweep(runner, tokenizer, answers, encoded, config, generator, attractors, log, started, predictor=None,
+           done=(), partial: Path | None = None):
+    """Every example's rows (those in ``done`` read back, the rest run and appended to ``partial``), the views of
+    the first ``show`` examples, and the information map."""
+    import base64
+
     rows, views = [], []
     for index, enc in enumerate(encoded):
-        example_rows, kept = _sweep_example(runner, enc, config, generator, attractors, predictor)
-        rows += [{"example": index, **row} for row in example_rows]
-        if index < config.show:
-            views.append(_view(tokenizer, enc, answers[index], kept))
-        log(f"[prune] example {index + 1}/{len(encoded)}: {len(example_rows)} runs, {time.time() - started:.0f} s")
+        if index < len(done):
+            line = done[index]
+            if line.get("example") != index:
+                raise ValueError(f"{partial}: line {index + 1} holds example {line.get('example')}, expected {index}; "
+                                 "pass --overwrite to start the sweep over")
+            example_rows, view = line["rows"], line["view"]
+            generator.set_state(torch.tensor(list(base64.b64decode(line["generator"])), dtype=torch.uint8))
+        else:
+            found, kept = _sweep_example(runner, enc, config, generator, attractors, predictor)
+            example_rows = [{"example": index, **row} for row in found]
+            view = _view(tokenizer, enc, answers[index], kept) if index < config.show else None
+            if partial is not None:
+                state = base64.b64encode(bytes(generator.get_state().tolist())).decode()
+                append_jsonl(partial, {"example": index, "rows": example_rows, "view": view, "generator": state})
+            log(f"[prune] example {index + 1}/{len(encoded)}: {len(found)} runs, {time.time() - started:.0f} s")
+        rows += example_rows
+        if view is not None:
+            views.append(view)
     information = _information(runner, encoded, config, log) if config.horizon else None
     return rows, views, information
 
