@@ -131,10 +131,14 @@ def test_the_digits_testbed_prunes_image_tokens_and_judges_the_alive_share(tmp_p
     alive = summary["claims"][-1]
     assert alive["claim"].startswith("EmbedLens") and "alive share of the 16 image tokens at the LM input, 3 images" \
         in alive["evidence"]
+    attractors = summary["testbed_info"]["attractors"]
+    assert set(attractors) == {"0", "2"} and attractors["0"] and all(0.2 < a["nearest_share"] <= 1 and isinstance(a["token"], str)
+                                                 for found in attractors.values() for a in found)
     info = json.loads((out / "information.json").read_text())
     assert len(info["mean"][0]) == 4  # 16 image tokens in windows of 4
     page = (out / "prune.html").read_text()
     assert "class='grid'" in page and "lens (" in page and "projector held-out accuracy 0.810" in page
+    assert "EmbedLens attractors" in page
     with pytest.raises(ConfigError, match="no trained digits projector"):
         load_prune_config(write(tmp_path, testbed={"name": "digits", "n": 3, "projector": str(tmp_path / "no.pt")}))
 

@@ -156,7 +156,9 @@ def run_prune(config: PruneConfig, log=print, overwrite: bool = False) -> Path:
     runner = LayerRunner(model)
     started = time.time()
     with torch.no_grad():
-        attractors = _attractors(runner, encoded, config) if "embedlens" in config.methods else {}
+        attractors, record = _attractors(runner, encoded, config, tokenizer) if "embedlens" in config.methods else ({}, None)
+    if record is not None:
+        testbed_info = {**testbed_info, "attractors": record}
     predictor = None
     if "predicted" in config.methods:
         with torch.no_grad():
@@ -350,18 +352,22 @@ def _hidden_at(runner, enc, layer: int) -> torch.Tensor:
     return captured["h"]
 
 
-def _attractors(runner, encoded, config: PruneConfig) -> dict[int, list[int]]:
+def _attractors(runner, encoded, config: PruneConfig, tokenizer=None) -> tuple[dict[int, list[int]], dict]:
     """Per sweep layer: the vocabulary ids nearest to more than ``lens.share`` of all examples' context hidden
-    states (read through the input embedding matrix: EmbedLens' lens)."""
+    states (read through the input embedding matrix: EmbedLens' lens), and a record of them for summary.json
+    ({layer: [{id, token, nearest_share}]}, the share of states whose nearest id it is)."""
     from ..prune.signals import embedding_lens, find_attractors
 
     table = runner.model.get_input_embeddings().weight.detach()
-    found = {}
+    found, record = {}, {}
     for layer in config.layers:
         states = torch.cat([_hidden_at(runner, enc, layer)[enc.layout.pruneable] for enc in encoded])
-        found[layer] = find_attractors(embedding_lens(states, table, config.lens.get("k", 3)),
-                                       config.lens.get("share", 0.10))
-    return found
+        lens = embedding_lens(states, table, config.lens.get("k", 3))
+        found[layer] = find_attractors(lens, config.lens.get("share", 0.10))
+        nearest = lens[:, 0].tolist()
+        record[str(layer)] = [{"id": i, "token": tokenizer.decode([i]) if tokenizer is not None else None,
+                               "nearest_share": nearest.count(i) / len(nearest)} for i in found[layer]]
+    return found, record
 
 
 def _lens_categories(runner, enc, layer: int, attractors: list[int], config: PruneConfig) -> dict[int, str]:

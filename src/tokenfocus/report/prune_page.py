@@ -166,6 +166,17 @@ def _views(views: dict, config: dict) -> str:
     return "".join(parts)
 
 
+def _attractor_line(summary: dict) -> str:
+    """EmbedLens' attractors per layer (found by the automatic rule), with the share of states they are nearest to."""
+    record = (summary.get("testbed_info") or {}).get("attractors")
+    if not record:
+        return ""
+    parts = [f"layer {_e(layer)}: " + (", ".join(f"{_e(repr(a['token']))} (id {a['id']}, {a['nearest_share']:.0%})"
+                                                 for a in found) or "none") for layer, found in record.items()]
+    return f"<p class='meta'>EmbedLens attractors (nearest id of more than the lens share of the context states): " \
+           f"{'; '.join(parts)}</p>"
+
+
 def render_prune_page(out: Path) -> Path:
     """Write ``out/prune.html`` from the sweep's files."""
     out = Path(out)
@@ -183,7 +194,7 @@ def render_prune_page(out: Path) -> Path:
             + (f" · digits projector held-out accuracy {_num(projector.get('test_accuracy'), 3)}" if projector else "")
             + (f" · unpruned exact match {_num(summary.get('unpruned_exact'), 3)} on {summary.get('examples')} examples"
                if summary.get("unpruned_exact") is not None else "") + "</p>")
-    body = (head + _claims(summary.get("claims", [])) + _layer_tables(summary.get("table", []))
+    body = (head + _claims(summary.get("claims", [])) + _attractor_line(summary) + _layer_tables(summary.get("table", []))
             + _curves(summary.get("table", [])) + _information(info) + _views(views, config))
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>tokenfocus — pruning sweep</title>"
             f"<style>{STYLE}{EXTRA_STYLE}{PAGE_STYLE}</style></head><body><h1>tokenfocus — pruning sweep</h1>{body}"
