@@ -178,16 +178,24 @@ def cdpo_weights(
 
 @app.command()
 def prune(
-    config: Path = typer.Argument(..., help="Prune sweep config YAML (see tokenfocus.config.prune)."),
+    config: Path = typer.Argument(..., help="Prune sweep config YAML (see tokenfocus.config.prune), or with "
+                                          "--rejudge a finished sweep's directory."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished sweep in the config's dir."),
     dir: Optional[Path] = typer.Option(None, "--dir", help="Output directory (overrides the config's dir)."),
+    rejudge: bool = typer.Option(False, "--rejudge", help="Summary, claims and page again from a finished sweep's "
+                                                          "files (no model loads)."),
 ):
     """Token pruning: methods x budgets x layers on a testbed, each beside random at the same budget -> prune.html."""
     from .config import ConfigError
     from .config.prune import load_prune_config
+    from .recipes.prune import rejudge as rejudge_sweep
     from .recipes.prune import run_prune
 
     try:
+        if rejudge:
+            out = rejudge_sweep(config, log=lambda m: typer.echo(m, err=True))
+            typer.secho(f"pruning sweep judged again -> {out / 'prune.html'}", fg=typer.colors.GREEN)
+            return
         settings = load_prune_config(config, {"dir": str(dir)} if dir else None)
         out = run_prune(settings, log=lambda m: typer.echo(m, err=True), overwrite=overwrite)
     except (ConfigError, ValueError) as error:

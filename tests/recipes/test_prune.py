@@ -127,6 +127,8 @@ def test_the_digits_testbed_prunes_image_tokens_and_judges_the_alive_share(tmp_p
     assert {r["kept_context"] for r in rows if r["method"] == "sads"} == {4}  # 0.25 of the 16 image tokens
     lens = [r for r in rows if r["method"] == "embedlens"]
     assert lens and all(r["budget"] == "lens" and 0 < r["kept_share"] <= 1 for r in lens)
+    for r in lens:  # the alive share is the lens' own count; kept_share is random's budget (at least one token)
+        assert r["alive_share"] == r["kept_context"] / 16 and r["kept_share"] == max(1, r["kept_context"]) / 16
     summary = json.loads((out / "summary.json").read_text())
     alive = summary["claims"][-1]
     assert alive["claim"].startswith("EmbedLens") and "alive share of the 16 image tokens at the LM input, 3 images" \
@@ -197,3 +199,25 @@ def test_a_killed_sweep_resumes_to_the_rows_of_an_uninterrupted_one(tmp_path):
     assert json.loads((resumed / "summary.json").read_text()) == json.loads((whole / "summary.json").read_text())
     with pytest.raises(ValueError, match="already holds a prune sweep"):
         run_prune(config, log=lambda m: None)
+
+
+def test_rejudge_writes_the_same_summary_and_page_from_the_files_alone(sweep, tmp_path):
+    """`tokenfocus prune DIR --rejudge`: the summary and page again from results.jsonl, information.json and
+    prune.yaml (after the claims' code changed), keeping testbed_info; a dir without a sweep is refused."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from tokenfocus.cli import app
+
+    _, out = sweep
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "prune.html").unlink()
+    summary = json.loads((copy / "summary.json").read_text())
+    (copy / "summary.json").write_text(json.dumps({"testbed_info": summary["testbed_info"]}))
+    result = CliRunner().invoke(app, ["prune", str(copy), "--rejudge"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((copy / "summary.json").read_text()) == summary and (copy / "prune.html").is_file()
+    refused = CliRunner().invoke(app, ["prune", str(tmp_path / "nothing"), "--rejudge"])
+    assert refused.exit_code != 0 and "holds no finished prune sweep" in refused.output

@@ -135,6 +135,33 @@ def encode_examples(config: PruneConfig, model, tokenizer, examples) -> tuple[li
     return encoded, [str(label) for _, label in examples], {"projector": info}
 
 
+def rejudge(out: Path, log=print) -> Path:
+    """Summary, claims and page again from a finished sweep's files (results.jsonl, information.json, prune.yaml;
+    summary.json's testbed_info is kept), after the claims' code changed; no model is loaded."""
+    import json
+
+    from ..config.prune import load_prune_config
+    from ..report.prune_page import render_prune_page
+
+    def read_json(path):
+        return json.loads(path.read_text())
+
+    out = Path(out)
+    missing = [name for name in ("prune.yaml", "results.jsonl") if not (out / name).is_file()]
+    if missing:
+        raise ValueError(f"{out} holds no finished prune sweep (missing {', '.join(missing)}); run "
+                         "`tokenfocus prune CONFIG` first")
+    config = load_prune_config(out / "prune.yaml")
+    rows = read_jsonl(out / "results.jsonl")
+    information = read_json(out / "information.json") if (out / "information.json").is_file() else None
+    before = read_json(out / "summary.json") if (out / "summary.json").is_file() else {}
+    write_json(out / "summary.json", {**summarize(rows, information or None, config),
+                                      "testbed_info": before.get("testbed_info", {})})
+    page = render_prune_page(out)
+    log(f"[prune] {len(rows)} runs judged again -> {page}")
+    return out
+
+
 def run_prune(config: PruneConfig, log=print, overwrite: bool = False) -> Path:
     from ..capture import find_decoder_layers
     from ..models import load_model
@@ -313,8 +340,10 @@ def _sweep_example(runner, enc, config: PruneConfig, generator, attractors, pred
             categories = _lens_categories(runner, enc, layer, attractors.get(layer, []), config)
             keep = drop_categories(layout, categories)
             # Its budget is what the categories leave (per example): the rows carry budget "lens" and the share.
-            share = max(1, sum(1 for p in keep if layout.roles[p] == "context")) / len(layout.pruneable)
-            record("embedlens", layer, LENS, answer_scores(runner, enc, {layer: keep}, "renumber"), kept_share=share)
+            alive = sum(1 for p in keep if layout.roles[p] == "context")
+            share = max(1, alive) / len(layout.pruneable)  # random's budget: at least one token
+            record("embedlens", layer, LENS, answer_scores(runner, enc, {layer: keep}, "renumber"), kept_share=share,
+                   alive_share=alive / len(layout.pruneable))
             for draw in range(config.random_draws):
                 other = random_keep(layout, share, generator)
                 record("random", layer, LENS, answer_scores(runner, enc, {layer: other}, "renumber"), draw,

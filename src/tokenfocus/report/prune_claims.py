@@ -20,7 +20,7 @@ LENS = "lens"  # the budget of EmbedLens rows: what its categories leave, per ex
 # --- summary: means, paired differences to random, verdicts -------------------------------------------------
 
 
-METRICS = ("delta_logp", "kl_first", "exact", "evidence", "flops", "kept_share")
+METRICS = ("delta_logp", "kl_first", "exact", "evidence", "flops", "kept_share", "alive_share")
 
 
 def _cells(rows: list[dict]) -> dict[tuple, dict[int, dict]]:
@@ -143,14 +143,17 @@ def _alive_claim(cells, config) -> dict:
     if config.testbed.get("name") != "digits":
         return {**row, "verdict": INCONCLUSIVE, "evidence": "not tested here: the claim is about projected visual "
                 "tokens (testbed digits); on text the lens reads hidden states (see the embedlens rows)"}
-    shares = [v["kept_share"] for v in cells.get(("embedlens", 0, LENS), {}).values() if v["kept_share"] is not None]
+    # the share of image tokens the lens reads as alive (not kept_share: random's budget, at least one token)
+    shares = [v["alive_share"] for v in cells.get(("embedlens", 0, LENS), {}).values()
+              if v.get("alive_share") is not None]
     if len(shares) < 2:
         return {**row, "verdict": INCONCLUSIVE, "evidence": "not tested: no embedlens rows at layer 0 (the projected "
                                                             "tokens as the LM reads them); add layer 0 to layers"}
     found = mean_interval(shares)
     low, high = ALIVE_BAND
+    none = sum(1 for share in shares if share == 0)
     evidence = (f"alive share of the 16 image tokens at the LM input, {found.n} images: {_text(found)} "
-                f"(band {low:.0%}-{high:.0%})")
+                f"(band {low:.0%}-{high:.0%}); images with no alive token: {none}")
     if low <= found.low and found.high <= high:
         return {**row, "verdict": REPRODUCED, "evidence": evidence}
     if found.high < low or found.low > high:
