@@ -1,6 +1,7 @@
 """Pruning policies on constructed layouts and features: the budget counts the pruneable segment only, fixed
 positions always stay, diversity picks one token per cluster, SADS trades sensitivity against redundancy, and a
-progressive schedule drops through LayerRunner to the planned counts."""
+progressive schedule drops through LayerRunner to the planned counts, and "random beyond the horizon" uses its
+method before the horizon and random draws from it on."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tokenfocus.prune.policies import (
     drop_categories,
     keep_count,
     progressive,
+    random_beyond,
     random_keep,
     sads,
     topk,
@@ -92,3 +94,32 @@ def test_a_progressive_schedule_drops_to_the_planned_counts_through_the_runner()
     out = LayerRunner(model.eval()).run(ids, drops=drops)
     assert seen == [12, 10]
     assert out.history[1] == [0, 1, 4, 5, 6, 7, 8, 9, 10, 11] and out.kept == [0, 1, 8, 9, 10, 11]
+
+
+def test_random_beyond_the_horizon_runs_the_method_before_it_and_random_draws_after_it():
+    """DivPrune + random (A3): before layer 2 the schedule keeps exactly DivPrune's choice on the hidden states
+    entering that layer; at layer 3 (past the horizon) exactly the draw random_keep makes from the same generator
+    state on what is left; counts follow the ratios of the original segment."""
+    model, _ = load_model("tiny-llama:layers=4,hidden=32,heads=4,kv_heads=2")
+    ids = torch.randint(0, model.config.vocab_size, (1, 12), generator=torch.Generator().manual_seed(2))
+    runner = LayerRunner(model.eval())
+    captured = {}
+
+    def early(state, current, fraction):
+        captured["divprune"] = divprune(current, state.hidden[0], fraction)
+        return captured["divprune"]
+
+    drops = random_beyond(LAYOUT, [1, 3], [0.5, 0.25], horizon=2, early=early,
+                          generator=torch.Generator().manual_seed(7))
+    out = runner.run(ids, drops=drops)
+    assert out.history[1] == captured["divprune"]  # the method's choice, nothing else (layout 0..11 = positions)
+    assert len([p for p in out.history[1] if p in CONTEXT]) == 4 and len([p for p in out.kept if p in CONTEXT]) == 2
+    after = LAYOUT.kept(out.history[1])
+    expected = random_keep(after, 0.5, torch.Generator().manual_seed(7))  # 2 of the 4 left: fraction 0.5
+    assert out.kept == [out.history[1][i] for i in expected]
+    runs = [runner.run(ids, drops=random_beyond(LAYOUT, [1, 3], [0.5, 0.25], 2, early,
+                                                torch.Generator().manual_seed(s))) for s in range(8)]
+    assert all(r.history[1] == out.history[1] for r in runs)  # the method's drop does not depend on the seed
+    assert len({tuple(r.kept) for r in runs}) > 1  # the random one does
+    with pytest.raises(ValueError, match="one ratio per layer"):
+        random_beyond(LAYOUT, [1, 3], [0.5], 2, early)

@@ -9,6 +9,7 @@ sink, protected positions, the query, the template) plus the chosen pruneable on
     sads(layout, features, sensitivity, budget)   ZOO-Prune: max-min distance x normalized sensitivity
     drop_categories(layout, categories)        EmbedLens: drop sink / dead tokens, keep alive ones
     progressive(layers, ratios, score_fn)      {layer: callable}: a drop schedule for LayerRunner
+    random_beyond(layers, ratios, horizon, early)   a method before the information horizon, random from it on
 """
 
 from __future__ import annotations
@@ -113,13 +114,12 @@ def drop_categories(layout: TokenLayout, categories: dict[int, str], drop=("sink
     return _with_fixed(layout, [p for p in candidates if categories.get(p, "alive") not in drop])
 
 
-def progressive(layout: TokenLayout, layers: list[int], ratios: list[float],
-                score_fn: Callable[[object, TokenLayout], torch.Tensor]) -> dict[int, Callable]:
-    """A LayerRunner drop schedule: before each of ``layers``, keep ``ratios[i]`` of the ORIGINAL pruneable segment
-    (TransPrune's image_token_ratio_list), chosen by ``score_fn(state, current layout)`` (scores of the positions
-    still there) with ``topk``. Ratios must not increase."""
+def _schedule(layout: TokenLayout, layers: list[int], ratios: list[float],
+              choose: Callable[[object, TokenLayout, float, int], list[int]]) -> dict[int, Callable]:
+    """{layer: drop(state)}: before each of ``layers`` keep ``ratios[i]`` of the ORIGINAL pruneable segment, chosen
+    by ``choose(state, current layout, fraction of what remains, layer)`` (positions of the current layout)."""
     if len(layers) != len(ratios) or not layers:
-        raise ValueError(f"progressive pruning needs one ratio per layer; got layers {layers} and ratios {ratios}")
+        raise ValueError(f"a pruning schedule needs one ratio per layer; got layers {layers} and ratios {ratios}")
     if list(layers) != sorted(set(layers)):
         raise ValueError(f"pruning layers must increase, got {layers}")
     for ratio in ratios:
@@ -128,15 +128,39 @@ def progressive(layout: TokenLayout, layers: list[int], ratios: list[float],
         raise ValueError(f"progressive ratios keep fewer tokens layer after layer; got {ratios}")
     total = len(layout.require_pruneable())
 
-    def step(ratio):
+    def step(layer, ratio):
         def drop(state):
             current = layout.kept(state.kept)
             remaining = len(current.pruneable)
-            fraction = min(1.0, max(1, round(ratio * total)) / remaining) if remaining else 1.0
-            scores = score_fn(state, current)
-            keep = topk(current, scores, fraction) if remaining else list(range(len(current)))
-            return [state.kept[i] for i in keep]
+            if not remaining:
+                return list(state.kept)
+            fraction = min(1.0, max(1, round(ratio * total)) / remaining)
+            return [state.kept[i] for i in choose(state, current, fraction, layer)]
 
         return drop
 
-    return {layer: step(ratio) for layer, ratio in zip(layers, ratios)}
+    return {layer: step(layer, ratio) for layer, ratio in zip(layers, ratios)}
+
+
+def progressive(layout: TokenLayout, layers: list[int], ratios: list[float],
+                score_fn: Callable[[object, TokenLayout], torch.Tensor]) -> dict[int, Callable]:
+    """A LayerRunner drop schedule: before each of ``layers``, keep ``ratios[i]`` of the ORIGINAL pruneable segment
+    (TransPrune's image_token_ratio_list), chosen by ``score_fn(state, current layout)`` (scores of the positions
+    still there) with ``topk``. Ratios must not increase."""
+    return _schedule(layout, layers, ratios,
+                     lambda state, current, fraction, layer: topk(current, score_fn(state, current), fraction))
+
+
+def random_beyond(layout: TokenLayout, layers: list[int], ratios: list[float], horizon: int,
+                  early: Callable[[object, TokenLayout, float], list[int]],
+                  generator: torch.Generator | None = None) -> dict[int, Callable]:
+    """The information horizon's recipe (arXiv 2512.07580, A3): a drop schedule that prunes with a method before
+    layer ``horizon`` and randomly from it on ("DivPrune + random"). ``early(state, current layout, fraction)``
+    returns the kept positions of the current layout, e.g. ``lambda s, c, f: divprune(c, s.hidden[0], f)``; the
+    random drops draw from ``generator``. Ratios as in ``progressive`` (of the original segment, not increasing)."""
+    def choose(state, current, fraction, layer):
+        if layer < horizon:
+            return early(state, current, fraction)
+        return random_keep(current, fraction, generator)
+
+    return _schedule(layout, layers, ratios, choose)
