@@ -1,6 +1,7 @@
 """LayerRunner against transformers itself: unpruned it is ``model.forward``; a drop before layer 0 is a fresh
 forward on the kept tokens (with their own or renumbered positions); a drop before layer L > 0 equals the real
-forward whose layers L.. cannot attend to the dropped tokens (a 4-D mask put into those layers by hooks)."""
+forward whose layers L.. cannot attend to the dropped tokens (a 4-D mask put into those layers by hooks); a merge
+equals that forward with the group's mean put into the kept token by a hook."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 
 from tokenfocus.capture import capture
 from tokenfocus.models import load_model
-from tokenfocus.prune import LayerRunner
+from tokenfocus.prune import LayerRunner, Merge
 
 TINY = "tiny-llama:layers=4,hidden=32,heads=4,kv_heads=2"
 
@@ -51,8 +52,9 @@ def test_a_drop_before_layer_0_is_a_fresh_forward_on_the_kept_tokens(model):
         list(range(6))]
 
 
-def masked_forward(model, ids, dropped: list[int], from_layer: int) -> torch.Tensor:
-    """The real forward with layers ``from_layer``.. unable to attend to ``dropped`` (their keys masked)."""
+def masked_forward(model, ids, dropped: list[int], from_layer: int, merge: dict | None = None) -> torch.Tensor:
+    """The real forward with layers ``from_layer``.. unable to attend to ``dropped`` (their keys masked); ``merge``
+    {p: [q, ...]}: the hidden state entering ``from_layer`` at p becomes the mean over p and the qs."""
     length = ids.shape[1]
     allowed = torch.ones(length, length).tril().bool()
     late = allowed.clone()
@@ -64,7 +66,15 @@ def masked_forward(model, ids, dropped: list[int], from_layer: int) -> torch.Ten
     for index, layer in enumerate(model.model.layers):
         mask = (bias if index >= from_layer else early).expand(ids.shape[0], 1, length, length)
 
-        def hook(module, args, kwargs, mask=mask):
+        def hook(module, args, kwargs, mask=mask, index=index):
+            if merge and index == from_layer:
+                hidden = (args[0] if args else kwargs["hidden_states"]).clone()
+                for target, members in merge.items():
+                    hidden[:, target] = hidden[:, [target, *members]].mean(dim=1)
+                if args:
+                    args = (hidden, *args[1:])
+                else:
+                    kwargs = {**kwargs, "hidden_states": hidden}
             return args, {**kwargs, "attention_mask": mask}
 
         handles.append(layer.register_forward_pre_hook(hook, with_kwargs=True))
@@ -87,6 +97,29 @@ def test_a_mid_forward_drop_equals_masking_the_dropped_keys_from_that_layer_on(m
     unpruned = model(ids).logits[:, keep]
     assert not torch.allclose(out.logits, unpruned, atol=1e-4)  # the drop did change the kept tokens
     assert masked_forward(model, ids, [], 0).allclose(model(ids).logits, atol=1e-5)  # the reference's own check
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("layer", [0, 2])
+def test_a_merge_averages_the_group_into_the_kept_token_then_drops_the_rest(model, layer):
+    """Token merging: the kept token p carries the mean of its and its group's hidden states from layer L on, the
+    group is dropped; the reference is the real forward with that mean put in by a hook and the keys masked."""
+    ids = ids_of(model, seed=10 + layer)
+    keep = [0, 1, 4, 5, 9, 12, 13]
+    into = {4: [2, 3], 9: [6, 7, 8]}  # 10 and 11 are dropped without merging
+    dropped = [p for p in range(14) if p not in keep]
+    out = LayerRunner(model).run(ids, drops={layer: Merge(keep, into)}, positions="keep")
+    reference = masked_forward(model, ids, dropped, layer, merge=into)[:, keep]
+    assert torch.allclose(out.logits, reference, atol=1e-5)
+    plain = LayerRunner(model).run(ids, drops={layer: keep}, positions="keep")
+    assert not torch.allclose(out.logits, plain.logits, atol=1e-4)  # merging is not dropping
+    assert torch.allclose(LayerRunner(model).run(ids, drops={layer: Merge(keep)}).logits, plain.logits, atol=1e-6)
+    assert out.kept == keep and out.history[layer] == keep
+    for bad, message in ((Merge(keep, {2: [3]}), "merge target 2 is not kept"),
+                         (Merge(keep, {4: [2], 9: [2]}), r"positions \[2\] merged into 9 are kept or merged twice"),
+                         (Merge(keep, {4: [5]}), r"positions \[5\] merged into 4 are kept")):
+        with pytest.raises(ValueError, match=message):
+            LayerRunner(model).run(ids, drops={layer: bad})
 
 
 @torch.no_grad()

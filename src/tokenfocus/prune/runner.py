@@ -8,6 +8,10 @@ embeddings are recomputed for the kept tokens' positions:
 - ``positions="keep"``: every token keeps its original position (a dropped token leaves a gap);
 - ``positions="renumber"``: the kept tokens are renumbered 0..n-1 (TransPrune's ``transprune_rank_drop``).
 
+A drop may also merge: ``Merge(keep, into={p: [q, ...]})`` keeps ``keep`` and replaces the hidden state of each
+kept ``p`` by the mean of its own and those of the dropped ``q``s (token merging; the merged token keeps p's
+position).
+
 Unpruned, the runner equals ``model.forward`` (tested to 1e-5). A drop before layer L: the first L layers saw
 every token, the rest see only the kept ones. Rows of a batch share one prompt layout (no padding): the drops
 are the same for every row.
@@ -40,6 +44,15 @@ class RunState:
     hidden: torch.Tensor
     kept: list[int]
     position_ids: torch.Tensor
+
+
+@dataclass
+class Merge:
+    """A drop that merges: keep ``keep`` (original positions); each kept position p in ``into`` takes the mean of
+    its hidden state and those of ``into[p]`` (dropped positions, each merged into one token at most)."""
+
+    keep: list[int]
+    into: dict[int, list[int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -90,10 +103,11 @@ class LayerRunner:
         return torch.tensor(list(values), device=device).unsqueeze(0)
 
     def run(self, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None, *,
-            drops: dict[int, list[int] | Callable[[RunState], list[int]]] | None = None, positions: str = "keep",
+            drops: dict[int, list[int] | Merge | Callable[[RunState], list[int] | Merge]] | None = None,
+            positions: str = "keep",
             logits: str | list[int] | None = "all", protected: tuple[int, ...] = (0,)) -> RunnerOutput:
-        """Run the decoder; ``drops``: {layer L: the original positions to keep before layer L, or a callable of
-        the ``RunState`` returning them}. ``protected`` positions (the sink) must be kept. ``logits``: "all",
+        """Run the decoder; ``drops``: {layer L: the original positions to keep before layer L (or a ``Merge``),
+        or a callable of the ``RunState`` returning them}. ``protected`` positions (the sink) must be kept. ``logits``: "all",
         "last", None, or a list of original positions (the head runs on those only; ``logits[:, i]`` is the i-th)."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
@@ -122,6 +136,9 @@ class LayerRunner:
             if index in drops:
                 spec = drops[index]
                 keep = spec(RunState(index, hidden, list(kept), position_ids)) if callable(spec) else spec
+                if isinstance(keep, Merge):
+                    hidden = self._merge(hidden, kept, keep, index)
+                    keep = keep.keep
                 hidden, kept = self._drop(hidden, kept, keep, protected, index)
                 history[index] = list(kept)
                 position_ids = self._positions(kept, positions, hidden.device)
@@ -140,6 +157,34 @@ class LayerRunner:
         else:
             out = None if logits is None else self.head(hidden if logits == "all" else hidden[:, -1:])
         return RunnerOutput(out, hidden, kept, position_ids, history)
+
+    @staticmethod
+    def _merge(hidden: torch.Tensor, kept: list[int], merge: Merge, layer: int) -> torch.Tensor:
+        """``hidden`` with each merge target's row replaced by the mean of its group (the drop follows)."""
+        where = {p: i for i, p in enumerate(kept)}
+        keep = {int(p) for p in merge.keep}
+        seen: set[int] = set()
+        problems = []
+        for target, members in merge.into.items():
+            members = [int(q) for q in members]
+            if target not in keep:
+                problems.append(f"merge target {target} is not kept")
+            absent = [q for q in [target, *members] if q not in where]
+            if absent:
+                problems.append(f"positions {absent} were already dropped (or never existed)")
+            twice = [q for q in members if q in keep or q in seen]
+            if twice:
+                problems.append(f"positions {twice} merged into {target} are kept or merged twice")
+            seen.update(members)
+        if problems:
+            raise ValueError(f"layer {layer}: bad merge: " + "; ".join(problems) + "; merge dropped positions into "
+                             "kept ones, each once")
+        merged = hidden.clone()
+        for target, members in merge.into.items():
+            if members:
+                rows = torch.tensor([where[target], *(where[int(q)] for q in members)], device=hidden.device)
+                merged[:, where[target]] = hidden.index_select(1, rows).mean(dim=1)
+        return merged
 
     @staticmethod
     def _drop(hidden: torch.Tensor, kept: list[int], keep, protected, layer: int) -> tuple[torch.Tensor, list[int]]:
