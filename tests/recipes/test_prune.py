@@ -221,3 +221,35 @@ def test_rejudge_writes_the_same_summary_and_page_from_the_files_alone(sweep, tm
     assert json.loads((copy / "summary.json").read_text()) == summary and (copy / "prune.html").is_file()
     refused = CliRunner().invoke(app, ["prune", str(tmp_path / "nothing"), "--rejudge"])
     assert refused.exit_code != 0 and "holds no finished prune sweep" in refused.output
+
+
+def test_a_sweep_killed_with_sigkill_resumes_through_the_cli(tmp_path):
+    """A real kill -9 of `tokenfocus prune` once two examples are on disk; the same command then finishes the sweep
+    with the rows of an uninterrupted one (written in-process here)."""
+    import os
+    import signal
+    import sys
+    import time
+
+    spec = {"methods": ["random", "divprune"], "layers": [1], "budgets": [0.5], "horizon": None,
+            "testbed": {"name": "facts", "n": 12, "distractors": 12, "seed": 4}, "random_draws": 3}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    whole = run_prune(load_prune_config(write(tmp_path / "a", **spec)), log=lambda m: None)
+    config_path = write(tmp_path / "b", **spec)
+    out = load_prune_config(config_path).run_dir
+    command = [sys.executable, "-m", "tokenfocus.cli", "prune", str(config_path)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial = out / "partial.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if partial.is_file() and len(partial.read_bytes().splitlines()) >= 2:
+            os.kill(process.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    assert process.wait() == -signal.SIGKILL, "the sweep ended before it could be killed"
+    assert not (out / "results.jsonl").exists()
+    finished = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert "[prune] resuming:" in finished.stderr
+    assert (out / "results.jsonl").read_text() == (whole / "results.jsonl").read_text()
