@@ -9,6 +9,7 @@ solves 118/120/122 over three seeds (0.60): a gain of 0.30, so "most of the gain
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -322,3 +323,53 @@ PRESERVES = [{"arm": "scope", "test": "preserves", "set": "in-dist", "against": 
 def test_preserves_compares_the_arm_with_the_start_against_half_the_baselines_gain(study, scope, expected, says):
     rows = baseline_study(study, FULL_LEARNED, scope, claims=PRESERVES)
     assert rows[0][1] == expected and says in rows[0][2] and "-½·gain = -0.150" in rows[0][2], rows[0]
+
+
+def test_batches_with_fewer_than_eight_informative_groups_do_not_count(study):
+    """Issue 11: a diagnosis needs >= 8 informative groups. Five batches of 4 groups that would read "reproduced"
+    are left out (and said so); the same batches with 8 groups count."""
+    rows = diag_rows("anchors_aligned_vs_explorers", DELTAS["reproduced"])
+    few = [{**row, "diag/informative_groups": 4.0} for row in rows]
+    verdict, evidence = gradient_study(study, few)["anchors_aligned_vs_explorers"]
+    assert verdict == "inconclusive", evidence
+    assert "no diagnosed batch has 8 or more informative groups: 5 batch(es) with fewer than 8" in evidence
+
+
+def test_the_eight_group_rule_leaves_out_only_the_small_batches(study):
+    rows = diag_rows("anchors_aligned_vs_explorers", DELTAS["reproduced"])
+    mixed = [{**row, "diag/informative_groups": 8.0} for row in rows]
+    mixed += [{**row, "diag/informative_groups": 3.0} for row in diag_rows("anchors_aligned_vs_explorers",
+                                                                          DELTAS["not reproduced"][:2])]
+    verdict, evidence = gradient_study(study, mixed)["anchors_aligned_vs_explorers"]
+    assert verdict == "reproduced", evidence
+    assert "over 5 diagnosed batch(es) of full; 2 batch(es) with fewer than 8 informative groups (3–3) left out" \
+        in evidence
+
+
+def write_diagnosis(root, name: str, rows: list[dict]) -> None:
+    """``tokenfocus diagnose --out <study>/diagnose/<name>``'s lines file, one line per batch."""
+    folder = root / "diagnose" / name
+    folder.mkdir(parents=True)
+    lines = [{"batch": i, "model": "m", "diag/informative_groups": 8.0, **row} for i, row in enumerate(rows)]
+    (folder / "diagnosis.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def test_a_studys_diagnose_results_are_pooled_into_the_gradient_claims(study):
+    """Training diagnosed too few groups (left out); `tokenfocus diagnose` batches in <study>/diagnose/ decide."""
+    from tokenfocus.report.runs import load_diagnoses
+    from tokenfocus.report.tables import results_tables
+
+    small = [{**row, "diag/informative_groups": 4.0}
+             for row in diag_rows("anchors_aligned_vs_explorers", DELTAS["not reproduced"][:3])]
+    study.run("full", 0, diag=small)
+    root = study.index()
+    write_diagnosis(root, "initial", diag_rows("anchors_aligned_vs_explorers", DELTAS["reproduced"][:4]))
+    runs, diagnoses = load_runs(root), load_diagnoses(root)
+    assert [d["arm"] for d in diagnoses] == ["diagnose initial"] and sorted(diagnoses[0]["metrics"]) == [0, 1, 2, 3]
+    assert verdicts(runs, eval_set_names(root, runs))["anchors_aligned_vs_explorers"][0] == "inconclusive"
+    verdict, evidence = verdicts(runs, eval_set_names(root, runs), diagnoses)["anchors_aligned_vs_explorers"]
+    assert verdict == "reproduced", evidence
+    assert "over 4 diagnosed batch(es) of diagnose initial; 3 batch(es) with fewer than 8" in evidence
+    page = results_tables(root)
+    assert "### Gradient diagnosis" in page and "| diagnose initial | anchors | 4 | 8 |" in page
+    assert "| full | anchors | 3 | 4 |" in page

@@ -180,6 +180,8 @@ def test_report_in_a_headless_browser(study_dir, tmp_path):
     assert table_rows(dom, "evidence")["explorers20"][:2] == ["1", "0.500"]  # one run: no spread
     verdict_table = re.search(r'<table id="verdicts">(.*?)</table>', dom, re.DOTALL).group(1)
     assert re.findall(r"<td><b>(.*?)</b></td>", verdict_table) == [EXPECTED[key] for key, _ in CLAIMS]
+    diagnosis = re.search(r'<table id="diagnosis">(.*?)</table>', dom, re.DOTALL).group(1)
+    assert "<th>cos to full</th>" in diagnosis and "<td>anchors</td>" in diagnosis
     shot = tmp_path / "shot.png"
     subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile2'}", "--window-size=1200,1600",
                     f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120, check=True)

@@ -9,8 +9,10 @@ cannot flatter:
   accuracy of one sample: what RL at that temperature optimizes), each only when full-token training learned on
   that metric: the interval of (full - initial) on the in-distribution set lies above 0. Otherwise "random 20 %
   recovers most of full" and "Low2High beats full" have nothing to be measured against.
-- Gradient claims use paired differences per diagnosed batch (the same step of the same run), bootstrapped over
-  batches; they need at least ``MIN_BATCHES`` batches with a non-zero full gradient.
+- Gradient claims use paired differences per diagnosed batch (the same step of the same run, or one batch of
+  ``tokenfocus diagnose``), bootstrapped over batches; a batch counts only with at least ``MIN_GROUPS``
+  informative prompt groups (fewer make every subset's gradient a handful of groups), and the claims need at
+  least ``MIN_BATCHES`` such batches with a non-zero full gradient.
 - Two-part statements of the paper are split: anchors are compared with explorers and with random 20 %;
   "explorers larger" and "explorers more volatile" are separate rows.
 """
@@ -35,6 +37,7 @@ REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inco
 FULL, RANDOM, LOW2HIGH = "full", "random20", "low2high"
 MIN_PROBLEMS = 20  # fewer shared problems make a degenerate bootstrap (one problem: an interval of width 0)
 MIN_BATCHES = 3
+MIN_GROUPS = 8  # informative prompt groups a diagnosed batch needs to count (issue 11: >= 8)
 FLOOR = 0.05  # hard-set accuracy at or below this for both arms: the comparison has no room to show anything
 ZERO_GRADIENT = 1e-12
 
@@ -268,10 +271,11 @@ def _size_stat(runs: list[dict], high: str, low: str) -> str:
 
 
 def _gradient(runs: list[dict], claim: str) -> tuple[str, str]:
+    """``runs``: training runs and ``tokenfocus diagnose`` results alike, {"arm", "metrics": {step: row}}."""
     stat, high, low, kind = GRADIENT_CLAIMS[claim]
     if stat == "token size":
         stat = _size_stat(runs, high, low)
-    differences, highs, lows, zero, arms = [], [], [], 0, set()
+    differences, highs, lows, zero, few, arms = [], [], [], 0, [], set()
     for run in runs:
         for step in sorted(run["metrics"]):
             row = run["metrics"][step]
@@ -282,6 +286,10 @@ def _gradient(runs: list[dict], claim: str) -> tuple[str, str]:
             if full and full[0] <= ZERO_GRADIENT:  # every group's rewards were equal: no gradient to compare
                 zero += 1
                 continue
+            groups = finite([row.get("diag/informative_groups")])
+            if groups and groups[0] < MIN_GROUPS:
+                few.append(int(groups[0]))
+                continue
             if kind == "log ratio":
                 if min(pair) <= 0:
                     continue
@@ -291,10 +299,15 @@ def _gradient(runs: list[dict], claim: str) -> tuple[str, str]:
             highs.append(pair[0])
             lows.append(pair[1])
             arms.add(run["arm"])
+    left_out = (f"{len(few)} batch(es) with fewer than {MIN_GROUPS} informative groups "
+                f"({min(few)}–{max(few)}) left out" if few else "")
     if not differences:
         if zero:
             return INCONCLUSIVE, (f"the full gradient is zero on all {zero} diagnosed batch(es) (every prompt "
-                                  "group's rewards were equal)")
+                                  "group's rewards were equal)" + (f"; {left_out}" if left_out else ""))
+        if few:
+            return INCONCLUSIVE, (f"no diagnosed batch has {MIN_GROUPS} or more informative groups: {left_out} "
+                                  f"(`tokenfocus diagnose MODEL --groups {MIN_GROUPS}` gathers them)")
         if not any(key.startswith("diag/grad/") for run in runs for row in run["metrics"].values() for key in row):
             return INCONCLUSIVE, "no gradient diagnostics logged"
         keys = [f"diag/grad/{subset}/{stat}" for subset in (high, low)]
@@ -304,6 +317,8 @@ def _gradient(runs: list[dict], claim: str) -> tuple[str, str]:
     where = f"{len(differences)} diagnosed batch(es) of {', '.join(sorted(arms))}"
     if zero:
         where += f"; {zero} batch(es) with a zero full gradient left out"
+    if few:
+        where += f"; {left_out}"
     means = f"{stat}: {high} {sum(highs) / len(highs):.3g}, {low} {sum(lows) / len(lows):.3g} (mean over batches)"
     if len(differences) < MIN_BATCHES:
         return INCONCLUSIVE, f"only {where}; the gradient claims need at least {MIN_BATCHES}. {means}"
@@ -327,10 +342,12 @@ def set_roles(sets: list[str]) -> tuple[str | None, str | None]:
     return in_dist, hard
 
 
-def verdicts(runs: list[dict], sets: list[str] | None = None) -> dict[str, tuple[str, str]]:
+def verdicts(runs: list[dict], sets: list[str] | None = None,
+             diagnoses: list[dict] = ()) -> dict[str, tuple[str, str]]:
     """claim key (``CLAIMS``) -> (verdict, evidence) for every claim. ``sets``: the eval sets in order, the
     in-distribution one first (``runs.eval_set_names``); by default the sets the runs were scored on, ``in-dist``
-    or ``test`` first."""
+    or ``test`` first. ``diagnoses``: ``tokenfocus diagnose`` results (``runs.load_diagnoses``), pooled with the
+    training runs' diagnosed batches for the gradient claims."""
     if sets is None:
         sets = sorted({name for run in runs for name in run["evals"]}, key=default_set_order)
     in_dist, hard = set_roles(sets)
@@ -343,5 +360,5 @@ def verdicts(runs: list[dict], sets: list[str] | None = None) -> dict[str, tuple
             out[f"random20_recovers_full{suffix}"] = _keeps_gain(runs, RANDOM, in_dist, field)
             out[f"low2high_beats_full{suffix}"] = _beats(runs, LOW2HIGH, in_dist, hard, field)
     for claim in GRADIENT_CLAIMS:
-        out[claim] = _gradient(runs, claim)
+        out[claim] = _gradient([*runs, *diagnoses], claim)
     return {key: out[key] for key, _ in CLAIMS}

@@ -6,6 +6,9 @@ without models or checkpoints). Two index formats render:
 - current: the starting model is evaluated once, ``{"arm": "initial", "seed": null, "dir": "initial"}``, on the
   eval sets of ``eval.sets`` (files ``eval/<set>-final.json``, with per-problem outcomes);
 - older: ``initial-s<seed>`` per seed, eval files named after splits (``test-final.json``, ``hard-test-final.json``).
+
+Beside the runs, ``diagnose/<name>/`` may hold the light files of ``tokenfocus diagnose`` (``diagnosis.jsonl``, one
+line per batch of informative prompt groups): the gradient claims pool those batches with the training runs'.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 from ..io import POLICY_WEIGHTS_FILE, latest_metrics, read_jsonl
 
 INITIAL = "initial"
+DIAGNOSES_DIR = "diagnose"  # <study>/diagnose/<name>/diagnosis.jsonl: ``tokenfocus diagnose --out`` results
 HARD_SETS = ("hard", "hard-test")  # the hard set of claim 4, current and older name
 IN_DIST_SETS = ("in-dist", "test")  # the in-distribution set when the index does not order the sets
 
@@ -60,6 +64,19 @@ def load_runs(root: Path, allow_empty: bool = False) -> list[dict]:
     if not allow_empty and (not runs or not any(r["metrics"] for r in runs)):
         raise ValueError(f"{root} holds no run with metrics.jsonl steps; point report at a run or study directory")
     return runs
+
+
+def load_diagnoses(root: Path) -> list[dict]:
+    """[{arm: "diagnose <name>", seed: None, dir, metrics: {batch: line}, summary}] for each
+    ``root/diagnose/<name>/diagnosis.jsonl`` with at least one batch, in name order (none for a single run)."""
+    found = []
+    for lines_file in sorted((Path(root) / DIAGNOSES_DIR).glob("*/diagnosis.jsonl")):
+        lines = read_jsonl(lines_file)
+        if lines:
+            found.append({"arm": f"{DIAGNOSES_DIR} {lines_file.parent.name}", "seed": None, "dir": lines_file.parent,
+                          "metrics": {int(line["batch"]): line for line in lines},
+                          "summary": _json(lines_file.parent / "diagnosis.json")})
+    return found
 
 
 def _json(path: Path) -> dict | None:

@@ -18,12 +18,14 @@ from pathlib import Path
 
 from ..io import atomic_write_text
 from .claims import CLAIMS, verdicts
-from .runs import eval_set_names, incomplete_runs, load_runs, read_index
+from .runs import eval_set_names, incomplete_runs, load_diagnoses, load_runs, read_index
 from .stats import mean_sd
 from .tables import (
+    DIAGNOSIS_NOTE,
     INTERVAL_NOTE,
     arm_order,
     cell,
+    diagnosis_table,
     drift_table,
     html_table,
     incomplete_table,
@@ -259,7 +261,11 @@ def render_report(root: Path) -> Path:
     tools = tool_table(runs, sets)
     if tools[1]:  # a tool task: calls and CAS before drift
         drift_html = f"<h2>Tool use (greedy)</h2>{html_table(tools, 'tools')}" + drift_html
-    claims = verdict_table(runs, sets, (read_index(root) or {}).get("claims"))
+    diagnoses = load_diagnoses(root)
+    claims = verdict_table(runs, sets, (read_index(root) or {}).get("claims"), diagnoses)
+    diagnosis = diagnosis_table(runs, diagnoses)
+    diagnosis_html = (f"<h2>Gradient diagnosis</h2><p>{html.escape(DIAGNOSIS_NOTE)}</p>"
+                      f"{html_table(diagnosis, 'diagnosis', row_header=False)}" if diagnosis[1] else "")
     # The title sits above its figure, inside it: a caption below reads as the title of the next figure.
     figure_html = "".join(f'<figure id="fig-{n}"><figcaption>{html.escape(t)}</figcaption>'
                           f'<img alt="{html.escape(t)}" src="data:image/png;base64,{b}"></figure>'
@@ -284,6 +290,7 @@ img{{max-width:100%}}</style></head><body>
 <p>One row per claim; a difference counts only when its 95 % interval excludes the bar. The accuracy claims are
 judged only when full-token training beat the starting model.</p>
 {html_table(claims, "verdicts", bold=1, left=(0, 2), row_header=False)}
+{diagnosis_html}
 <h2>Evidence gathering</h2>{_evidence_html(runs)}
 <h2>Curves</h2>{figure_html}
 <h2>Sample responses</h2>{heatmaps}
@@ -291,5 +298,5 @@ judged only when full-token training beat the starting model.</p>
 """
     target = root / "report.html"
     atomic_write_text(target, page)
-    atomic_write_text(root / "summary.md", results_markdown(runs, sets, incomplete_table(root), claims))
+    atomic_write_text(root / "summary.md", results_markdown(runs, sets, incomplete_table(root), claims, diagnoses))
     return target

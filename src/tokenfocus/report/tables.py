@@ -2,7 +2,7 @@
 
 One table per eval set: pass@1 and mean@k (mean ± sd over seeds; no sd for one seed) per arm, with the paired
 95 % interval of the difference to the starting model and to full-token training. Then drift from the starting
-model, the training summary, and one row per claim with its verdict and evidence.
+model, the training summary, the gradient diagnosis per subset, and one row per claim with its verdict and evidence.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import math
 import statistics
 from pathlib import Path
 
-from .claims import CLAIMS, FULL, declared_verdicts, paired, verdicts
-from .runs import INITIAL, default_set_order, eval_set_names, incomplete_runs, load_runs, read_index
+from .claims import CLAIMS, FULL, MIN_GROUPS, declared_verdicts, paired, verdicts
+from .runs import (INITIAL, default_set_order, eval_set_names, incomplete_runs, load_diagnoses, load_runs,
+                   read_index)
 from .stats import mean_sd, spread_text
 
 Table = tuple[list[str], list[list[str]]]  # header, rows of cells
@@ -53,6 +54,12 @@ def _significant_cell(values: list) -> str:
     if math.isnan(mean):
         return "–"
     return f"{mean:.3g} ± {sd:.2g}" if sd is not None and sum(v is not None for v in values) >= 2 else f"{mean:.3g}"
+
+
+def _mean_cell(values: list) -> str:
+    """The mean of the finite values in 3 significant digits ("–" when none)."""
+    mean, _ = mean_sd(values)
+    return "–" if math.isnan(mean) else f"{mean:.3g}"
 
 
 def set_table(runs: list[dict], set_name: str) -> Table:
@@ -174,17 +181,44 @@ def training_table(runs: list[dict]) -> Table:
     return header, rows
 
 
+DIAGNOSIS_STATS = ("cos_full", "split_half_volatility", "token_grad_proxy", "shared_prefix_fraction")
+
+
+def diagnosis_table(runs: list[dict], diagnoses: list[dict] = ()) -> Table:
+    """Per source of diagnosed batches (a training arm, its runs pooled, or a ``tokenfocus diagnose`` result) and
+    per diagnosed subset: batches, informative groups per batch, and the mean over batches of the subset's cosine
+    to the full gradient, split-half volatility, per-token size proxy and share of tokens in group-shared prefixes.
+    Batches with a zero full gradient are left out, as in the claims."""
+    sources: dict[str, list[dict]] = {}
+    for run in [*runs, *diagnoses]:
+        rows = [row for row in run["metrics"].values()
+                if any(k.startswith("diag/grad/") for k in row) and (row.get("diag/grad/full/norm") or 0.0) > 0]
+        sources.setdefault(run["arm"], []).extend(rows)
+    header = ["source", "subset", "batches", "groups / batch", "cos to full", "split-half volatility",
+              "per-token size", "in shared prefix"]
+    out = []
+    for source, rows in sources.items():
+        subsets = list(dict.fromkeys(k.split("/")[2] for row in rows for k in row if k.startswith("diag/grad/")))
+        groups = [row.get("diag/informative_groups") for row in rows]
+        for subset in subsets:
+            cells = [_mean_cell([row.get(f"diag/grad/{subset}/{stat}") for row in rows]) for stat in DIAGNOSIS_STATS]
+            out.append([source, subset, str(len(rows)), _mean_cell(groups), *cells])
+    return header, out
+
+
 FLAGSHIP_ARMS = ("random20", "low2high", "anchors20", "explorers20")
 
 
-def verdict_table(runs: list[dict], sets: list[str] | None = None, declared: list[dict] | None = None) -> Table:
+def verdict_table(runs: list[dict], sets: list[str] | None = None, declared: list[dict] | None = None,
+                  diagnoses: list[dict] = ()) -> Table:
     """One row per claim: the flagship's (arXiv 2605.07660) when the study has a flagship arm or declares no claims,
-    then the ``declared`` claims of the study config (other papers' arms against full)."""
+    then the ``declared`` claims of the study config (other papers' arms against full). ``diagnoses``: the
+    study's ``tokenfocus diagnose`` results, pooled into the gradient claims."""
     sets = sets if sets is not None else sorted({n for run in runs for n in run["evals"]}, key=default_set_order)
     rows = []
     papers = []
     if not declared or any(r["arm"] in FLAGSHIP_ARMS for r in runs):
-        claims = verdicts(runs, sets)
+        claims = verdicts(runs, sets, diagnoses)
         rows += [[text, *claims[key]] for key, text in CLAIMS]
         papers.append("2605.07660")
     if declared:
@@ -239,6 +273,11 @@ INTERVAL_NOTE = ("Mean ± sd over seeds (sd with two or more seeds only). Δ: th
                  "seeds within each arm).")
 
 
+DIAGNOSIS_NOTE = (f"Training runs diagnose one generation batch when it has enough informative groups; "
+                  f"`tokenfocus diagnose` results sit in the study's `diagnose/` folder. The gradient claims count "
+                  f"only batches with at least {MIN_GROUPS} informative groups.")
+
+
 def results_tables(root: Path) -> str:
     """Markdown for the results page (docs/results/README.md): one accuracy table per eval set with paired
     intervals, drift, the training summary, a verdict per claim with its evidence, and the failed or missing
@@ -248,11 +287,12 @@ def results_tables(root: Path) -> str:
     runs = load_runs(root, allow_empty=bool(incomplete[1]))
     sets = eval_set_names(root, runs)
     declared = (read_index(root) or {}).get("claims")
-    return results_markdown(runs, sets, incomplete, verdict_table(runs, sets, declared) if declared else None)
+    diagnoses = load_diagnoses(root)
+    return results_markdown(runs, sets, incomplete, verdict_table(runs, sets, declared, diagnoses), diagnoses)
 
 
 def results_markdown(runs: list[dict], sets: list[str], incomplete: Table | None = None,
-                     claims: Table | None = None) -> str:
+                     claims: Table | None = None, diagnoses: list[dict] = ()) -> str:
     parts = []
     for set_name in sets:
         table = set_table(runs, set_name)
@@ -271,7 +311,11 @@ def results_markdown(runs: list[dict], sets: list[str], incomplete: Table | None
     training = training_table(runs)
     if training[1]:
         parts.append(f"### Training (last logged step)\n\n{markdown_table(training)}")
-    claims = claims or verdict_table(runs, sets)
+    diagnosis = diagnosis_table(runs, diagnoses)
+    if diagnosis[1]:
+        parts.append(f"### Gradient diagnosis (means over diagnosed batches)\n\n{DIAGNOSIS_NOTE}\n\n"
+                     f"{markdown_table(diagnosis)}")
+    claims = claims or verdict_table(runs, sets, diagnoses=diagnoses)
     parts.append(f"### The paper's claims at this scale\n\n{markdown_table(claims, bold=1)}")
     if incomplete and incomplete[1]:
         parts.append(f"### Failed and missing runs\n\n{markdown_table(incomplete)}")
