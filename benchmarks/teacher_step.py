@@ -14,6 +14,7 @@ memory of its steps above the loaded state (models, teacher, dataset) is compare
 the chunked KL stays within 1.2 x the plain step's peak (CPU stand-in for ``torch.cuda.max_memory_allocated``).
 
     python benchmarks/teacher_step.py [--prompts 4] [--generations 8] [--completion 32] [--rounds 3]
+        [--variants dapo,scope --out benchmarks/results/teacher_step_scope_cpu.json]   # a subset (dapo always in)
 """
 
 from __future__ import annotations
@@ -98,15 +99,21 @@ def main() -> None:
     parser.add_argument("--completion", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="comma-separated subset of the variants; the plain step (dapo) is always measured")
     parser.add_argument("--out", type=Path, default=RESULTS / "teacher_step_cpu.json")
     args = parser.parse_args()
     if args.child:
         memory_child(args)
         return
+    names = ["dapo", *(n for n in dict.fromkeys(args.variants.split(",")) if n and n != "dapo")]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
 
-    # memory first, each variant in its own process (the timing below holds all six trainers at once)
+    # memory first, each variant in its own process (the timing below holds all the trainers at once)
     memory = {}
-    for name in VARIANTS:  # each in its own process: the peak of one process is not reset between variants
+    for name in names:  # each in its own process: the peak of one process is not reset between variants
         command = [sys.executable, __file__, "--child", name, "--prompts", str(args.prompts), "--generations",
                    str(args.generations), "--completion", str(args.completion)]
         found = subprocess.run(command, capture_output=True, text=True, check=True,
@@ -115,7 +122,7 @@ def main() -> None:
 
     from step_harness import ratio_table, time_steps
 
-    trainers, generation = setup(args, list(VARIANTS))
+    trainers, generation = setup(args, names)
     times = time_steps(trainers, generation, args.rounds)
     print(f"batch {args.prompts * args.generations} completions x <= {args.completion} tokens; medians of "
           f"{args.rounds} interleaved rounds")

@@ -149,14 +149,22 @@ def test_a_train_config_with_a_teacher_trains_and_refuses_another_tokenizer(tmp_
     assert not (tmp_path / "x" / "run").exists()  # refused before the run directory was touched
 
 
-def test_scope_routes_failed_rollouts_to_weighted_opd_and_correct_ones_to_weighted_mle(tmp_path):
+@pytest.mark.parametrize("deferred", [True, False])
+def test_scope_routes_failed_rollouts_to_weighted_opd_and_correct_ones_to_weighted_mle(tmp_path, deferred):
     """SCOPE with rl off: failed rows get w_tea x (log pi_T - log pi_old) as their token advantage, correct rows
-    none, plus w_stu x the NLL over correct tokens; the weights are SCOPE's (paper directions) on whole groups."""
+    none, plus w_stu x the NLL over correct tokens; the weights are SCOPE's (paper directions) on whole groups.
+
+    ``deferred``: with one optimizer step per generation batch the weights wait for the loss and come from its own
+    detached log-probs (no second student forward); otherwise they are computed at generation time from a no-grad
+    forward. Both must give the reference loss."""
     from tokenfocus.policies.dual_path import scope_weights
 
     teacher = tiny(seed=7)[0]
     ours = make(tmp_path / "s", teacher, DistillConfig(form="scope", rl=False, mle_coef=0.5))
+    if not deferred:
+        ours._scope_weights_in_loss = lambda: False
     batch = batch_of(ours)
+    assert ("tf_w_student" in batch) is not deferred and ("tf_w_teacher" in batch) is not deferred
     failed = batch["tf_failed"]
     assert failed.any() and not failed.all()
     plain = make(tmp_path / "p")
@@ -170,11 +178,28 @@ def test_scope_routes_failed_rollouts_to_weighted_opd_and_correct_ones_to_weight
         w_stu, w_tea = scope_weights((student * valid).sum(-1) / lengths,
                                      (batch["tf_teacher_logps"] * valid).sum(-1) / lengths, ~failed,
                                      batch["tf_group"])
-        assert torch.allclose(batch["tf_w_student"], w_stu, atol=1e-5)
-        assert torch.allclose(batch["tf_w_teacher"], w_tea, atol=1e-5)
+        if not deferred:
+            assert torch.allclose(batch["tf_w_student"], w_stu, atol=1e-5)
+            assert torch.allclose(batch["tf_w_teacher"], w_tea, atol=1e-5)
+        assert not torch.allclose(w_tea, torch.ones_like(w_tea))  # the weights matter to the reference
         dense = (w_tea * failed)[:, None] * (batch["tf_teacher_logps"] - student)
         policy = plain._compute_loss(plain.model, {**batch, "advantages": torch.where(valid, dense, 0.0)})
         correct = valid & ~failed[:, None]
         mle = -(student * correct * w_stu[:, None]).sum() / correct.sum()
         got = ours._compute_loss(ours.model, dict(batch))
     assert float(got) == pytest.approx(float(policy) + 0.5 * float(mle), abs=1e-5)
+
+
+def test_scope_weights_are_computed_at_generation_when_the_batch_is_split(tmp_path):
+    """With two optimizer steps per generation batch a loss call sees half of it, so a prompt group may be split:
+    the weights must come from generation time."""
+    teacher = tiny(seed=7)[0]
+    ours = make(tmp_path / "s", teacher, DistillConfig(form="scope", rl=False, mle_coef=0.5))
+    ours.args.steps_per_generation = 2
+    assert not ours._scope_weights_in_loss()
+    ours.model.train()
+    assert ours._scope_weights_in_loss() is False
+    ours.args.steps_per_generation = 1
+    assert ours._scope_weights_in_loss()
+    ours.model.eval()  # evaluation scores the whole batch at once, from generation-time weights
+    assert not ours._scope_weights_in_loss()

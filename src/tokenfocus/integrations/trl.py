@@ -188,17 +188,28 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
         out["tf_failed"] = rewards.sum(-1).to(ids.device) <= 0
         if self.tf_distill.form == "scope":  # sequence weights on whole prompt groups, before TRL splits the batch
             student = out.get("old_per_token_logps")
-            if student is None:
+            if student is None and not self._scope_weights_in_loss():
                 student = self._get_per_token_logps_and_entropies(self.model, ids, mask, out["completion_ids"].size(1),
                                                                   batch_size)[0]
-            valid = out["completion_mask"].to(student.dtype)
-            lengths = valid.sum(-1).clamp_min(1)
-            config = self.tf_distill
-            out["tf_w_student"], out["tf_w_teacher"] = scope_weights(
-                (student * valid).sum(-1) / lengths, (out["tf_teacher_logps"] * valid).sum(-1) / lengths,
-                ~out["tf_failed"], out["tf_group"], tau=config.tau, student_direction=config.student_direction,
-                teacher_direction=config.teacher_direction)
+            if student is not None:
+                out["tf_w_student"], out["tf_w_teacher"] = self._scope_weights(student, out)
         self._log({"time/teacher_s": time.perf_counter() - started})
+
+    def _scope_weights_in_loss(self) -> bool:
+        """Whether SCOPE's weights can wait for the loss: in training with one optimizer step per generation batch
+        and no PPO iterations, the loss receives the whole local generation batch (every prompt group whole) and
+        TRL keeps no old log-probs, so the loss's own detached log-probs (the rollout policy's) give the student's
+        perplexity without a second forward."""
+        return self.model.training and self.args.steps_per_generation == 1
+
+    def _scope_weights(self, student: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """SCOPE's (w_stu, w_tea) per row from the student's (B, C) log-probs of its tokens (no gradient)."""
+        valid = batch["completion_mask"].to(student.dtype)
+        lengths = valid.sum(-1).clamp_min(1)
+        config = self.tf_distill
+        return scope_weights((student * valid).sum(-1) / lengths, (batch["tf_teacher_logps"] * valid).sum(-1) / lengths,
+                             ~batch["tf_failed"], batch["tf_group"], tau=config.tau,
+                             student_direction=config.student_direction, teacher_direction=config.teacher_direction)
 
     @torch.no_grad()
     def _prompt_context(self, rows, out) -> None:
@@ -375,6 +386,9 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
             advantages = teacher_advantage(advantages, inputs["tf_teacher_logps"],
                                            logps.detach() if old is None else old, mask, self.tf_distill.coef, gate)
         elif self.tf_teacher is not None and self.tf_distill.form == "scope":
+            if "tf_w_student" not in inputs:  # deferred to the loss (``_scope_weights_in_loss``)
+                inputs = dict(inputs)
+                inputs["tf_w_student"], inputs["tf_w_teacher"] = self._scope_weights(logps.detach(), inputs)
             # failed rollouts: w_tea x (log pi_T - log pi_old) as token advantage (+ A_i when rl); correct: A_i or 0
             base = advantages if self.tf_distill.rl else torch.zeros_like(advantages)
             advantages = teacher_advantage(base, inputs["tf_teacher_logps"], logps.detach() if old is None else old,
