@@ -373,3 +373,12 @@ def test_a_studys_diagnose_results_are_pooled_into_the_gradient_claims(study):
     page = results_tables(root)
     assert "### Gradient diagnosis" in page and "| diagnose initial | anchors | 4 | 8 |" in page
     assert "| full | anchors | 3 | 4 |" in page
+
+
+def test_gradient_claims_use_student_t_over_few_batches(study):
+    """Four batches all in the claim's direction but spread out: a percentile bootstrap would call it reproduced
+    (every resampled mean is > 0); Student t's interval straddles 0."""
+    rows = diag_rows("anchors_aligned_vs_explorers", (0.01, 0.30, 0.02, 0.05))
+    verdict, evidence = gradient_study(study, rows)["anchors_aligned_vs_explorers"]
+    assert verdict == "inconclusive", evidence
+    assert "Student t over batches" in evidence

@@ -14,6 +14,8 @@ from tokenfocus.report.stats import (
     mean_sd,
     outcome_matrices,
     paired_difference,
+    t_interval,
+    t_quantile_975,
 )
 
 
@@ -150,3 +152,29 @@ def test_outcomes_pair_by_prompt_and_occurrence():
     x, y = outcome_matrices(a, b, "sampled")
     assert x.tolist() == [[0.5, 0.25]] and y.tolist() == [[0.0, 0.75], [1.0, 0.0]]
     assert outcome_matrices(a, [[{"prompt": "z", "greedy": 1}]], "greedy") is None
+
+
+def test_t_quantiles_match_scipy():
+    stats = pytest.importorskip("scipy.stats")  # in the test extra through scikit-learn
+    for df in [*range(1, 60), 100, 500, 5000]:
+        assert t_quantile_975(df) == pytest.approx(float(stats.t.ppf(0.975, df)), abs=2e-6), df
+    with pytest.raises(ValueError, match="df >= 1"):
+        t_quantile_975(0)
+
+
+def test_t_interval_by_hand():
+    """[1, 2, 3, 4]: mean 2.5, sd sqrt(5/3), se sqrt(5/12); t(0.975, 3) = 3.182446."""
+    got = t_interval([1.0, 2.0, 3.0, 4.0])
+    half = 3.182446 * math.sqrt(5 / 12)
+    assert (got.estimate, got.n) == (2.5, 4)
+    assert got.low == pytest.approx(2.5 - half) and got.high == pytest.approx(2.5 + half)
+    with pytest.raises(ValueError, match="at least two"):
+        t_interval([1.0])
+
+
+def test_t_interval_is_wider_than_the_bootstrap_at_few_units():
+    """Four batches all above 0: the percentile bootstrap's interval excludes 0 (no resample mean can be <= 0),
+    Student t's does not."""
+    values = [0.01, 0.30, 0.02, 0.05]
+    assert mean_interval(values).above(0)
+    assert not t_interval(values).above(0)

@@ -119,6 +119,37 @@ def mean_interval(values: Sequence[float], *, resamples: int = RESAMPLES, level:
     return Interval(float(values.mean()), low, high, len(values))
 
 
+# Student t quantiles t(0.975, df) for df 1..30 (scipy.stats.t.ppf, 6 decimals); beyond 30, Hill's
+# Cornish-Fisher expansion in 1/df (within 1e-7 of scipy there; tested).
+_T975 = (12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004, 2.262157, 2.228139,
+         2.200985, 2.178813, 2.160369, 2.144787, 2.131450, 2.119905, 2.109816, 2.100922, 2.093024, 2.085963,
+         2.079614, 2.073873, 2.068658, 2.063899, 2.059539, 2.055529, 2.051831, 2.048407, 2.045230, 2.042272)
+_Z975 = 1.959963984540054
+
+
+def t_quantile_975(df: int) -> float:
+    """The 0.975 quantile of Student's t with ``df`` degrees of freedom (two-sided 95 %)."""
+    if df < 1:
+        raise ValueError(f"Student t needs df >= 1, got {df}")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z, v = _Z975, float(df)
+    return (z + (z**3 + z) / (4 * v) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * v**2)
+            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * v**3)
+            + (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / (92160 * v**4))
+
+
+def t_interval(values: Sequence[float]) -> Interval:
+    """The mean of ``values`` with its 95 % Student t interval (n - 1 df). For few units (4-8 diagnosed batches)
+    the percentile bootstrap undercovers (at n = 4 it is about half as wide as t's interval); t does not."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 1 or len(values) < 2 or not np.isfinite(values).all():
+        raise ValueError(f"t_interval needs at least two finite values in a 1-D array, got shape {values.shape}")
+    half = t_quantile_975(len(values) - 1) * float(values.std(ddof=1)) / math.sqrt(len(values))
+    mean = float(values.mean())
+    return Interval(mean, mean - half, mean + half, len(values))
+
+
 def outcome_matrices(arm_a: list[list[dict]], arm_b: list[list[dict]], field: str
                      ) -> tuple[np.ndarray, np.ndarray] | None:
     """Pair two arms' per-problem outcomes by prompt: (S_a, P) and (S_b, P) over the problems every run of both
