@@ -57,6 +57,33 @@ def test_saved_directory_round_trip(tmp_path):
         assert torch.equal(model(ids).logits, again(ids).logits)
 
 
+def test_two_processes_building_the_default_cache_at_once_both_load(tmp_path, monkeypatch):
+    """Two study lanes started together both convert the GGUF; the second to finish finds the cache built by the
+    first: it uses it and removes its own copy (it once failed with 'Directory not empty')."""
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"gguf")
+    monkeypatch.setenv("TOKENFOCUS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(models, "packaged_gguf_path", lambda: gguf)
+    key = models.hashlib.sha1(f"{gguf.stat().st_size}-{gguf.stat().st_mtime_ns}".encode()).hexdigest()[:12]
+    theirs = tmp_path / "cache" / "models" / f"SmolLM2-135M-Instruct-{key}"
+    built = []
+
+    def convert_while_another_process_finishes_first(path, dtype, attn_implementation):
+        model, tok = load_model("tiny-llama")
+        if not built:  # the other process: its complete cache appears while ours is being written
+            model.save_pretrained(theirs)
+            tok.save_pretrained(theirs)
+        built.append(path)
+        return model, tok
+
+    monkeypatch.setattr(models, "_load_gguf", convert_while_another_process_finishes_first)
+    model, _ = models._load_packaged_default(torch.float32, "sdpa")
+    assert model.config.num_hidden_layers == load_model("tiny-llama")[0].config.num_hidden_layers
+    assert list((tmp_path / "cache" / "models").iterdir()) == [theirs]  # our copy removed
+    models._load_packaged_default(torch.float32, "sdpa")  # the cache is used: no second conversion
+    assert len(built) == 1
+
+
 @pytest.mark.slow
 def test_packaged_default_is_trainable_smollm2():
     model, tok = load_model("default")

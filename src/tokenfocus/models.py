@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import socket
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -138,7 +139,12 @@ def _load_packaged_default(dtype: torch.dtype, attn_implementation: str):
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        tmp.rename(target)  # atomic: a half-written cache is never seen
+        try:
+            tmp.rename(target)  # atomic: a half-written cache is never seen
+        except OSError:  # another process (a second study lane) built it first: use theirs, drop ours
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (target / "config.json").is_file():
+                raise
     return _load_directory(target, dtype, attn_implementation)
 
 
