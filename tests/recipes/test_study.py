@@ -321,3 +321,29 @@ def test_a_counterfactual_study_on_marked_prompts_runs_and_reports(tmp_path):
         assert row["prompt"][start:end].isdigit()
     render_report(root)
     assert "| KTR keeps the gain (greedy pass@1, in-dist) |" in (root / "summary.md").read_text()
+
+
+def test_a_slice_on_a_new_machine_with_the_start_already_evaluated_exports_and_keeps_the_fingerprint(
+        tmp_path, monkeypatch):
+    """A later slice in a fresh checkout: the starting model's evaluation is taken from the committed export, so
+    nothing else loads the starting model before the first export. The slice still records and checks the warm-up
+    fingerprint (it once wrote None and was refused as 'a different starting model'), and a slice from another
+    starting model is refused before anything trains."""
+    study, study_recipe = _stub_study(tmp_path, monkeypatch)
+    dest = tmp_path / "committed"
+    run_study(study, log=lambda m: None, arms=["full"], seeds=[0], export=dest)
+    shutil.rmtree(tmp_path / "out")  # the new machine: only the committed files
+    (tmp_path / "out" / "initial").mkdir(parents=True)
+    shutil.copytree(dest / "initial" / "eval", tmp_path / "out" / "initial" / "eval")
+    run_study(study, log=lambda m: None, arms=["random20"], seeds=[0], export=dest)
+    exported = json.loads((dest / "study.json").read_text())
+    assert exported["warmup_fingerprint"] == "fingerprint-a"
+    assert sorted(r["dir"] for r in exported["runs"]) == ["full-s0", "initial", "random20-s0"]
+
+    trained = []
+    monkeypatch.setattr(study_recipe, "model_fingerprint", lambda model: "fingerprint-b")
+    monkeypatch.setattr(study_recipe, "train_arm", lambda config, **options: trained.append(config))
+    with pytest.raises(ValueError, match="different starting model.*fingerprint-a vs fingerprint-b here"):
+        run_study(study, log=lambda m: None, arms=["full"], seeds=[1], export=dest)
+    assert trained == []
+    assert json.loads((dest / "study.json").read_text()) == exported  # nothing the user had is touched

@@ -142,6 +142,15 @@ def run_study(study: StudyConfig, log=print, allow_config_change: bool = False, 
         if export is not None:
             export_light(root, Path(export))
 
+    exported = Path(export) / "study.json" if export is not None else None
+    if exported is not None and exported.is_file():  # refuse a slice from another starting model before it trains
+        theirs = json.loads(exported.read_text()).get("warmup_fingerprint")
+        starting_model()
+        ours = extra["warmup_fingerprint"]
+        if theirs not in (None, ours):
+            raise ValueError(f"{export} holds runs from a different starting model (warm-up fingerprint {theirs} "
+                             f"vs {ours} here); export to another directory, or re-create the warm-up that made them")
+
     # The starting model, once: every arm and seed is scored on the same problems, so one evaluation serves all.
     initial = root / INITIAL_ARM
     entry = {"arm": INITIAL_ARM, "seed": None, "dir": initial.name}
@@ -307,7 +316,9 @@ def export_light(root: Path, dest: Path) -> Path:
         ours = {(e["arm"], e["seed"]) for e in index["runs"]}
         merged = {**index, "runs": [e for e in old.get("runs", []) if (e["arm"], e["seed"]) not in ours]
                   + index["runs"]}
-        if old.get("warmup_fingerprint") not in (None, index.get("warmup_fingerprint")):
+        if merged.get("warmup_fingerprint") is None:  # this slice has not loaded its starting model yet
+            merged["warmup_fingerprint"] = old.get("warmup_fingerprint")
+        if old.get("warmup_fingerprint") not in (None, merged["warmup_fingerprint"]):
             raise ValueError(f"{dest} holds runs from a different starting model (warm-up fingerprint "
                              f"{old['warmup_fingerprint']} vs {index.get('warmup_fingerprint')}); export to another "
                              "directory")
