@@ -69,6 +69,26 @@ def test_overrides_and_defaults(tmp_path):
     assert config.task.name == "arithmetic" and config.reward.kind == "answer"
 
 
+def test_the_device_is_the_gpu_when_there_is_one_unless_the_config_says(tmp_path, monkeypatch):
+    """A config trains on a laptop CPU and, unchanged, on a GPU machine (it once ran on the CPU there: use_cpu was a
+    fixed default); an explicit trl.use_cpu wins. The same for dpo and sft configs."""
+    import torch
+
+    from tokenfocus.config.dpo import build_dpo_config
+    from tokenfocus.config.sft import build_sft_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"model": TINY, "method": "dapo", "run": {"dir": str(tmp_path / "x")}}))
+    dpo = {"model": TINY, "pairs": {"task": {"name": "json_answers"}, "n": 4}, "run": {"dir": str(tmp_path / "d")}}
+    sft = {"model": TINY, "data": {"task": {"name": "arithmetic"}, "n": 4}, "run": {"dir": str(tmp_path / "s")}}
+    configs = [load_train_config(path), build_dpo_config(dpo), build_sft_config(sft)]  # validated on this CPU
+    pinned = [load_train_config(path, {"trl.use_cpu": True}), build_sft_config({**sft, "trl": {"use_cpu": True}})]
+    for cuda in (False, True):  # the device is read when the trainer's arguments are made
+        monkeypatch.setattr(torch.cuda, "is_available", lambda cuda=cuda: cuda)
+        assert [config.trl_args()["use_cpu"] for config in configs] == [not cuda] * 3
+        assert [config.trl_args()["use_cpu"] for config in pinned] == [True, True]
+
+
 def write(tmp_path, name="c.yaml", **sections):
     data = {"model": TINY, "method": "dapo", "run": {"dir": str(tmp_path / "run")}}
     data.update(sections)

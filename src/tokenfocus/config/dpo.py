@@ -26,7 +26,7 @@ from ..tasks import Task, parse_task
 from ..tasks.json_answers import perturbed_pairs
 from ..tasks.preference import read_pairs, summarize
 from .schema import ConfigError, load_yaml
-from .train import RunConfig, apply_overrides
+from .train import RunConfig, apply_overrides, device_defaults
 from .trl_fields import check_trl
 
 TOP_KEYS = {"model": str, "reference": str | None, "pairs": dict, "weights": dict, "trl": dict, "run": dict}
@@ -35,7 +35,7 @@ ON_POLICY_KEYS = {"samples": int, "temperature": float, "max_new_tokens": int}
 # CPU-friendly DPOConfig defaults (any can be overridden under trl:).
 DPO_DEFAULTS = {
     "max_steps": 10, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "learning_rate": 5e-6,
-    "beta": 0.1, "max_length": 256, "logging_steps": 1, "use_cpu": True, "bf16": False,
+    "beta": 0.1, "max_length": 256, "logging_steps": 1, "bf16": False,
     "gradient_checkpointing": False, "report_to": [], "lr_scheduler_type": "constant", "warmup_steps": 0,
     "save_strategy": "steps", "disable_tqdm": True, "loss_type": ["sigmoid"],
 }
@@ -61,7 +61,7 @@ class DPORunConfig:
         return Path(self.run.dir)
 
     def trl_args(self) -> dict:
-        args = {**DPO_DEFAULTS, **self.trl}
+        args = {**DPO_DEFAULTS, **device_defaults(), **self.trl}
         args.update(output_dir=self.run.dir, seed=self.run.seed, save_steps=self.run.save_steps)
         if self.run.save_total_limit is not None:
             args["save_total_limit"] = self.run.save_total_limit

@@ -20,14 +20,14 @@ from ..options import check_keys, parse_section
 from ..tasks import parse_task
 from ..tasks.preference import read_completions, summarize
 from .schema import ConfigError, load_yaml
-from .train import RunConfig, apply_overrides
+from .train import RunConfig, apply_overrides, device_defaults
 from .trl_fields import check_trl
 
 TOP_KEYS = {"model": str, "data": dict, "otr": dict | None, "trl": dict, "run": dict}
 DATA_KEYS = {"path": str, "task": dict, "n": int, "seed": int}
 SFT_DEFAULTS = {
     "max_steps": 10, "per_device_train_batch_size": 16, "gradient_accumulation_steps": 1, "learning_rate": 1e-5,
-    "max_length": 256, "logging_steps": 1, "use_cpu": True, "bf16": False, "gradient_checkpointing": False,
+    "max_length": 256, "logging_steps": 1, "bf16": False, "gradient_checkpointing": False,
     "report_to": [], "lr_scheduler_type": "constant", "warmup_steps": 0, "save_strategy": "steps",
     "disable_tqdm": True,
 }
@@ -48,7 +48,7 @@ class SFTRunConfig:
         return Path(self.run.dir)
 
     def trl_args(self) -> dict:
-        args = {**SFT_DEFAULTS, **self.trl}
+        args = {**SFT_DEFAULTS, **device_defaults(), **self.trl}
         args.update(output_dir=self.run.dir, seed=self.run.seed, save_steps=self.run.save_steps)
         if self.run.save_total_limit is not None:
             args["save_total_limit"] = self.run.save_total_limit

@@ -42,13 +42,24 @@ from .trl_fields import OWNED_TRL_FIELDS, check_trl  # noqa: F401 (OWNED_TRL_FIE
 TOP_KEYS = {"model": str, "task": dict, "method": str | int | dict, "signal_source": SignalSource,
             "signal_pass": SignalPass, "reward": dict, "trl": dict, "run": dict, "diagnostics": dict | None,
             "teacher": dict | None}
-# CPU-friendly defaults that differ from GRPOConfig's (GPU) defaults; any of them can be overridden.
+# CPU-friendly defaults that differ from GRPOConfig's (GPU) defaults; any of them can be overridden. The device:
+# ``device_defaults`` (a GPU when there is one).
 TRL_DEFAULTS = {
     "max_steps": 10, "num_generations": 4, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
     "max_completion_length": 32, "learning_rate": 1e-6, "temperature": 1.0, "logging_steps": 1,
-    "use_cpu": True, "bf16": False, "gradient_checkpointing": False, "report_to": [], "lr_scheduler_type": "constant",
+    "bf16": False, "gradient_checkpointing": False, "report_to": [], "lr_scheduler_type": "constant",
     "warmup_steps": 0, "save_strategy": "steps", "disable_tqdm": True,
 }
+
+
+def device_defaults() -> dict:
+    """``use_cpu`` unless the user set it: the GPU where CUDA sees one (the same config trains on a laptop CPU and on
+    a GPU machine; precision stays float32 unless ``bf16: true`` is set under trl:)."""
+    import torch
+
+    return {"use_cpu": not torch.cuda.is_available()}
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """The run directory, the run's seed and checkpointing (every ``save_steps`` optimizer steps)."""
@@ -101,7 +112,7 @@ class TrainConfig:
         return Path(self.run.dir)
 
     def trl_args(self) -> dict:
-        args = {**TRL_DEFAULTS, **self.trl}
+        args = {**TRL_DEFAULTS, **device_defaults(), **self.trl}
         args.update(output_dir=self.run.dir, seed=self.run.seed, save_steps=self.run.save_steps,
                     beta=self.method.loss.beta)  # TRL loads a reference model and its log-probs only when beta != 0
         if self.run.save_total_limit is not None:
