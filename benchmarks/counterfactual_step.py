@@ -12,6 +12,7 @@ Target (issue 12): each counterfactual adds no more than one no-grad forward ove
 added cost is (ratio - 1) / forwards.
 
     python benchmarks/counterfactual_step.py [--prompts 4] [--generations 8] [--completion 32] [--rounds 3]
+        [--model SPEC --device cuda --out FILE]   # on a GPU, with the CUDA peak memory of each variant's step
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from step_harness import build_trainers, ratio_table, time_steps
+from step_harness import add_device_arguments, build_trainers, cuda_step_peaks, ratio_table, time_steps
 
 RESULTS = Path(__file__).parent / "results"
 FORWARDS = {"dapo": 0, "pgpo": 1, "ktr_image": 1, "ktr_video": 2, "pgpo_full_kl": 2}
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--completion", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS / "counterfactual_step_cpu.json")
+    add_device_arguments(parser)
     args = parser.parse_args()
 
     from datasets import Dataset
@@ -51,10 +53,11 @@ def main() -> None:
     examples = build_task({"name": "steps", "tiers": ["S3"]}).train_examples(args.prompts)
     rows = [{"prompt": [{"role": "user", "content": e.prompt}], "answer": e.answer,
              SPANS_COLUMN: encode_spans(e.spans)} for e in examples]
-    base, tokenizer = load_model("default")
+    base, tokenizer = load_model(args.model)
     config = {"output_dir": "/tmp/tokenfocus-bench-counterfactual", "per_device_train_batch_size": batch,
               "num_generations": args.generations, "max_completion_length": args.completion, "learning_rate": 1e-6,
-              "use_cpu": True, "bf16": False, "gradient_checkpointing": False, "report_to": [], "max_steps": 100,
+              "use_cpu": args.device == "cpu", "bf16": False, "gradient_checkpointing": False, "report_to": [],
+              "max_steps": 100,
               "temperature": 1.0, "beta": 0.0, "disable_tqdm": True}
 
     def method(name, **changes):  # the trainer arguments of a method preset
@@ -78,8 +81,13 @@ def main() -> None:
         if FORWARDS[name]:
             row["added_per_counterfactual"] = (row["ratio_vs_dapo"] - 1) / FORWARDS[name]
             print(f"{name:>18}: +{row['added_per_counterfactual']:.3f} x plain per counterfactual forward")
+    if args.device == "cuda":
+        for name, row in cuda_step_peaks(trainers, [row for row in rows for _ in range(args.generations)]).items():
+            table[name]["cuda_memory"] = row
     payload = {"benchmark": "counterfactual_step", "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-               "torch": torch.__version__, "threads": torch.get_num_threads(), "model": "SmolLM2-135M-Instruct",
+               "torch": torch.__version__, "threads": torch.get_num_threads(), "model": args.model,
+               "device": args.device,
+               "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
                "task": "steps S3", "completions": batch, "max_completion_length": args.completion,
                "forwards": FORWARDS, "variants": table,
                "target": "each counterfactual forward adds <= 0.35 x the plain step (pgpo, ktr_image <= 1.35 x)"}

@@ -9,7 +9,7 @@ side in one run (interleaved rounds, medians of one optimizer step = forward + b
 
 The batch: 8 pairs of task T5 (json_answers, D2-D3, chat format) for DPO; 16 gold arithmetic solutions for SFT.
 
-    python benchmarks/dpo_otr_cost.py [--rounds 5]
+    python benchmarks/dpo_otr_cost.py [--rounds 5] [--model SPEC --device cuda --out FILE]
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from tokenfocus.losses.otr import OTRConfig
 from tokenfocus.models import load_model
 from tokenfocus.policies.pairs import PairWeighting
 
+from step_harness import add_device_arguments, synchronize
+
 RESULTS = Path(__file__).parent / "results"
 COMMON = {"per_device_train_batch_size": 8, "learning_rate": 1e-6, "report_to": "none", "save_strategy": "no",
           "use_cpu": True, "bf16": False, "disable_tqdm": True, "logging_steps": 1, "seed": 0,
@@ -52,6 +54,7 @@ def _step(trainer) -> float:
     loss = trainer.training_step(trainer.model, batch)
     trainer.optimizer.step()
     trainer.optimizer.zero_grad()
+    synchronize()
     assert torch.isfinite(loss)
     return time.perf_counter() - began
 
@@ -60,13 +63,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=RESULTS / "dpo_otr_cost_cpu.json")
+    add_device_arguments(parser)
     args = parser.parse_args()
-    model, tokenizer = load_model("default")
-    pairs = build_dpo_config({"pairs": {"task": {"name": "json_answers", "tiers": ["D2", "D3"]}, "n": 8}}).rows
-    gold = build_sft_config({"data": {"task": {"name": "arithmetic"}, "n": 16, "seed": 1000}}).rows
+    COMMON["use_cpu"] = args.device == "cpu"
+    model, tokenizer = load_model(args.model)
+    pairs = build_dpo_config({"pairs": {"task": {"name": "json_answers", "tiers": ["D2", "D3"]}, "n": 8}},
+                             check_model=False).rows
+    gold = build_sft_config({"data": {"task": {"name": "arithmetic"}, "n": 16, "seed": 1000}}, check_model=False).rows
     tmp = Path(tempfile.mkdtemp())
 
-    reference = copy.deepcopy(model).eval()  # one frozen reference, shared by both DPO trainers
+    reference = copy.deepcopy(model).eval().to(args.device)  # one frozen reference, shared by both DPO trainers
 
     def dpo(cls, **extra):
         return cls(model=copy.deepcopy(model), ref_model=reference, processing_class=tokenizer,
@@ -98,7 +104,8 @@ def main() -> None:
     median = {name: statistics.median(values) for name, values in times.items()}
     result = {
         "what": "one optimizer step, median of interleaved rounds (seconds)",
-        "rounds": args.rounds, "threads": torch.get_num_threads(), "median_s": median, "all_s": times,
+        "rounds": args.rounds, "threads": torch.get_num_threads(), "model": args.model, "device": args.device,
+        "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None, "median_s": median, "all_s": times,
         "ratios": {"dpo_weighted / dpo_trl": median["dpo_weighted"] / median["dpo_trl"],
                    "otr / sft_trl": median["otr"] / median["sft_trl"]},
         "targets": {"dpo_weighted / dpo_trl": 1.05},

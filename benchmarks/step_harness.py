@@ -12,6 +12,20 @@ import copy
 import statistics
 import time
 
+import torch
+
+
+def synchronize() -> None:
+    """Wait for queued GPU work, so a timer read after it counts the work (no-op without CUDA)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def add_device_arguments(parser) -> None:
+    """``--model`` (any model spec; GPU checks use a random-weight copy of SmolLM2's shapes) and ``--device``."""
+    parser.add_argument("--model", default="default", help="model spec (default: the packaged SmolLM2-135M)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+
 
 def build_trainers(variants: dict, base, tokenizer, dataset, reward, config: dict) -> dict:
     """{name: trainer} for ``variants`` {name: (trainer class, extra kwargs)}, generation replayed from the first."""
@@ -45,6 +59,7 @@ def time_steps(trainers: dict, generation_batch: list, rounds: int) -> dict[str,
         trainer.training_step(trainer.model, generation_batch, None)  # prepares inputs (TRL) inside
         trainer.optimizer.step()
         trainer.optimizer.zero_grad(set_to_none=True)
+        synchronize()
         return time.perf_counter() - start
 
     for trainer in trainers.values():  # warm-up (the first also generates)
@@ -54,6 +69,27 @@ def time_steps(trainers: dict, generation_batch: list, rounds: int) -> dict[str,
         for name, trainer in trainers.items():
             times[name].append(step(trainer))
     return times
+
+
+def cuda_step_peaks(trainers: dict, generation_batch: list) -> dict[str, dict]:
+    """Per trainer, the CUDA memory one optimizer step allocates at its peak above what was allocated before it
+    (models, optimizer state, the cached generation), with its ratio to the first trainer's (the plain step)."""
+    rows = {}
+    for name, trainer in trainers.items():
+        synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        trainer.training_step(trainer.model, generation_batch, None)
+        trainer.optimizer.step()
+        trainer.optimizer.zero_grad(set_to_none=True)
+        synchronize()
+        rows[name] = {"baseline_bytes": before, "step_peak_bytes": torch.cuda.max_memory_allocated() - before}
+    plain = next(iter(rows.values()))["step_peak_bytes"]
+    print(f"{'variant':>18} | {'step peak MiB':>13} | {'x plain':>7}")
+    for name, row in rows.items():
+        row["ratio_vs_plain"] = row["step_peak_bytes"] / plain
+        print(f"{name:>18} | {row['step_peak_bytes'] / 2**20:13.1f} | {row['ratio_vs_plain']:7.3f}")
+    return rows
 
 
 def ratio_table(times: dict[str, list[float]], baseline: str) -> dict[str, dict]:

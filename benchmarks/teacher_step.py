@@ -15,6 +15,7 @@ the chunked KL stays within 1.2 x the plain step's peak (CPU stand-in for ``torc
 
     python benchmarks/teacher_step.py [--prompts 4] [--generations 8] [--completion 32] [--rounds 3]
         [--variants dapo,scope --out benchmarks/results/teacher_step_scope_cpu.json]   # a subset (dapo always in)
+        [--model SPEC --device cuda --out FILE]   # on a GPU: memory is the CUDA peak of each step, in one process
 """
 
 from __future__ import annotations
@@ -53,11 +54,12 @@ def setup(args, names: list[str]):
     batch = args.prompts * args.generations
     examples = build_task({"name": "arithmetic", "tiers": ["D2", "D3"]}).train_examples(args.prompts)
     rows = [{"prompt": [{"role": "user", "content": e.prompt}], "answer": e.answer} for e in examples]
-    base, tokenizer = load_model("default")
+    base, tokenizer = load_model(args.model)
     teacher = copy.deepcopy(base)
     config = {"output_dir": "/tmp/tokenfocus-bench-teacher", "per_device_train_batch_size": batch,
               "num_generations": args.generations, "max_completion_length": args.completion, "learning_rate": 1e-6,
-              "use_cpu": True, "bf16": False, "gradient_checkpointing": False, "report_to": [], "max_steps": 100,
+              "use_cpu": args.device == "cpu", "bf16": False, "gradient_checkpointing": False, "report_to": [],
+              "max_steps": 100,
               "temperature": 1.0, "beta": 0.0, "disable_tqdm": True}
     preset = method_preset("dapo")
     plain = {"signals": preset.signals, "policy": preset.policy, "loss": preset.loss}
@@ -102,6 +104,9 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="comma-separated subset of the variants; the plain step (dapo) is always measured")
     parser.add_argument("--out", type=Path, default=RESULTS / "teacher_step_cpu.json")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from step_harness import add_device_arguments
+    add_device_arguments(parser)
     args = parser.parse_args()
     if args.child:
         memory_child(args)
@@ -111,33 +116,40 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
 
-    # memory first, each variant in its own process (the timing below holds all the trainers at once)
+    # memory first, each variant in its own process (the timing below holds all the trainers at once); on a GPU
+    # the CUDA allocator's peak is read per step in one process, after the timing
     memory = {}
-    for name in names:  # each in its own process: the peak of one process is not reset between variants
+    for name in names if args.device == "cpu" else []:  # the peak of one process is not reset between variants
         command = [sys.executable, __file__, "--child", name, "--prompts", str(args.prompts), "--generations",
-                   str(args.generations), "--completion", str(args.completion)]
+                   str(args.generations), "--completion", str(args.completion), "--model", args.model]
         found = subprocess.run(command, capture_output=True, text=True, check=True,
                                env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"})
         memory[name] = json.loads(found.stdout.strip().splitlines()[-1])
 
-    from step_harness import ratio_table, time_steps
+    from step_harness import cuda_step_peaks, ratio_table, time_steps
 
     trainers, generation = setup(args, names)
     times = time_steps(trainers, generation, args.rounds)
     print(f"batch {args.prompts * args.generations} completions x <= {args.completion} tokens; medians of "
           f"{args.rounds} interleaved rounds")
     table = ratio_table(times, "dapo")
+    if args.device == "cuda":
+        for name, row in cuda_step_peaks(trainers, generation).items():
+            table[name]["memory"] = {**row, "what": "torch.cuda.max_memory_allocated above the step's start"}
     del trainers, generation
 
-    plain = memory["dapo"]["step_peak_bytes"]
-    print(f"{'variant':>18} | {'step peak MiB':>13} | {'x dapo':>7}")
+    plain = memory["dapo"]["step_peak_bytes"] if memory else None
+    if memory:
+        print(f"{'variant':>18} | {'step peak MiB':>13} | {'x dapo':>7}")
     for name, row in memory.items():
         row["ratio_vs_dapo"] = row["step_peak_bytes"] / plain if plain else None
         table[name]["memory"] = row
         print(f"{name:>18} | {row['step_peak_bytes'] / 2**20:13.1f} | {row['ratio_vs_dapo']:7.3f}")
     import torch
 
-    result = {"benchmark": "teacher_step", "device": "cpu", "threads": torch.get_num_threads(),
+    result = {"benchmark": "teacher_step", "device": args.device, "model": args.model,
+              "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
+              "threads": torch.get_num_threads(),
               "prompts": args.prompts, "generations": args.generations, "completion": args.completion,
               "rounds": args.rounds, "targets": {"time_ratio_max": 1.35, "memory_ratio_max": 1.2}, "variants": table}
     args.out.parent.mkdir(parents=True, exist_ok=True)
