@@ -222,6 +222,9 @@ def study(
     seeds: str = typer.Option(None, "--seeds", help="Run only these seeds (comma-separated): one slice of the study."),
     export: Path = typer.Option(None, "--export", help="Copy the light run files (no checkpoints) here after every "
                                 "finished run, merged with what is there: the folder to commit; report renders it."),
+    rebuilt_warmup: bool = typer.Option(False, "--rebuilt-warmup", help="The warm-up re-created here differs "
+                                        "bitwise from the export's (another kind of CPU): continue if it behaves as "
+                                        "the committed starting model on the held-out sets (checked, recorded)."),
 ):
     """Run every arm x seed of a study (resumable), or one slice of it, evaluate them, and render the report."""
     from .config import ConfigError, load_study_config
@@ -233,7 +236,7 @@ def study(
         chosen_seeds = _csv(seeds, int, "--seeds")
         cfg = load_study_config(config)
         root = run_study(cfg, log=lambda m: typer.echo(m, err=True), allow_config_change=allow_config_change,
-                         arms=chosen_arms, seeds=chosen_seeds, export=export)
+                         arms=chosen_arms, seeds=chosen_seeds, export=export, rebuilt_warmup=rebuilt_warmup)
         page = render_report(export or root)
     except StudyRunsFailed as failed:  # every other run finished: show them, then say what failed
         page = render_report(export or failed.root)

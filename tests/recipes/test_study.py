@@ -347,3 +347,59 @@ def test_a_slice_on_a_new_machine_with_the_start_already_evaluated_exports_and_k
         run_study(study, log=lambda m: None, arms=["full"], seeds=[1], export=dest)
     assert trained == []
     assert json.loads((dest / "study.json").read_text()) == exported  # nothing the user had is touched
+
+
+def test_a_warmup_recreated_on_another_cpu_continues_the_study_only_if_it_behaves_as_the_committed_start(
+        tmp_path, monkeypatch):
+    """Another kind of CPU re-creates the warm-up a few ulps away (another fingerprint). Without --rebuilt-warmup
+    the slice is refused before training; with it, the re-created start is evaluated and compared problem by problem
+    with the committed evaluation: equivalent -> the slice runs, the comparison is recorded and the committed
+    evaluation of the start is kept; not equivalent -> refused, nothing trained, nothing the user had touched."""
+    study, study_recipe = _stub_study(tmp_path, monkeypatch)
+    greedy = {"outcomes": [1, 0, 1, 1, 0] * 20, "sampled": [0.5] * 100}  # 100 problems
+
+    def fake_eval(model, tokenizer, study, run_dir):
+        (run_dir / "eval").mkdir(parents=True, exist_ok=True)
+        problems = [{"prompt": f"p{i}", "greedy": g, "sampled": s}
+                    for i, (g, s) in enumerate(zip(greedy["outcomes"], greedy["sampled"], strict=True))]
+        (run_dir / "eval" / "in-dist-final.json").write_text(json.dumps(
+            {"pass@1": sum(greedy["outcomes"]) / 100, "mean@4": 0.5, "k": 4, "problems": problems}))
+
+    monkeypatch.setattr(study_recipe, "_evaluate_sets", fake_eval)
+    dest = tmp_path / "committed"
+    run_study(study, log=lambda m: None, arms=["full"], seeds=[0], export=dest)
+    committed_start = (dest / "initial" / "eval" / "in-dist-final.json").read_text()
+    shutil.rmtree(tmp_path / "out")  # another machine, another CPU
+    monkeypatch.setattr(study_recipe, "model_fingerprint", lambda model: "fingerprint-b")
+    trained = []
+    real_train = study_recipe.train_arm
+    monkeypatch.setattr(study_recipe, "train_arm", lambda config, **o: (trained.append(config.run_dir.name),
+                                                                         real_train(config, **o))[1])
+    with pytest.raises(ValueError, match="fingerprint-a vs fingerprint-b here.*--rebuilt-warmup"):
+        run_study(study, log=lambda m: None, arms=["random20"], seeds=[0], export=dest)
+    assert trained == []
+
+    # a model that moved a little (as a 60-step RL run does): 99 % greedy agreement, but 80 % of the sampled scores
+    greedy["outcomes"][3] = 0
+    greedy["sampled"] = [0.25] * 20 + [0.5] * 80
+    with pytest.raises(ValueError, match="does not behave as the study's starting model.*99/100 problems, sampled "
+                                         "score on 80/100"):
+        run_study(study, log=lambda m: None, arms=["random20"], seeds=[0], export=dest, rebuilt_warmup=True)
+    assert trained == [] and (dest / "initial" / "eval" / "in-dist-final.json").read_text() == committed_start
+
+    shutil.rmtree(tmp_path / "out")
+    greedy["sampled"] = [0.5] * 100  # the re-created warm-up: one near-tie flips greedily, the samples all agree
+    run_study(study, log=lambda m: None, arms=["random20"], seeds=[0], export=dest, rebuilt_warmup=True)
+    assert trained == ["random20-s0"]
+    exported = json.loads((dest / "study.json").read_text())
+    assert exported["warmup_fingerprint"] == "fingerprint-a"
+    [record] = exported["warmup_equivalents"]
+    assert (record["fingerprint"], record["of"], record["equivalent"]) == ("fingerprint-b", "fingerprint-a", True)
+    assert record["sets"]["in-dist"]["greedy_agree"] == 99
+    runs = {r["dir"]: r for r in exported["runs"]}
+    assert runs["random20-s0"]["warmup_fingerprint"] == "fingerprint-b" and "full-s0" in runs
+    assert (dest / "initial" / "eval" / "in-dist-final.json").read_text() == committed_start
+    # the next slice on that machine: the recorded equivalence is enough (no second comparison needed)
+    shutil.rmtree(tmp_path / "out" / "initial-rebuilt")
+    run_study(study, log=lambda m: None, arms=["full"], seeds=[1], export=dest)
+    assert trained == ["random20-s0", "full-s1"] and not (tmp_path / "out" / "initial-rebuilt").exists()

@@ -29,6 +29,8 @@ from ..checkpoints import checkpoint_dirs, latest_complete_checkpoint
 from ..config import StudyConfig
 from ..config.study import INITIAL_ARM, TEACHER_ARM
 from ..io import append_jsonl, atomic_write_text, write_json, write_jsonl
+from .start_check import (GREEDY_AGREEMENT_MIN, SAMPLED_SAME_MIN, compare_starts, describe, known_fingerprints,
+                          merge_equivalents)
 
 SAMPLE_SIGNALS = ("attention_entropy", "attention_mass", "predictive_entropy", "position")
 # Added to the samples of a task that marks the role: where the counterfactual signals put their weight.
@@ -62,6 +64,8 @@ def _write_index(study: StudyConfig, entries: list[dict], started: float, extra:
         ours = {(e["arm"], e["seed"]) for e in entries}
         kept = [e for e in old.get("runs", []) if (e["arm"], e["seed"]) not in ours]
         extra = {**{k: old[k] for k in ("warmup_fingerprint",) if k in old}, **(extra or {})}
+        if old.get("warmup_equivalents") or extra.get("warmup_equivalents"):
+            extra["warmup_equivalents"] = merge_equivalents(old, extra)
     write_json(index_path, {**study.index(), **(extra or {}), "runs": kept + entries,
                             "elapsed_s": time.time() - started})
 
@@ -92,12 +96,14 @@ def _select(names: list, chosen, what: str) -> list:
 
 
 def run_study(study: StudyConfig, log=print, allow_config_change: bool = False, arms=None, seeds=None,
-              export: Path | None = None) -> Path:
+              export: Path | None = None, rebuilt_warmup: bool = False) -> Path:
     """Run (or continue) the study in ``study.dir``; refuses a config that changes more than arms and seeds
     against the directory's study.yaml unless ``allow_config_change``.
 
     ``arms`` / ``seeds``: run only this slice (a study grows slice by slice, on one machine or several);
-    ``export``: after every finished run, copy the light files of the study (``export_light``) there.
+    ``export``: after every finished run, copy the light files of the study (``export_light``) there;
+    ``rebuilt_warmup``: a warm-up re-created here that differs bitwise from the export's starting model may continue
+    the study if it behaves as that model on the held-out sets (``start_check``).
     """
     from ..models import load_model
     from .warmup import run_warmup
@@ -144,12 +150,24 @@ def run_study(study: StudyConfig, log=print, allow_config_change: bool = False, 
 
     exported = Path(export) / "study.json" if export is not None else None
     if exported is not None and exported.is_file():  # refuse a slice from another starting model before it trains
-        theirs = json.loads(exported.read_text()).get("warmup_fingerprint")
-        starting_model()
+        committed = json.loads(exported.read_text())
+        theirs = committed.get("warmup_fingerprint")
+        model = starting_model()
         ours = extra["warmup_fingerprint"]
-        if theirs not in (None, ours):
-            raise ValueError(f"{export} holds runs from a different starting model (warm-up fingerprint {theirs} "
-                             f"vs {ours} here); export to another directory, or re-create the warm-up that made them")
+        if theirs is not None and ours not in known_fingerprints(committed):
+            if not rebuilt_warmup:
+                raise ValueError(f"{export} holds runs from a different starting model (warm-up fingerprint {theirs} "
+                                 f"vs {ours} here). If this warm-up was re-created from the same config on another "
+                                 "kind of machine, pass --rebuilt-warmup: it is evaluated on the study's held-out "
+                                 "sets and the study continues only if it behaves as the committed one; otherwise "
+                                 "export to another directory")
+            check = _check_rebuilt_start(study, model, Path(export), root, log)
+            if not check["equivalent"]:
+                raise ValueError(f"the re-created warm-up (fingerprint {ours}) does not behave as the study's starting "
+                                 f"model ({theirs}): {describe(check)}; it needs the greedy outcome to agree on >= "
+                                 f"{GREEDY_AGREEMENT_MIN:.0%} and the sampled score on >= {SAMPLED_SAME_MIN:.0%} of "
+                                 "every set's problems. Export to another directory")
+            extra["warmup_equivalents"] = [{"fingerprint": ours, "of": theirs, **check}]
 
     # The starting model, once: every arm and seed is scored on the same problems, so one evaluation serves all.
     initial = root / INITIAL_ARM
@@ -197,7 +215,8 @@ def run_study(study: StudyConfig, log=print, allow_config_change: bool = False, 
                     _write_samples(model, tokenizer, study, run_dir, seed)
                 if not study.train.get("keep_checkpoints", False):
                     _drop_checkpoints(run_dir)
-                finished({**entry, "status": "done", "seconds": time.time() - arm_started})
+                finished({**entry, "status": "done", "seconds": time.time() - arm_started,
+                          "warmup_fingerprint": extra.get("warmup_fingerprint")})
             # One failing run must not cost the others: record it (study.json, the log) and go on.
             except Exception as error:  # noqa: BLE001
                 finished(_failed(entry, error, log))
@@ -205,6 +224,25 @@ def run_study(study: StudyConfig, log=print, allow_config_change: bool = False, 
     if failures:
         raise StudyRunsFailed(root, failures)
     return root
+
+
+def _check_rebuilt_start(study: StudyConfig, model, export: Path, root: Path, log) -> dict:
+    """Evaluate the re-created starting model into ``root``/initial-rebuilt and compare it with the export's
+    committed evaluation of the original (``start_check``); if equivalent, the committed evaluation stands for the
+    starting model of this slice too (it is what the report compares every arm with)."""
+    from ..models import load_model
+
+    rebuilt = root / "initial-rebuilt"
+    if not _evaluated(rebuilt, study):
+        log(f"[initial] the re-created warm-up differs bitwise from {export}'s starting model: evaluating it to "
+            "compare with the committed evaluation")
+        _evaluate_sets(model, load_model(study.start_model)[1], study, rebuilt)
+    check = compare_starts(rebuilt, export / INITIAL_ARM, list(study.eval.eval_sets()))
+    log(f"[initial] {'equivalent' if check['equivalent'] else 'NOT equivalent'}: {describe(check)}")
+    local = root / INITIAL_ARM
+    if check["equivalent"] and not _evaluated(local, study):
+        shutil.copytree(export / INITIAL_ARM, local, dirs_exist_ok=True)
+    return check
 
 
 def train_arm(config, **options):
@@ -316,12 +354,14 @@ def export_light(root: Path, dest: Path) -> Path:
         ours = {(e["arm"], e["seed"]) for e in index["runs"]}
         merged = {**index, "runs": [e for e in old.get("runs", []) if (e["arm"], e["seed"]) not in ours]
                   + index["runs"]}
-        if merged.get("warmup_fingerprint") is None:  # this slice has not loaded its starting model yet
-            merged["warmup_fingerprint"] = old.get("warmup_fingerprint")
-        if old.get("warmup_fingerprint") not in (None, merged["warmup_fingerprint"]):
+        ours = index.get("warmup_fingerprint")  # None: this slice has not loaded its starting model yet
+        merged["warmup_fingerprint"] = old.get("warmup_fingerprint") or ours
+        equivalents = merge_equivalents(old, index)
+        if equivalents:
+            merged["warmup_equivalents"] = equivalents
+        if ours is not None and old.get("warmup_fingerprint") and ours not in known_fingerprints(merged):
             raise ValueError(f"{dest} holds runs from a different starting model (warm-up fingerprint "
-                             f"{old['warmup_fingerprint']} vs {index.get('warmup_fingerprint')}); export to another "
-                             "directory")
+                             f"{old['warmup_fingerprint']} vs {ours}); export to another directory")
     for entry in index["runs"]:
         if entry.get("status") != "done":
             continue
