@@ -22,7 +22,7 @@ A teacher (``teacher=`` a model with the student's vocabulary, ``distill=losses.
 scores the rollout with the teacher after generation (TRL's scorer, no grad) and adds coef x (log pi_T - log pi_old)
 to the advantages of all or only failed rollouts (dGRPO B, HyperEyes); form "loss" adds coef x the token-mean
 reverse KL to the teacher, from the student's final hidden states captured in the training forward (gradient
-through the student only) and a no-grad teacher forward (dGRPO A).
+through the student only) and a no-grad teacher forward (dGRPO A); the teacher side is ``teacher.TeacherMixin``.
 """
 
 from __future__ import annotations
@@ -39,17 +39,17 @@ from ..capture import capture, layer_output_points
 from ..diagnostics import DiagnosticsConfig, diagnose, diagnosis_signals, informative_groups, trainable_parameters
 from ..io import POLICY_WEIGHTS_FILE, append_jsonl
 from ..losses import LossConfig, aggregate, compute_loss, sink_decorrelation, token_counts
-from ..losses.distill import DistillConfig, reverse_kl, teacher_advantage
-from ..policies.dual_path import scope_weights
+from ..losses.distill import DistillConfig, teacher_advantage
 from ..options import check_choice
 from ..signals import Context, SignalPass, SignalSource, counterfactual_scores, parse_signal_specs
 from ..types import PolicyInputs
 from .checkpoints import AtomicCheckpoints
 from .prompt_marks import evidence_masked_mask, left_pad, prompt_marks, shuffled_prompts
+from .teacher import TeacherMixin
 from .token_weights import TokenWeighting
 
 
-class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
+class TokenFocusGRPOTrainer(AtomicCheckpoints, TeacherMixin, GRPOTrainer):
     """GRPOTrainer whose loss applies a token policy's weights; generation, rewards and logging are TRL's;
     checkpoints are published whole (``AtomicCheckpoints``)."""
 
@@ -93,18 +93,6 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
         self.tf_last_diag_step = -1
         self.tf_diag_pending = False
         self.tf_local_rewards = None
-
-    def _attach_teacher(self, teacher) -> None:
-        from trl.trainer.utils import add_fused_lm_head
-
-        student = self.accelerator.unwrap_model(self.model).get_output_embeddings().weight.shape[0]
-        vocabulary = teacher.get_output_embeddings().weight.shape[0]
-        if vocabulary != student:
-            raise ValueError(f"the teacher's vocabulary has {vocabulary} tokens and the student's {student}: "
-                             "on-policy distillation scores the student's own token ids, so both need one tokenizer")
-        teacher.eval().requires_grad_(False)
-        add_fused_lm_head(teacher, temperature=self.temperature)  # TRL's scorer calls it with fused_lm_head=True
-        self.tf_teacher = teacher.to(self.accelerator.device)
 
     # -- shared -------------------------------------------------------------------------------------------
 
@@ -170,46 +158,6 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
         stats["time/signal_pass_s"] = time.perf_counter() - started
         self._log(stats)
         return out
-
-    @torch.no_grad()
-    def _teacher_scores(self, out) -> None:
-        """The teacher's (B, C) log-probs of the student's completion tokens (``tf_teacher_logps``), and which rows
-        failed (``tf_failed``: summed reward <= 0) for the "failed" gate."""
-        started = time.perf_counter()
-        ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
-        mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
-        batch_size = (self.args.per_device_train_batch_size if self.model.training
-                      else self.args.per_device_eval_batch_size)
-        out["tf_teacher_logps"] = self._get_per_token_logps_and_entropies(
-            self.tf_teacher, ids, mask, out["completion_ids"].size(1), batch_size)[0]
-        rewards = self.tf_local_rewards
-        if rewards is None or len(rewards) != len(ids):
-            raise ValueError("the teacher's failure gate needs this process's rewards, one row per completion")
-        out["tf_failed"] = rewards.sum(-1).to(ids.device) <= 0
-        if self.tf_distill.form == "scope":  # sequence weights on whole prompt groups, before TRL splits the batch
-            student = out.get("old_per_token_logps")
-            if student is None and not self._scope_weights_in_loss():
-                student = self._get_per_token_logps_and_entropies(self.model, ids, mask, out["completion_ids"].size(1),
-                                                                  batch_size)[0]
-            if student is not None:
-                out["tf_w_student"], out["tf_w_teacher"] = self._scope_weights(student, out)
-        self._log({"time/teacher_s": time.perf_counter() - started})
-
-    def _scope_weights_in_loss(self) -> bool:
-        """Whether SCOPE's weights can wait for the loss: in training with one optimizer step per generation batch
-        and no PPO iterations, the loss receives the whole local generation batch (every prompt group whole) and
-        TRL keeps no old log-probs, so the loss's own detached log-probs (the rollout policy's) give the student's
-        perplexity without a second forward."""
-        return self.model.training and self.args.steps_per_generation == 1
-
-    def _scope_weights(self, student: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """SCOPE's (w_stu, w_tea) per row from the student's (B, C) log-probs of its tokens (no gradient)."""
-        valid = batch["completion_mask"].to(student.dtype)
-        lengths = valid.sum(-1).clamp_min(1)
-        config = self.tf_distill
-        return scope_weights((student * valid).sum(-1) / lengths, (batch["tf_teacher_logps"] * valid).sum(-1) / lengths,
-                             ~batch["tf_failed"], batch["tf_group"], tau=config.tau,
-                             student_direction=config.student_direction, teacher_direction=config.teacher_direction)
 
     @torch.no_grad()
     def _prompt_context(self, rows, out) -> None:
@@ -435,17 +383,3 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
             metrics["signal/predictive_entropy_train/mean"] = float(entropies[mask].mean()) if mask.any() else 0.0
         self._log(metrics)
         return loss
-
-    def _teacher_kl(self, student_final, input_ids, attention_mask, mask, width, completion_ids):
-        """(B, C) KL(pi_S || pi_T) per completion token: the student's final hidden states (with grad) and a no-grad
-        teacher forward, both at the rows that predict the completion tokens."""
-        with torch.no_grad():
-            backbone = self.tf_teacher.get_decoder() if hasattr(self.tf_teacher, "get_decoder") else \
-                self.tf_teacher.model
-            teacher_final = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        rows = slice(input_ids.size(1) - width - 1, input_ids.size(1) - 1)  # row t - 1 predicts token t
-        student_head = self.accelerator.unwrap_model(self.model).get_output_embeddings().weight
-        return reverse_kl(student_final[:, rows], student_head, teacher_final[:, rows],
-                          self.tf_teacher.get_output_embeddings().weight, mask, completion_ids,
-                          estimator=self.tf_distill.estimator, topk=self.tf_distill.topk,
-                          temperature=self.temperature)
