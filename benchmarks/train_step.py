@@ -9,13 +9,16 @@ every variant trains on identical completions and the comparison excludes sampli
   low2high_separate  the same with the separate no-grad signal pass (what GA > 1 uses)
   dapo       tokenfocus, the dapo preset (all tokens; the unit of D3S's row)
   d3s        tokenfocus, D3S (max-variance half of the rollouts x top 20 % |A|.H tokens at the run's start, where
-             its down-sampling is strongest): zero-weight rows still run forward and backward in this path
+             its down-sampling is strongest): the rows outside the rollout subset skip the forward and backward
+  d3s_all_rows  the same step with every row forwarded (zero weights; the path before rows were dropped)
+  d3s_mid    D3S at progress 0.5 (N = 3/4 of the batch, K = 60 %), rows dropped: about a run's average
 A step = TRL's _prepare_inputs (reward scoring, advantages, our signals and policy) + forward/backward +
 optimizer step. Rounds interleave the variants; medians reported. Targets (issue 4): random20 and
 pred_top20 <= 1.05 x plain; low2high <= 1.15 x plain.
 
     python benchmarks/train_step.py [--prompts 4] [--generations 4] [--completion 48] [--rounds 4]
-        [--variants plain,dapo,d3s --out FILE] [--model SPEC --device cuda]   # a subset (plain always in)
+        [--variants plain,dapo,d3s,d3s_all_rows,d3s_mid --out FILE]   # a subset (plain always in)
+        [--model SPEC --device cuda]
 """
 
 from __future__ import annotations
@@ -72,6 +75,8 @@ def main() -> None:
         "low2high_separate": (TokenFocusGRPOTrainer, method("low2high", signal_pass="separate")),
         "dapo": (TokenFocusGRPOTrainer, method("dapo")),
         "d3s": (TokenFocusGRPOTrainer, method("d3s")),
+        "d3s_all_rows": (TokenFocusGRPOTrainer, method("d3s")),
+        "d3s_mid": (TokenFocusGRPOTrainer, method("d3s")),
     }
     chosen = ["plain", *(n for n in dict.fromkeys(args.variants.split(",")) if n and n != "plain")]
     unknown = [n for n in chosen if n not in variants]
@@ -79,6 +84,10 @@ def main() -> None:
         parser.error(f"unknown variant(s) {unknown}; choose from {list(variants)}")
     variants = {name: variants[name] for name in chosen}
     trainers = build_trainers(variants, base, tokenizer, dataset, AnswerReward(), config)
+    if "d3s_all_rows" in trainers:
+        trainers["d3s_all_rows"].tf_drop_rows = False
+    if "d3s_mid" in trainers:  # the step stays at 50 of 100: progress 50 / 99
+        trainers["d3s_mid"].state.max_steps, trainers["d3s_mid"].state.global_step = 100, 50
     generation_batch = [row for row in rows for _ in range(args.generations)]
     times = time_steps(trainers, generation_batch, args.rounds)
     print(f"batch {batch} completions x <= {args.completion} tokens; medians of {args.rounds} interleaved rounds")

@@ -1,6 +1,6 @@
 """Run under torchrun with 2 CPU processes (gloo): the trainer's cross-process policy path on local rows.
 
-Writes rank-local weights, the global selected mass and the rank's loss to OUT/rank{r}.json.
+Writes rank-local weights, the global selected mass, the rank's loss and its D3S rollout rows to OUT/rank{r}.json.
 """
 
 from __future__ import annotations
@@ -44,10 +44,14 @@ def main(out_dir: str) -> None:
                                                     local["adv"], groups, progress=0.0, step=0)
     loss, _ = compute_loss(method_preset("explorers20").loss, local["logprobs"], local["old"], local["adv"], local["mask"], weights,
                            global_count=selected / world)
+    d3s = TokenWeighting(policy={"name": "d3s", "n_init": 0.5})  # its rollout rows, decided on the gathered batch
+    forwarded = d3s.rows_before_forward(acc, local["mask"], local["adv"], groups, progress=0.0, step=0)
     result = {"rank": rank, "world": world, "weights": weights.tolist(), "selected": float(selected),
-              "loss": float(loss), "rows": [rows.start, rows.stop], "width": width}
+              "loss": float(loss), "rows": [rows.start, rows.stop], "width": width, "d3s_rows": forwarded.tolist()}
     with open(f"{out_dir}/rank{rank}.json", "w") as handle:
         json.dump(result, handle)
+    acc.wait_for_everyone()  # no rank tears the process group down while another still uses it
+    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from contextlib import nullcontext
 
 import torch
 
-from ..policies import apply_policy, parse_policy_spec, weight_histogram
+from ..policies import apply_policy, parse_policy_spec, rows_before_forward, weight_histogram
 from ..signals import attention_plan, counterfactual_needs, parse_signal_specs, required_roles
 from ..signals.registry import evaluate
 from ..types import AttentionRecord, CounterfactualRecord, ForwardCapture, PolicyInputs, TokenBatch, prompt_keys
@@ -111,24 +111,38 @@ class TokenWeighting:
         specs = self.signals if specs is None else specs
         return {spec.label: evaluate(spec, capture)[:, full - width:] for spec in specs}
 
+    def _gathered(self, accelerator, mask, signals, advantages, groups, progress, step) -> PolicyInputs:
+        mask_all = gather_padded(accelerator, mask.long()).bool()
+        signals_all = {k: gather_padded(accelerator, v.float()).cpu() for k, v in signals.items()}
+        return PolicyInputs(mask_all.cpu(), signals_all, accelerator.gather(groups).cpu(),
+                            accelerator.gather(advantages.detach().float()).cpu(), progress, step=step, seed=self.seed)
+
+    def rows_before_forward(self, accelerator, mask: torch.Tensor, advantages: torch.Tensor, groups: torch.Tensor,
+                            progress: float, step: int) -> torch.Tensor | None:
+        """(B_local,) bool: this rank's rows the policy can weight at all, decided on the whole generation batch
+        from the advantages before any forward (D3S's rollout level); None when the policy has no such stage."""
+        inputs = self._gathered(accelerator, mask, {}, advantages, groups, progress, step)
+        rows = rows_before_forward(self.policy, inputs)
+        return None if rows is None else rows[local_rows(accelerator, mask.shape[0])].to(mask.device)
+
     def weights(self, accelerator, mask: torch.Tensor, signals: dict[str, torch.Tensor], advantages: torch.Tensor,
-                groups: torch.Tensor, progress: float, step: int):
-        """Apply the policy on the generation batch of every process; keep this rank's rows.
+                groups: torch.Tensor, progress: float, step: int, measured: torch.Tensor | None = None):
+        """Apply the policy on the generation batch of every process; keep this rank's rows. ``measured``: (B_local,)
+        bool, the rows whose signals were computed (the others' are zeros and stay out of the signal statistics).
 
         Returns (local weights (B_local, C_local), stats, global selected mass (0-d), weight histogram)."""
         b_local, c_local = mask.shape
-        mask_all = gather_padded(accelerator, mask.long()).bool()
-        signals_all = {k: gather_padded(accelerator, v.float()) for k, v in signals.items()}
-        inputs = PolicyInputs(mask_all.cpu(), {k: v.cpu() for k, v in signals_all.items()},
-                              accelerator.gather(groups).cpu(), accelerator.gather(advantages.detach().float()).cpu(),
-                              progress, step=step, seed=self.seed)
+        inputs = self._gathered(accelerator, mask, signals, advantages, groups, progress, step)
         policy = apply_policy(self.policy, inputs)
         stats = dict(policy.stats)
-        kept = (policy.weights > 0) & inputs.mask
+        valid = inputs.mask
+        if measured is not None:
+            valid = valid & accelerator.gather(measured.long()).bool().cpu()[:, None]
+        kept = (policy.weights > 0) & valid
         for name, values in inputs.signals.items():
-            stats.update(signal_summary(values, inputs.mask, f"signal/{name}"))
+            stats.update(signal_summary(values, valid, f"signal/{name}"))
             stats.update(signal_summary(values, kept, f"signal/{name}/selected"))
-            stats.update(signal_summary(values, inputs.mask & ~kept, f"signal/{name}/unselected"))
+            stats.update(signal_summary(values, valid & ~kept, f"signal/{name}/unselected"))
         weights_all = policy.weights.to(mask.device)
         histogram = weight_histogram(policy.weights, inputs.mask)
         return weights_all[local_rows(accelerator, b_local), :c_local], stats, weights_all.sum(), histogram

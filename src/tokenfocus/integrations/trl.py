@@ -38,7 +38,7 @@ from trl.models.utils import disable_gradient_checkpointing
 from ..capture import capture, layer_output_points
 from ..diagnostics import DiagnosticsConfig, diagnose, diagnosis_signals, informative_groups, trainable_parameters
 from ..io import POLICY_WEIGHTS_FILE, append_jsonl
-from ..losses import LossConfig, aggregate, compute_loss, sink_decorrelation, token_counts
+from ..losses import LossConfig, aggregate, compute_loss, sink_decorrelation, token_counts, zero_weight_rows_droppable
 from ..losses.distill import DistillConfig, teacher_advantage
 from ..options import check_choice
 from ..signals import Context, SignalPass, SignalSource, counterfactual_scores, parse_signal_specs
@@ -90,6 +90,7 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, TeacherMixin, GRPOTrainer):
             raise ValueError("gradient diagnostics run on the main process only; they support single-process and "
                              "DDP runs, not FSDP / DeepSpeed (sharded parameters)")
         self.tf_diagnostics = diagnostics
+        self.tf_drop_rows = True  # skip the forward of rows the policy cannot weight, where exact (_rows_to_forward)
         self.tf_last_diag_step = -1
         self.tf_diag_pending = False
         self.tf_local_rewards = None
@@ -113,10 +114,10 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, TeacherMixin, GRPOTrainer):
         last = (max_steps * accumulation - 1) // every * every // accumulation  # optimizer step of the last batch
         return min(1.0, self.state.global_step / last) if last > 0 else 0.0
 
-    def _weights(self, mask, signals, advantages, groups):
+    def _weights(self, mask, signals, advantages, groups, measured=None):
         progress = self._progress()
         weights, stats, selected, histogram = self.tf_weighting.weights(
-            self.accelerator, mask, signals, advantages, groups, progress, self.state.global_step)
+            self.accelerator, mask, signals, advantages, groups, progress, self.state.global_step, measured)
         if self.model.training and self.accelerator.is_main_process:
             append_jsonl(Path(self.args.output_dir) / POLICY_WEIGHTS_FILE,
                          {"step": self.state.global_step, "progress": progress, **histogram})
@@ -287,12 +288,44 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, TeacherMixin, GRPOTrainer):
 
     # -- loss side ----------------------------------------------------------------------------------------
 
+    @staticmethod
+    def _loss_mask(inputs) -> torch.Tensor:
+        completion_mask = inputs["completion_mask"]
+        return (completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]).bool()
+
+    def _rows_to_forward(self, inputs, mask) -> torch.Tensor | None:
+        """(B,) bool: the rows of this micro-batch that can carry weight, when the others can skip the forward and
+        backward without changing the loss or its gradient (``zero_weight_rows_droppable``, no teacher, training);
+        None = all rows. Known before the forward in the separate pass (its weights) and for a policy with a
+        rollout-level stage (D3S); at least one row stays, so every process runs a forward and a backward."""
+        if not (self.tf_drop_rows and self.model.training and self.tf_teacher is None
+                and zero_weight_rows_droppable(self.tf_loss)):
+            return None
+        if self.tf_in_loss:
+            rows = self.tf_weighting.rows_before_forward(self.accelerator, mask, inputs["advantages"],
+                                                         inputs["tf_group"], self._progress(), self.state.global_step)
+        else:
+            rows = None if inputs.get("tf_weights") is None else ((inputs["tf_weights"] * mask) > 0).any(-1)
+        if rows is None or bool(rows.all()):
+            return None
+        if not rows.any():
+            rows = rows.clone()
+            rows[0] = True
+        return rows
+
     def _compute_loss(self, model, inputs):
+        full_mask, whole = self._loss_mask(inputs), inputs
+        rows = self._rows_to_forward(inputs, full_mask)
+        if rows is not None:  # the zero-weight rows leave the batch: same loss, less forward and backward
+            b = full_mask.shape[0]
+            inputs = {k: v[rows] if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == b else v
+                      for k, v in inputs.items()}
+            self._log({"policy/rows_forwarded": float(rows.double().mean())})
         completion_mask = inputs["completion_mask"]
         input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
         attention_mask = torch.cat([inputs["prompt_mask"], completion_mask], dim=1)
         width = inputs["completion_ids"].size(1)
-        mask = (completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]).bool()
+        mask = self._loss_mask(inputs)
         unwrapped = self.accelerator.unwrap_model(self.model)
         recording = (self.tf_weighting.recorder(unwrapped, inputs["prompt_mask"], width,
                                                 evidence=inputs.get("tf_evidence"))
@@ -315,10 +348,16 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, TeacherMixin, GRPOTrainer):
             signals = self.tf_weighting.signals_from_forward(
                 input_ids, attention_mask, completion_mask, logps, entropies, records,
                 counterfactual=self._counterfactual(inputs), evidence=inputs.get("tf_evidence"))
-            weights, stats, selected = self._weights(mask, signals, inputs["advantages"], inputs["tf_group"])
+            if rows is not None:  # the policy sees the whole batch (dropped rows: zero signals, zero weight)
+                signals = {k: v.new_zeros(full_mask.shape).index_put((rows,), v) for k, v in signals.items()}
+                weights, stats, selected = self._weights(full_mask, signals, whole["advantages"], whole["tf_group"],
+                                                         measured=rows)
+                weights = weights[rows]
+            else:
+                weights, stats, selected = self._weights(mask, signals, inputs["advantages"], inputs["tf_group"])
             stats["time/signal_pass_s"] = time.perf_counter() - started
             self._log(stats)
-            counts = token_counts(self.tf_loss, acc.gather(mask.sum()).sum(), selected,
+            counts = token_counts(self.tf_loss, acc.gather(full_mask.sum()).sum(), selected,
                                   num_processes=acc.num_processes, accumulation=accumulation,
                                   counted_over="micro_batch")
         else:

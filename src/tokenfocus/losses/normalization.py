@@ -51,3 +51,12 @@ def token_counts(config: LossConfig, valid_tokens: torch.Tensor, selected_mass: 
     else:
         rescale, divisor = num_processes * (steps_per_generation / accumulation), 1
     return TokenCounts(count / rescale, valid_tokens.float() / rescale, divisor)
+
+
+def zero_weight_rows_droppable(config: LossConfig) -> bool:
+    """True when rows whose tokens all have weight 0 can leave a loss call without changing its value or gradient:
+    only the weighted policy term is summed (no KL, entropy or sink term over all tokens) and its token-mean
+    denominator does not count the rows (the global count, or the selected mass)."""
+    return (config.norm == "token_mean" and config.beta == 0 and config.entropy_coef == 0
+            and config.sink_decorrelation == 0
+            and (config.token_count == "global" or config.normalizer == "selected"))

@@ -52,14 +52,13 @@ def _row_advantages(inputs: PolicyInputs) -> torch.Tensor:
     return a
 
 
-@register_policy("d3s_samples")
-def d3s_samples(
+def kept_rollouts(
     inputs: PolicyInputs,
     n_init: float = 0.5,
     n_final: float = 1.0,
     cross_group: bool = True,
-) -> PolicyOutput:
-    """Keep the rollouts that maximize advantage variance (fraction N(p) of each group, or of the batch)."""
+) -> tuple[torch.Tensor, float]:
+    """(B,) bool rows kept at the rollout level and the fraction N(p): from the advantages alone (no signal)."""
     check_ratio(n_init)
     check_ratio(n_final)
     fraction = (1 - inputs.progress) * n_init + inputs.progress * n_final
@@ -69,6 +68,30 @@ def d3s_samples(
     for unit in units.unique().tolist():
         rows = (units == unit).nonzero().flatten()
         keep[rows] = max_variance_subset(advantages[rows], ceil_count(fraction, rows.numel()))
+    return keep, fraction
+
+
+ROLLOUT_OPTIONS = ("n_init", "n_final", "cross_group")
+
+
+def rows_before_forward(spec, inputs: PolicyInputs) -> torch.Tensor | None:
+    """(B,) bool: the only rows a parsed policy ``spec`` can give weight, decided from the advantages before any
+    forward (D3S's rollout level; ``inputs.signals`` may be empty); None when the policy has no such stage. A trainer
+    may then skip the other rows' forward and backward: their weights are zero, so the loss is the same."""
+    if spec.entry.name not in ("d3s", "d3s_samples"):
+        return None
+    return kept_rollouts(inputs, **{k: v for k, v in spec.options.items() if k in ROLLOUT_OPTIONS})[0]
+
+
+@register_policy("d3s_samples")
+def d3s_samples(
+    inputs: PolicyInputs,
+    n_init: float = 0.5,
+    n_final: float = 1.0,
+    cross_group: bool = True,
+) -> PolicyOutput:
+    """Keep the rollouts that maximize advantage variance (fraction N(p) of each group, or of the batch)."""
+    keep, fraction = kept_rollouts(inputs, n_init, n_final, cross_group)
     weights = (inputs.mask & keep[:, None]).float()
     return PolicyOutput(weights, {"sample_fraction": float(keep.double().mean()), "n_fraction": fraction})
 
