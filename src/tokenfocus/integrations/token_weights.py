@@ -17,6 +17,7 @@ from contextlib import nullcontext
 import torch
 
 from ..policies import apply_policy, parse_policy_spec, rows_before_forward, weight_histogram
+from ..policies.d3s import has_rows_before_forward
 from ..signals import attention_plan, counterfactual_needs, parse_signal_specs, required_roles
 from ..signals.registry import evaluate
 from ..types import AttentionRecord, CounterfactualRecord, ForwardCapture, PolicyInputs, TokenBatch, prompt_keys
@@ -121,6 +122,8 @@ class TokenWeighting:
                             progress: float, step: int) -> torch.Tensor | None:
         """(B_local,) bool: this rank's rows the policy can weight at all, decided on the whole generation batch
         from the advantages before any forward (D3S's rollout level); None when the policy has no such stage."""
+        if not has_rows_before_forward(self.policy):  # no collective when the policy has no such stage
+            return None
         inputs = self._gathered(accelerator, mask, {}, advantages, groups, progress, step)
         rows = rows_before_forward(self.policy, inputs)
         return None if rows is None else rows[local_rows(accelerator, mask.shape[0])].to(mask.device)

@@ -74,11 +74,16 @@ def kept_rollouts(
 ROLLOUT_OPTIONS = ("n_init", "n_final", "cross_group")
 
 
+def has_rows_before_forward(spec) -> bool:
+    """Whether a parsed policy ``spec`` decides rows from the advantages alone (``rows_before_forward``)."""
+    return spec.entry.name in ("d3s", "d3s_samples")
+
+
 def rows_before_forward(spec, inputs: PolicyInputs) -> torch.Tensor | None:
     """(B,) bool: the only rows a parsed policy ``spec`` can give weight, decided from the advantages before any
     forward (D3S's rollout level; ``inputs.signals`` may be empty); None when the policy has no such stage. A trainer
     may then skip the other rows' forward and backward: their weights are zero, so the loss is the same."""
-    if spec.entry.name not in ("d3s", "d3s_samples"):
+    if not has_rows_before_forward(spec):
         return None
     return kept_rollouts(inputs, **{k: v for k, v in spec.options.items() if k in ROLLOUT_OPTIONS})[0]
 
