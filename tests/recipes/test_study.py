@@ -331,11 +331,24 @@ def test_a_slice_on_a_new_machine_with_the_start_already_evaluated_exports_and_k
     starting model is refused before anything trains."""
     study, study_recipe = _stub_study(tmp_path, monkeypatch)
     dest = tmp_path / "committed"
+    pairs = "pairs-on-policy-0123456789ab.jsonl"  # sampled once by the first DPO arm (recipes.dpo.pairs_cache)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / pairs).write_text('{"prompt": "p", "chosen": "12", "rejected": "13"}\n')
+    (tmp_path / "out" / f"{pairs}.json").write_text('{"pass_rate": 0.4}')
     run_study(study, log=lambda m: None, arms=["full"], seeds=[0], export=dest)
+    assert (dest / pairs).read_text() == (tmp_path / "out" / pairs).read_text()
+    assert (dest / f"{pairs}.json").is_file()
     shutil.rmtree(tmp_path / "out")  # the new machine: only the committed files
     (tmp_path / "out" / "initial").mkdir(parents=True)
     shutil.copytree(dest / "initial" / "eval", tmp_path / "out" / "initial" / "eval")
+    seen, train_arm = [], study_recipe.train_arm
+    monkeypatch.setattr(study_recipe, "train_arm", lambda config, **options: (
+        seen.append((config.run_dir.parent / pairs).read_text()), train_arm(config, **options))[1])
     run_study(study, log=lambda m: None, arms=["random20"], seeds=[0], export=dest)
+    assert seen == [(dest / pairs).read_text()]  # the slice trained on the committed pairs, not re-sampled ones
+    (tmp_path / "out" / pairs).write_text("kept\n")  # a file the slice already has is not overwritten
+    assert study_recipe.restore_shared(dest, tmp_path / "out", log=lambda m: None) == [] and (
+        tmp_path / "out" / pairs).read_text() == "kept\n"
     exported = json.loads((dest / "study.json").read_text())
     assert exported["warmup_fingerprint"] == "fingerprint-a"
     assert sorted(r["dir"] for r in exported["runs"]) == ["full-s0", "initial", "random20-s0"]

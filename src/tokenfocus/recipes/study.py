@@ -168,6 +168,7 @@ def run_study(study: StudyConfig, log=print, allow_config_change: bool = False, 
                                  f"{GREEDY_AGREEMENT_MIN:.0%} and the sampled score on >= {SAMPLED_SAME_MIN:.0%} of "
                                  "every set's problems. Export to another directory")
             extra["warmup_equivalents"] = [{"fingerprint": ours, "of": theirs, **check}]
+        restore_shared(Path(export), root, log)  # the same starting model (checked above): the same pairs
 
     # The starting model, once: every arm and seed is scored on the same problems, so one evaluation serves all.
     initial = root / INITIAL_ARM
@@ -339,6 +340,9 @@ def _write_drift(model, tokenizer, start_model, study: StudyConfig, run_dir: Pat
 # What a run's light files are: enough to render the report and audit every number, nothing heavy.
 LIGHT_FILES = ("config.yaml", "metrics.jsonl", "policy_weights.jsonl", "drift.json", "evidence.json")
 LIGHT_DIRS = ("eval", "samples")
+# What every arm and seed of a study shares and a later slice must not re-create: the on-policy DPO pairs, sampled
+# once from the starting model (``recipes.dpo.pairs_cache``; on a re-created warm-up they would differ).
+SHARED_FILES = "pairs-on-policy-*"
 
 
 def export_light(root: Path, dest: Path) -> Path:
@@ -375,9 +379,26 @@ def export_light(root: Path, dest: Path) -> Path:
                 if path.is_file():
                     (target / folder).mkdir(parents=True, exist_ok=True)
                     atomic_write_text(target / folder / path.name, path.read_text())
+    for path in sorted(root.glob(SHARED_FILES)):
+        if path.is_file():
+            atomic_write_text(dest / path.name, path.read_text())
     atomic_write_text(dest / "study.yaml", (root / "study.yaml").read_text())
     write_json(dest / "study.json", merged)
     return dest
+
+
+def restore_shared(export: Path, root: Path, log=print) -> list[str]:
+    """Copy the export's shared files (``SHARED_FILES``) that ``root`` lacks into it, so a slice in a fresh checkout
+    trains on the pairs the committed runs trained on; a file ``root`` already has is left as it is."""
+    restored = []
+    for path in sorted(Path(export).glob(SHARED_FILES)):
+        local = Path(root) / path.name
+        if path.is_file() and not local.exists():
+            atomic_write_text(local, path.read_text())
+            restored.append(path.name)
+    if restored:
+        log(f"[shared] restored from {export}: {', '.join(restored)}")
+    return restored
 
 
 def _write_samples(model, tokenizer, study: StudyConfig, run_dir: Path, seed: int) -> None:
