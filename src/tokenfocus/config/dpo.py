@@ -11,7 +11,7 @@
     run: {dir: runs/tab-po, seed: 0, save_steps: 10}
 
 Conditions of TAB-PO (RL_TOKEN_CREDIT.md §7): DPO (mode uniform), omega-weighted DPO (mode diff), TAB-PO (diff +
-barrier), barrier only (uniform + barrier). cDPO: mode column with the weights of ``tokenfocus dpo-weights``.
+barrier), barrier only (uniform + barrier). cDPO: mode column with the weights of ``tokenfocus cdpo-weights``.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def build_dpo_config(data: dict, base: Path | None = None, where: str = "dpo con
                    if not all(k in row for k in ("chosen_weights", "rejected_weights"))]
         if lacking:
             problems.append(f"weights.mode 'column' reads chosen_weights and rejected_weights from every row; "
-                            f"rows at lines {lacking[:10]} lack them (tokenfocus dpo-weights writes them)")
+                            f"rows at lines {lacking[:10]} lack them (tokenfocus cdpo-weights writes them)")
     run = parse_section(RunConfig, data.get("run"), "run", problems)
     trl = check_trl(dict(data.get("trl") or {}), problems, trainer="dpo")
     if problems:

@@ -55,7 +55,7 @@ def pair_token_weights(example: dict, weighting: PairWeighting, decode) -> dict:
             if len(weights) != len(ids):
                 raise ValueError(f"{side}_weights has {len(weights)} values but the tokenized {side} completion has "
                                  f"{len(ids)} tokens ({decode(ids)!r}); compute the weights with the model's tokenizer "
-                                 "over the completion as DPOTrainer tokenizes it (tokenfocus dpo-weights does)")
+                                 "over the completion as DPOTrainer tokenizes it (tokenfocus cdpo-weights does)")
     else:
         w_chosen, w_rejected = [1.0] * len(chosen), [1.0] * len(rejected)
     if not weighting.weight_chosen:
