@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from tokenfocus.config.dpo import build_dpo_config
 from tokenfocus.models import load_model
@@ -91,3 +92,59 @@ def test_bad_settings_are_listed():
     message = str(error.value)
     assert "task:" in message and "out:" in message and "samples must be >= 1" in message and "colour" in message
     assert CDPOWeightsConfig().problems() == []
+
+
+def test_a_dpo_run_makes_cdpo_pairs_from_its_reference_once_and_shares_them(tmp_path, monkeypatch):
+    """pairs: {task, cdpo: {...}}: the first run makes the weighted pairs from its reference (what a study's DPO arms
+    need: no pairs file exists before the warm-up does), caches them beside the run directory (exported with the
+    study), and the next arm reads the cache: the uniform baseline and the weighted arm train on the same pairs."""
+    from tokenfocus.recipes import cdpo as cdpo_recipe
+    from tokenfocus.recipes.dpo import pairs_cache
+    from tokenfocus.tasks.arithmetic import Arithmetic
+
+    monkeypatch.setattr(Arithmetic, "reward", lambda self, config: (lambda texts, answers, **_: [
+        float(len(t) % 2) for t in texts]))
+    made, make = [], cdpo_recipe.run_cdpo_weights
+    monkeypatch.setattr(cdpo_recipe, "run_cdpo_weights", lambda settings, task, out, log=print: (
+        made.append(settings), make(settings, task, out, log=log))[1])
+
+    def config(arm, weights):
+        return build_dpo_config({
+            "model": TINY, "weights": weights, "run": {"dir": str(tmp_path / arm), "save_steps": 1},
+            "pairs": {"task": {"name": "arithmetic", "tiers": ["D1"]},
+                      "cdpo": {"n_prompts": 3, "samples": 4, "max_new_tokens": 6, "continuations": 0}},
+            "trl": {"max_steps": 1, "per_device_train_batch_size": 2, "max_length": 128}})
+
+    weighted = config("cdpo", {"mode": "column", "weight_chosen": False})
+    assert weighted.rows == [] and weighted.sampling["cdpo"]["n_prompts"] == 3
+    run_dir, trainer = run_dpo(weighted)
+    assert trainer.tf_token_level and (run_dir / "final").is_dir()
+    assert len(made) == 1 and made[0].model == TINY and made[0].save_models is False
+    cache = pairs_cache(weighted)
+    rows = [json.loads(line) for line in cache.read_text().splitlines()]
+    assert rows and all(len(r["rejected_weights"]) >= 1 for r in rows)
+    assert cache.with_name(cache.name + ".summary.json").is_file()
+    assert not (tmp_path / "positive").exists()  # no model is saved beside a study's runs
+    uniform = config("full", {"mode": "uniform"})
+    assert pairs_cache(uniform) == cache
+    run_dir, trainer = run_dpo(uniform)
+    assert len(made) == 1 and not trainer.tf_token_level  # the cache was read; plain DPO on the same pairs
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["pairs_resolved"] == {"source": "task arithmetic: cDPO pairs made from the reference", "rows": len(rows)}
+
+
+def test_cdpo_pairs_settings_a_run_cannot_use_are_refused_before_loading(tmp_path):
+    from tokenfocus.config import ConfigError
+
+    base = {"model": TINY, "run": {"dir": str(tmp_path / "run")}, "weights": {"mode": "column"}}
+    cases = [
+        ({"task": {"name": "arithmetic"}, "cdpo": {"model": "x", "samples": 0}, "n": 4},
+         ["pairs: ['n'] do not apply to cdpo pairs", "pairs.cdpo: ['model'] are not settable here",
+          "pairs.cdpo.samples must be >= 1"]),
+        ({"task": {"name": "arithmetic", "tiers": ["Q9"]}, "cdpo": {}}, ["Q9"]),
+        ({"path": "x.jsonl", "cdpo": {}}, ["on_policy and cdpo apply to task pairs only"]),
+    ]
+    for pairs, expected in cases:
+        with pytest.raises(ConfigError) as error:
+            build_dpo_config({**base, "pairs": pairs})
+        assert all(e in str(error.value) for e in expected), (pairs, str(error.value))

@@ -6,6 +6,8 @@
         # {task: {name: json_answers, tiers: [D2, D3]}, n: 256, seed: 0, max_digits: 2}   (tasks.json_answers)
         # + on_policy: {samples: 8, temperature: 1.0, max_new_tokens: 48}: sampled from the reference when the
         #   run starts (chosen correct, rejected 1-2 digits off), cached beside the run directory
+        # {task: {name: arithmetic, tiers: [D2, D3]}, cdpo: {n_prompts: 240, samples: 16, ...}}: cDPO's pairs with
+        #   critical-token weights (recipes.cdpo) made from the reference when the run starts, cached the same way
     weights: {mode: diff, hi: 1.0, lo: 0.2, barrier: 1.0, tau: 0.5}   # policies.pairs.PairWeighting
     trl: {beta: 0.1, max_steps: 20, learning_rate: 5e-6, ...}          # any DPOConfig field
     run: {dir: runs/tab-po, seed: 0, save_steps: 10}
@@ -30,7 +32,7 @@ from .train import RunConfig, apply_overrides, device_defaults
 from .trl_fields import check_trl
 
 TOP_KEYS = {"model": str, "reference": str | None, "pairs": dict, "weights": dict, "trl": dict, "run": dict}
-PAIR_KEYS = {"path": str, "task": dict, "n": int, "seed": int, "max_digits": int, "on_policy": dict}
+PAIR_KEYS = {"path": str, "task": dict, "n": int, "seed": int, "max_digits": int, "on_policy": dict, "cdpo": dict}
 ON_POLICY_KEYS = {"samples": int, "temperature": float, "max_new_tokens": int}
 # CPU-friendly DPOConfig defaults (any can be overridden under trl:).
 DPO_DEFAULTS = {
@@ -52,8 +54,8 @@ class DPORunConfig:
     trl: dict
     run: RunConfig
     source: dict
-    # on-policy pairs, sampled from the reference when the run starts: {task, n, seed, max_digits, samples,
-    # temperature, max_new_tokens}; None when the rows are given
+    # pairs made from the reference when the run starts: on-policy {task, n, seed, max_digits, samples, temperature,
+    # max_new_tokens} or cDPO's {task, cdpo: {CDPOWeightsConfig fields}}; None when the rows are given
     sampling: dict | None = None
 
     @property
@@ -85,8 +87,9 @@ def _pairs(spec: dict, base: Path | None, problems: list[str]) -> tuple[list[dic
                         "from a task's gold solutions, or sampled from the model with on_policy)")
         return [], [], "", None
     if "path" in spec:
-        if any(k in spec for k in ("n", "seed", "max_digits", "on_policy")):
-            problems.append("pairs: n, seed, max_digits and on_policy apply to task pairs only; remove them with path")
+        if any(k in spec for k in ("n", "seed", "max_digits", "on_policy", "cdpo")):
+            problems.append("pairs: n, seed, max_digits, on_policy and cdpo apply to task pairs only; remove them "
+                            "with path")
         path = Path(spec["path"]).expanduser()
         path = path if path.is_absolute() or base is None else base / path
         rows, found = read_pairs(path)
@@ -94,6 +97,8 @@ def _pairs(spec: dict, base: Path | None, problems: list[str]) -> tuple[list[dic
             problems.append(f"pairs: {len(found)} bad row(s) in {path}:" + summarize(found))
         return [r.data for r in rows], [r.line for r in rows], str(path), None
     task: Task | None = parse_task(spec["task"], problems, base=base)
+    if "cdpo" in spec:
+        return _cdpo_pairs(spec, task, problems)
     n, seed, digits = spec.get("n", 256), spec.get("seed", 0), spec.get("max_digits", 2)
     if n < 1 or digits < 1:
         problems.append(f"pairs: n and max_digits must be >= 1, got {n}, {digits}")
@@ -117,6 +122,30 @@ def _pairs(spec: dict, base: Path | None, problems: list[str]) -> tuple[list[dic
         problems.append(f"pairs.task: {error}")
         return [], [], "", None
     return chat_rows(rows), [0] * len(rows), f"task {task.name}: gold vs 1-{digits} digit(s) changed", None
+
+
+def _cdpo_pairs(spec: dict, task: Task | None, problems: list[str]) -> tuple[list[dict], list[int], str, dict | None]:
+    """cDPO's pairs (``recipes.cdpo``), made from the DPO reference when the run starts: validated here."""
+    from ..recipes.cdpo import CDPOWeightsConfig
+
+    given = spec["cdpo"] or {}
+    extra = sorted(k for k in ("n", "seed", "max_digits", "on_policy") if k in spec)
+    if extra:
+        problems.append(f"pairs: {extra} do not apply to cdpo pairs; set n_prompts and seed under pairs.cdpo")
+    owned = sorted(k for k in ("model", "save_models") if k in given)
+    if owned:
+        problems.append(f"pairs.cdpo: {owned} are not settable here: the pairs are made from the DPO reference "
+                        "(reference:, default the starting model) and no model is saved; remove them")
+        given = {k: v for k, v in given.items() if k not in owned}
+    settings = parse_section(CDPOWeightsConfig, given, "pairs.cdpo", problems)  # with its range checks
+    if settings is None or task is None:
+        return [], [], "", None
+    try:
+        task.train_examples(settings.n_prompts)  # the prompts can be drawn
+    except ValueError as error:
+        problems.append(f"pairs.task: {error}")
+    fields = {k: v for k, v in asdict(settings).items() if k not in ("model", "save_models")}
+    return [], [], f"task {task.name}: cDPO pairs made from the reference", {"task": task.spec(), "cdpo": fields}
 
 
 def chat_rows(rows: list[dict]) -> list[dict]:

@@ -85,6 +85,14 @@ def sampled_pairs(config: DPORunConfig, reference, tokenizer, log=print) -> list
         log(f"{len(rows)} on-policy pairs reused: {cache}")
         return rows
     spec = config.sampling
+    if "cdpo" in spec:  # cDPO: LoRA positive/negative models of the reference weight the tokens of its own pairs
+        from .cdpo import CDPOWeightsConfig, run_cdpo_weights
+
+        settings = CDPOWeightsConfig(**spec["cdpo"], model=config.reference or config.model, save_models=False)
+        log(f"cDPO pairs from the reference -> {cache}")
+        summary = run_cdpo_weights(settings, build_task(spec["task"]), cache, log=log)  # + <cache>.summary.json
+        log(f"{summary['pairs']} cDPO pairs ({summary['correct']} correct, {summary['incorrect']} incorrect responses)")
+        return [json.loads(line) for line in cache.read_text().splitlines() if line.strip()]
     task = build_task(spec["task"])
     examples = task.gold_examples(spec["n"], seed=spec["seed"])
     log(f"sampling {spec['samples']} responses for each of {len(examples)} prompts from the reference -> {cache}")
