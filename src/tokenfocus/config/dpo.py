@@ -25,6 +25,7 @@ from ..models import DEFAULT_MODEL, check_model_spec
 from ..options import check_keys, parse_section
 from ..policies.pairs import PairWeighting, token_level_conflicts
 from ..tasks import Task, parse_task
+from .cdpo import CDPOWeightsConfig
 from ..tasks.json_answers import perturbed_pairs
 from ..tasks.preference import read_pairs, summarize
 from .schema import ConfigError, load_yaml
@@ -126,8 +127,6 @@ def _pairs(spec: dict, base: Path | None, problems: list[str]) -> tuple[list[dic
 
 def _cdpo_pairs(spec: dict, task: Task | None, problems: list[str]) -> tuple[list[dict], list[int], str, dict | None]:
     """cDPO's pairs (``recipes.cdpo``), made from the DPO reference when the run starts: validated here."""
-    from ..recipes.cdpo import CDPOWeightsConfig
-
     given = spec["cdpo"] or {}
     extra = sorted(k for k in ("n", "seed", "max_digits", "on_policy") if k in spec)
     if extra:
