@@ -25,9 +25,9 @@ from ..models import DEFAULT_MODEL, check_model_spec
 from ..options import check_keys, parse_section
 from ..policies.pairs import PairWeighting, token_level_conflicts
 from ..tasks import Task, parse_task
-from .cdpo import CDPOWeightsConfig
 from ..tasks.json_answers import perturbed_pairs
 from ..tasks.preference import read_pairs, summarize
+from .cdpo import CDPOWeightsConfig
 from .schema import ConfigError, load_yaml
 from .train import RunConfig, apply_overrides, device_defaults
 from .trl_fields import check_trl

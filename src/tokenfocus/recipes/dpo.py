@@ -86,7 +86,8 @@ def sampled_pairs(config: DPORunConfig, reference, tokenizer, log=print) -> list
         return rows
     spec = config.sampling
     if "cdpo" in spec:  # cDPO: LoRA positive/negative models of the reference weight the tokens of its own pairs
-        from .cdpo import CDPOWeightsConfig, run_cdpo_weights
+        from ..config.cdpo import CDPOWeightsConfig
+        from .cdpo import run_cdpo_weights
 
         settings = CDPOWeightsConfig(**spec["cdpo"], model=config.reference or config.model, save_models=False)
         log(f"cDPO pairs from the reference -> {cache}")
