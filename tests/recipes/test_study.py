@@ -114,6 +114,28 @@ def test_study_runs_every_arm_and_seed_and_resumes_without_rerunning(study_dir):
     assert len({tuple(v) for v in prompts.values()}) == 1 and len(next(iter(prompts.values()))) == 6
     assert any("warm-up model found, reused" in m for m in messages)
     assert not any(m.startswith("[initial") for m in messages)  # the starting model is not evaluated again
+    # Stopped while its results were written (eval, drift, samples come after final/): one run lost its samples and
+    # drift, another its second eval set. A rerun trains neither and writes only what each lacks.
+    stopped, half = root / "out" / "random20-s0", root / "out" / "anchors20-s1"
+    (stopped / "drift.json").unlink()
+    (stopped / "samples" / "tokens.jsonl").unlink()
+    (half / "eval" / "hard-test-final.json").unlink()
+    kept = {path: path.stat().st_mtime_ns for path in (stopped / "eval" / "test-final.json",
+                                                      stopped / "eval" / "hard-test-final.json",
+                                                      half / "eval" / "test-final.json", half / "drift.json")}
+    eval_lines = {d: sum('"event": "eval"' in line for line in (d / "metrics.jsonl").open()) for d in (stopped, half)}
+    messages = []
+    run_study(study, log=messages.append)
+    assert not [m for m in messages if "training" in m or "resuming" in m]
+    finishing = [m for m in messages if "writing what is missing" in m]
+    assert finishing == ["[random20 s0] trained; writing what is missing: drift.json, samples/tokens.jsonl",
+                         "[anchors20 s1] trained; writing what is missing: eval/hard-test-final.json"]
+    assert (stopped / "drift.json").is_file() and (stopped / "samples" / "tokens.jsonl").is_file()
+    assert (half / "eval" / "hard-test-final.json").is_file()
+    assert {path: path.stat().st_mtime_ns for path in kept} == kept  # what was there is not written again
+    assert {d: sum('"event": "eval"' in line for line in (d / "metrics.jsonl").open()) for d in eval_lines} == {
+        stopped: eval_lines[stopped], half: eval_lines[half] + 1}
+    assert sum("skipped" in m for m in messages) == 8
 
 
 def test_the_report_renders_from_the_study_files(study_dir):

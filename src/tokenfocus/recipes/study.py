@@ -32,6 +32,8 @@ from ..io import append_jsonl, atomic_write_text, write_json, write_jsonl
 from .start_check import (GREEDY_AGREEMENT_MIN, SAMPLED_SAME_MIN, compare_starts, describe, known_fingerprints,
                           merge_equivalents)
 
+DRIFT_FILE = "drift.json"
+SAMPLES_FILE = "samples/tokens.jsonl"
 SAMPLE_SIGNALS = ("attention_entropy", "attention_mass", "predictive_entropy", "position")
 # Added to the samples of a task that marks the role: where the counterfactual signals put their weight.
 ROLE_SIGNALS = {"evidence": ({"name": "context_dependency"},),
@@ -209,10 +211,13 @@ def run_study(study: StudyConfig, log=print, allow_config_change: bool = False, 
                         finished({**entry, "status": "partial"})
                         log("study interrupted; run it again to continue")
                         return root
+                else:  # trained earlier, stopped while its results were written: only the missing ones
+                    log(f"[{arm} s{seed}] trained; writing what is missing: {', '.join(_missing(run_dir, study))}")
                 model, tokenizer = load_model(str(run_dir / "final"))
                 _evaluate_sets(model, tokenizer, study, run_dir)
-                _write_drift(model, tokenizer, starting_model(), study, run_dir)
-                if study.samples:
+                if not (run_dir / DRIFT_FILE).is_file():
+                    _write_drift(model, tokenizer, starting_model(), study, run_dir)
+                if study.samples and not (run_dir / SAMPLES_FILE).is_file():
                     _write_samples(model, tokenizer, study, run_dir, seed)
                 if not study.train.get("keep_checkpoints", False):
                     _drop_checkpoints(run_dir)
@@ -287,8 +292,16 @@ def _evaluated(run_dir: Path, study: StudyConfig) -> bool:
     return all((run_dir / "eval" / f"{name}-final.json").is_file() for name in study.eval.eval_sets())
 
 
+def _missing(run_dir: Path, study: StudyConfig) -> list[str]:
+    """What a trained run still lacks of its results. Each file is written whole (atomically), so a file that is
+    there is complete: a run stopped while its results were written is finished by writing only the rest."""
+    wanted = [f"eval/{name}-final.json" for name in study.eval.eval_sets()] + [DRIFT_FILE]
+    wanted += [SAMPLES_FILE] if study.samples else []
+    return [name for name in wanted if not (run_dir / name).is_file()]
+
+
 def _status(run_dir: Path, study: StudyConfig) -> str:
-    if _evaluated(run_dir, study) and (run_dir / "final").is_dir():
+    if (run_dir / "final").is_dir() and not _missing(run_dir, study):
         return "done"
     if (run_dir / "final").is_dir():
         return "trained"
@@ -308,6 +321,8 @@ def _evaluate_sets(model, tokenizer, study: StudyConfig, run_dir: Path) -> None:
     strict = bool(study.train.get("reward", {}).get("answer_line_only", False))
     spec = study.eval
     for name, chosen in spec.eval_sets().items():
+        if (run_dir / "eval" / f"{name}-final.json").is_file():  # evaluated before a stop: its metrics line is there
+            continue
         result = evaluate(model, tokenizer, EvalConfig(
             model=str(run_dir / "final"), task=chosen["task"] or study.task.spec(), split=chosen["split"], n=chosen["n"],
             tiers=chosen["tiers"], k=spec.k, temperature=spec.temperature, max_new_tokens=spec.max_new_tokens,
@@ -333,7 +348,7 @@ def _write_drift(model, tokenizer, start_model, study: StudyConfig, run_dir: Pat
                                max_new_tokens=study.eval.max_new_tokens, batch_size=study.eval.batch_size)
     batch = rollout.batch
     kl = token_kl(model, start_model, batch.input_ids, batch.attention_mask, batch.response_mask)
-    write_json(run_dir / "drift.json", {**parameter_distance(model, start_model), "kl_to_start": kl,
+    write_json(run_dir / DRIFT_FILE, {**parameter_distance(model, start_model), "kl_to_start": kl,
                                         "kl_problems": len(problems), "kl_set": name})
 
 
@@ -419,4 +434,4 @@ def _write_samples(model, tokenizer, study: StudyConfig, run_dir: Path, seed: in
     rows = token_rows(rollout, values, tokenizer)
     for row, example in zip(rows, examples or ()):
         row["spans"] = {role: [list(s) for s in ranges] for role, ranges in example.spans.items()}
-    write_jsonl(run_dir / "samples" / "tokens.jsonl", rows)
+    write_jsonl(run_dir / SAMPLES_FILE, rows)
