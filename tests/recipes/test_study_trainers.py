@@ -62,6 +62,43 @@ def test_an_sft_study_runs_plain_sft_and_otr_arms(tmp_path):
     assert "otr/gt_sample_frac" not in (tmp_path / "out" / "full-s0" / "metrics.jsonl").read_text()
 
 
+def test_an_arm_may_change_its_trl_settings_and_only_its_own(tmp_path):
+    """One DPO study holds the same weighting at two learning rates; the override reaches DPOConfig, the other arm
+    keeps train.trl, and a bad override is refused at load naming the arm."""
+    from trl import DPOConfig
+
+    pairs = {"task": {"name": "json_answers", "tiers": ["D1"]}, "n": 8}
+    trl = {"max_steps": 2, "per_device_train_batch_size": 4, "learning_rate": 5e-6, "max_length": 128}
+    path = _write(tmp_path, trainer="dpo", task={"name": "json_answers", "tiers": ["D1"]},
+                  train={"pairs": pairs, "trl": trl},
+                  arms={"full": {"mode": "uniform"}, "full_lo": {"mode": "uniform", "trl": {"learning_rate": 1e-6}},
+                        "tab_po_lo": {"mode": "diff", "barrier": 1.0, "trl": {"learning_rate": 1e-6, "beta": 0.5}},
+                        "plain_lo": {"trl": {"learning_rate": 1e-6}}})
+    study = load_study_config(path)
+    args = {arm: DPOConfig(**study.run_config(arm, 0).trl_args()) for arm in study.arms}
+    assert {arm: a.learning_rate for arm, a in args.items()} == {"full": 5e-6, "full_lo": 1e-6, "tab_po_lo": 1e-6,
+                                                                 "plain_lo": 1e-6}
+    assert (args["full"].beta, args["tab_po_lo"].beta, args["full_lo"].max_steps) == (0.1, 0.5, 2)
+    assert study.run_config("tab_po_lo", 0).weighting.barrier == 1.0
+    assert study.run_config("plain_lo", 0).weighting.mode == "uniform"
+    assert study.arms["full_lo"] == {"mode": "uniform", "trl": {"learning_rate": 1e-6}}  # what study.json records
+    sft = _write(tmp_path, trainer="sft", task={"name": "arithmetic", "tiers": ["D1"]},
+                 train={"data": {"task": {"name": "arithmetic", "tiers": ["D1"]}, "n": 16}, "trl": trl},
+                 arms={"full": None, "full_lo": {"trl": {"learning_rate": 1e-6}},
+                       "otr_lo": {"k": 4, "trl": {"learning_rate": 1e-6}}})
+    study = load_study_config(sft)
+    assert study.run_config("full_lo", 0).otr is None and study.run_config("otr_lo", 0).otr.k == 4
+    assert study.run_config("full_lo", 0).trl["learning_rate"] == 1e-6 == study.run_config("otr_lo", 0).trl[
+        "learning_rate"]
+    assert study.run_config("full", 0).trl["learning_rate"] == 5e-6
+    for bad, expected in (({"mode": "uniform", "trl": 1e-6}, "arm 'full_lo': trl: expected a mapping"),
+                          ({"mode": "uniform", "trl": {"learning_rat": 1e-6}}, "learning_rat")):
+        path = _write(tmp_path, trainer="dpo", task={"name": "json_answers", "tiers": ["D1"]},
+                      train={"pairs": pairs, "trl": trl}, arms={"full": {"mode": "uniform"}, "full_lo": bad})
+        with pytest.raises(ConfigError, match=expected):
+            load_study_config(path)
+
+
 def test_train_keys_a_trainer_would_ignore_are_refused(tmp_path):
     path = _write(tmp_path, trainer="dpo", task={"name": "json_answers"}, arms={"full": {"mode": "uniform"}},
                   train={"reward": {"kind": "digits"}, "trl": {"max_steps": 1}})

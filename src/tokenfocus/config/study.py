@@ -18,7 +18,8 @@
 An arm is a method (a preset name, a method file or a {signals, policy, loss} mapping), or a mapping of
 ``method`` with what the arm changes in its run: ``teacher`` (the distillation settings of
 ``losses.distill.DistillConfig``; the model defaults to the study's teacher), ``reward`` (replaces
-``train.reward``), ``signal_source``.
+``train.reward``), ``signal_source``. In a DPO or SFT study an arm is its pair weighting or OTR settings, and may
+change the TRL settings of its runs with ``trl`` ({mode: uniform, trl: {learning_rate: 1.0e-6}}).
 
 Every arm's train config is built and validated before anything runs.
 """
@@ -198,17 +199,19 @@ class StudyConfig:
         run = {"dir": str(Path(self.dir) / f"{arm}-s{seed}"), "seed": seed}
         if "save_steps" in self.train:
             run["save_steps"] = self.train["save_steps"]
+        if self.trainer in ("dpo", "sft"):
+            settings, trl = self._arm_trl(arm)
         if self.trainer == "dpo":
             from .dpo import build_dpo_config
 
             data = {"model": self.start_model, "pairs": copy.deepcopy(self.train["pairs"]),
-                    "weights": copy.deepcopy(self.arms[arm]) or {}, "trl": dict(self.train.get("trl", {})), "run": run}
+                    "weights": settings or {}, "trl": trl, "run": run}
             return build_dpo_config(data, base=self.base, where=f"arm {arm!r}", check_model=self.warmup is None)
         if self.trainer == "sft":
             from .sft import build_sft_config
 
-            data = {"model": self.start_model, "data": copy.deepcopy(self.train["data"]),
-                    "otr": copy.deepcopy(self.arms[arm]), "trl": dict(self.train.get("trl", {})), "run": run}
+            data = {"model": self.start_model, "data": copy.deepcopy(self.train["data"]), "otr": settings, "trl": trl,
+                    "run": run}
             return build_sft_config(data, base=self.base, where=f"arm {arm!r}", check_model=self.warmup is None)
         method, changes = arm_parts(self.arms[arm])
         data = {"model": self.start_model, "task": self.task.spec(), "method": copy.deepcopy(method),
@@ -230,6 +233,20 @@ class StudyConfig:
         # given teacher are checked on loading.
         made = self.warmup is not None or (self.teacher is not None and self.teacher.sft is not None)
         return build_train_config(data, base=self.base, where=f"arm {arm!r}", check_model=not made)
+
+    def _arm_trl(self, arm: str) -> tuple:
+        """A DPO or SFT arm's own settings (weights or OTR) and its TRL settings: ``train.trl`` updated by the
+        arm's ``trl`` mapping, so one study can hold arms that differ in learning rate or steps."""
+        settings = copy.deepcopy(self.arms[arm])
+        trl = dict(self.train.get("trl", {}))
+        if isinstance(settings, dict) and "trl" in settings:
+            changes = settings.pop("trl")
+            if not isinstance(changes, dict):
+                raise ConfigError(f"arm {arm!r}: trl: expected a mapping of the TRL settings this arm changes "
+                                  f"({{learning_rate: 1.0e-6}}), got {changes!r}")
+            trl.update(changes)
+            settings = settings or ({} if self.trainer == "dpo" else None)
+        return settings, trl
 
     def _arm_teacher(self, arm: str, spec) -> dict:
         if not isinstance(spec, dict):
