@@ -57,7 +57,7 @@ def test_the_counterfactual_papers_have_train_configs_on_tasks_that_mark_their_r
         assert config.task.name == task and config.method.name == name.replace("-", "_")
 
 
-@pytest.mark.parametrize("name", ["study-arith", "study-pgpo", "study-otr", "study-tabpo"])
+@pytest.mark.parametrize("name", ["study-arith", "study-pgpo", "study-otr", "study-tabpo", "study-cdpo"])
 def test_committed_studies_still_match_their_configs(name):
     """A study grows across sessions: a field added to the code since its study.yaml was written (with its neutral
     default) must not read as a change, or the next slice refuses to run."""
