@@ -349,7 +349,7 @@ def _write_drift(model, tokenizer, start_model, study: StudyConfig, run_dir: Pat
     batch = rollout.batch
     kl = token_kl(model, start_model, batch.input_ids, batch.attention_mask, batch.response_mask)
     write_json(run_dir / DRIFT_FILE, {**parameter_distance(model, start_model), "kl_to_start": kl,
-                                        "kl_problems": len(problems), "kl_set": name})
+                                      "kl_problems": len(problems), "kl_set": name})
 
 
 # What a run's light files are: enough to render the report and audit every number, nothing heavy.
