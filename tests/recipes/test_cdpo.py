@@ -11,7 +11,8 @@ import yaml
 
 from tokenfocus.config.dpo import build_dpo_config
 from tokenfocus.models import load_model
-from tokenfocus.recipes.cdpo import CDPOWeightsConfig, parse_cdpo_config, run_cdpo_weights
+from tokenfocus.recipes.cdpo import (CDPOWeightsConfig, completion_ids, parse_cdpo_config, run_cdpo_weights,
+                                     score_completions)
 from tokenfocus.recipes.dpo import run_dpo
 from tokenfocus.signals.critical import contrastive_token_probs, first_wrong_digit
 
@@ -35,6 +36,25 @@ def test_contrastive_probs_equal_a_naive_softmax_at_the_predicting_position():
             assert float(got[b, t]) == pytest.approx(float(expected), abs=1e-6), (b, t)
     same = contrastive_token_probs(positive, positive, ids, mask, beta=1.0)  # no contrast: the model's own p
     assert torch.allclose(same[0, 1:], torch.softmax(z_pos[0, :-1], -1).gather(-1, ids[0, 1:, None])[:, 0], atol=1e-6)
+
+
+def test_completions_scored_in_padded_batches_equal_each_scored_alone():
+    positive, tokenizer = load_model(TINY + ",seed=1")
+    negative, _ = load_model(TINY + ",seed=2")
+    prompt = [{"role": "user", "content": "What is 47+38?"}]
+    texts = ["47+38 = 85\nAnswer: 85", "85", "47 + 38 is 75, so the answer is 75", "Answer: 86"]
+    for beta in (1.0, 0.0):
+        batched = score_completions(positive, negative, tokenizer, prompt, texts, beta, batch_size=3)  # 2 batches
+        assert len(batched) == len(texts)
+        for text, (ids, probs) in zip(texts, batched):
+            prompt_ids, alone_ids = completion_ids(tokenizer, prompt, [{"role": "assistant", "content": text}])
+            row = torch.tensor([prompt_ids + alone_ids])
+            alone = contrastive_token_probs(positive, negative, row, torch.ones_like(row), beta=beta)
+            assert ids == alone_ids and len(probs) == len(alone_ids)
+            assert probs == pytest.approx(alone[0, len(prompt_ids):].tolist(), abs=1e-6), (text, beta)
+    # beta 0 is the positive model's own p(y_t): the negative model does not enter
+    own = score_completions(positive, positive, tokenizer, prompt, texts, 0.0)
+    assert [p for _, p in own] == [p for _, p in score_completions(positive, negative, tokenizer, prompt, texts, 0.0)]
 
 
 def test_first_wrong_digit_is_a_digit_departure_only():

@@ -10,9 +10,10 @@
    weights line up one per completion token; DPO's ``weights: {mode: column}`` reads them.
 4. Checks, written to ``<out>.summary.json``: on incorrect responses whose first wrong digit is known (they depart
    from the gold worked solution at a digit), how often the highest-weight token is that digit, against the
-   chance rate 1 / (response tokens) and against the sampling model's own 1 - p(y_t) (no contrast); and, on ``check_responses`` short responses, continuations sampled from just
-   before and just after the highest-weight token (``continuations`` each): a critical token is one whose presence
-   turns correct continuations into wrong ones.
+   chance rate 1 / (response tokens) and against the sampling model's own 1 - p(y_t) (no contrast); and, on
+   ``check_responses`` short responses, continuations sampled from just before and just after the highest-weight
+   token (``continuations`` each): a critical token is one whose presence turns correct continuations into wrong
+   ones. A prompt's responses are scored together in padded batches (``score_completions``), each once.
 5. ``save_models``: the positive and negative models (adapters merged) as ``positive/`` and ``negative/`` beside
    the pairs file, for the ``critical_token`` signal (``tokenfocus analyze -s '{"name": "critical_token",
    "positive": ".../positive", "negative": ".../negative"}'``).
@@ -89,12 +90,22 @@ def lora_sft(model, tokenizer, rows: list[dict], settings: CDPOWeightsConfig, ou
                    "last_loss": losses[-1] if losses else None}
 
 
-def _weights(positive, negative, tokenizer, prompt, completion, beta) -> tuple[list[int], list[float]]:
-    """(completion ids, p_ce per completion token)."""
-    prompt_ids, comp_ids = completion_ids(tokenizer, prompt, completion)
-    ids = torch.tensor([prompt_ids + comp_ids])
-    probs = contrastive_token_probs(positive, negative, ids, torch.ones_like(ids), beta=beta)
-    return comp_ids, probs[0, len(prompt_ids):].tolist()
+def score_completions(positive, negative, tokenizer, prompt: list[dict], completions: list[str], beta: float,
+                      batch_size: int = 16) -> list[tuple[list[int], list[float]]]:
+    """(completion ids, p_ce per completion token) for each completion of one prompt, scored in right-padded batches:
+    the causal models never see the padding after a row's tokens, and positions count from 0 in every row, so each
+    row's numbers are those it gets when scored alone."""
+    parts = [completion_ids(tokenizer, prompt, [{"role": "assistant", "content": text}]) for text in completions]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    scored = []
+    for start in range(0, len(parts), batch_size):
+        chunk = parts[start:start + batch_size]
+        width = max(len(p) + len(c) for p, c in chunk)
+        ids = torch.tensor([p + c + [pad] * (width - len(p) - len(c)) for p, c in chunk])
+        mask = torch.tensor([[1] * (len(p) + len(c)) + [0] * (width - len(p) - len(c)) for p, c in chunk])
+        probs = contrastive_token_probs(positive, negative, ids, mask, beta=beta)
+        scored += [(c, probs[row, len(p):len(p) + len(c)].tolist()) for row, (p, c) in enumerate(chunk)]
+    return scored
 
 
 def _continuation_check(model, tokenizer, prompt: str, response_ids: list[int], position: int, gold: str, reward,
@@ -159,32 +170,32 @@ def run_cdpo_weights(settings: CDPOWeightsConfig, task: Task, out: Path, log=pri
         rng.shuffle(good)
         rng.shuffle(bad)
         prompt = [{"role": "user", "content": example.prompt}]
-        for chosen, rejected in list(zip(good, bad))[:settings.pairs_per_prompt]:
-            c_ids, p_chosen = _weights(positive, negative, tokenizer, prompt, [{"role": "assistant",
-                                                                               "content": chosen}], settings.beta_ce)
-            r_ids, p_rejected = _weights(positive, negative, tokenizer, prompt, [{"role": "assistant",
-                                                                                 "content": rejected}], settings.beta_ce)
+        pairs = list(zip(good, bad))[:settings.pairs_per_prompt]
+        scored_good = score_completions(positive, negative, tokenizer, prompt, [c for c, _ in pairs],
+                                        settings.beta_ce)
+        # every incorrect response once: the pairs' rejected ones are the first, the check reads them all
+        scored_bad = score_completions(positive, negative, tokenizer, prompt, bad, settings.beta_ce)
+        for (chosen, rejected), (c_ids, p_chosen), (_, p_rejected) in zip(pairs, scored_good, scored_bad):
             rows.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": chosen}],
                          "rejected": [{"role": "assistant", "content": rejected}],
                          "chosen_weights": [1.0] * len(c_ids) if settings.only_neg else p_chosen,
                          "rejected_weights": [1.0 - p for p in p_rejected]})
-        for rejected in bad:  # the first-wrong-digit check, over every incorrect response of the prompt
-            char = first_wrong_digit(rejected, example.solution or "")
-            if char is None:
-                continue
-            r_ids, p_rejected = _weights(positive, negative, tokenizer, prompt, [{"role": "assistant",
-                                                                                 "content": rejected}], settings.beta_ce)
+        # the first-wrong-digit check, over every incorrect response of the prompt that departs at a digit
+        labelled_bad = [(i, char) for i, text in enumerate(bad)
+                        if (char := first_wrong_digit(text, example.solution or "")) is not None]
+        plain = score_completions(model, model, tokenizer, prompt, [bad[i] for i, _ in labelled_bad], 0.0)
+        for (i, char), (_, p_plain) in zip(labelled_bad, plain):
+            rejected, (r_ids, p_rejected) = bad[i], scored_bad[i]
             ends, length = [], 0
             for token in r_ids:
                 length += len(tokenizer.decode([token]))
                 ends.append(length)
-            target = next((i for i, end in enumerate(ends) if end > char), None)
+            target = next((k for k, end in enumerate(ends) if end > char), None)
             if target is None:
                 continue
             weights = [1.0 - p for p in p_rejected]
-            order = sorted(range(len(weights)), key=lambda i: -weights[i])
-            _, p_plain = _weights(model, model, tokenizer, prompt, [{"role": "assistant", "content": rejected}], 0.0)
-            plain_hits += max(range(len(p_plain)), key=lambda i: 1.0 - p_plain[i]) == target
+            order = sorted(range(len(weights)), key=lambda k: -weights[k])
+            plain_hits += max(range(len(p_plain)), key=lambda k: 1.0 - p_plain[k]) == target
             labelled += 1
             hits += order[0] == target
             top3 += target in order[:3]

@@ -30,7 +30,7 @@ def contrastive_token_probs(positive, negative, input_ids: torch.Tensor, attenti
     if beta < 0:
         raise ValueError(f"beta (the contrast strength) must be >= 0, got {beta}")
     hidden = {}
-    for name, model in (("pos", positive), ("neg", negative)):
+    for name, model in (("pos", positive), ("neg", negative))[:1 if beta == 0 else 2]:  # beta 0: positive's own p
         out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, logits_to_keep=1)
         hidden[name] = (out.hidden_states[-1], model.get_output_embeddings())
     probs = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
@@ -38,7 +38,7 @@ def contrastive_token_probs(positive, negative, input_ids: torch.Tensor, attenti
     for start in range(0, input_ids.size(1) - 1, chunk):
         end = min(start + chunk, input_ids.size(1) - 1)
         z = {name: head(h[:, start:end]).float() for name, (h, head) in hidden.items()}
-        logp = torch.log_softmax((1 + beta) * z["pos"] - beta * z["neg"], dim=-1)
+        logp = torch.log_softmax((1 + beta) * z["pos"] - beta * z["neg"] if beta else z["pos"], dim=-1)
         probs[:, start + 1:end + 1] = logp.gather(-1, targets[:, start:end, None]).squeeze(-1).exp()
     return probs * attention_mask.to(probs.dtype)
 
