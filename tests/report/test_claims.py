@@ -100,6 +100,18 @@ def test_accuracy_claims_without_their_arms_or_outcomes_are_inconclusive(study):
     assert claims["low2high_beats_full"] == ("inconclusive", "not tested: the study has no low2high run")
 
 
+def test_an_untested_claim_says_whether_its_baseline_learned(study):
+    """An arm not run yet, beside a baseline that did not beat the start: running the arm could not give a verdict
+    either, and the evidence says so with the baseline's measured gain."""
+    claims = accuracy_study(study, full=FULL_FLAT)
+    verdict, evidence = claims["random20_recovers_full"]
+    assert verdict == "inconclusive"
+    assert evidence.startswith("not tested: the study has no random20 run; nor could it be judged: full-token "
+                               "training did not beat the starting model on in-dist (greedy pass@1): full - initial ")
+    verdict, evidence = claims["low2high_beats_full"]
+    assert verdict == "inconclusive" and "no low2high run; nor could it be judged" in evidence
+
+
 def test_too_few_shared_problems_is_inconclusive(study):
     """Ten problems: a bootstrap of a handful of problems is degenerate (one problem: width 0) and would
     'prove' anything."""

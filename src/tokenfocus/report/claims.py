@@ -114,6 +114,16 @@ def _present(runs: list[dict], *arms: str) -> str | None:
     return f"not tested: the study has no {', '.join(absent)} run" if absent else None
 
 
+def _untested(runs: list[dict], arm: str, base: str, in_dist: str, field: str) -> str | None:
+    """Why a claim on ``arm`` against ``base`` is not tested (an arm is missing), or None. When only ``arm`` is
+    missing, the reason also says whether the base beat the start: whether running ``arm`` could give a verdict."""
+    absent = _present(runs, base, arm, INITIAL)
+    if absent is None or _present(runs, base, INITIAL) is not None:
+        return absent
+    _, why = full_learned(runs, in_dist, field, base)
+    return f"{absent}; nor could it be judged: {why}" if why else absent
+
+
 def full_learned(runs: list[dict], in_dist: str, field: str = "greedy",
                  base: str = FULL) -> tuple[Paired | None, str | None]:
     """The gate of the accuracy claims: (base - initial on the in-distribution set, None) when its interval
@@ -134,7 +144,7 @@ def full_learned(runs: list[dict], in_dist: str, field: str = "greedy",
 def _gated(runs: list[dict], arm: str, in_dist: str, field: str, base: str) -> tuple[Paired | None, str | None]:
     """(the base's gain over the start, None), or (None, why a claim on ``arm`` cannot be judged): an arm is
     missing, or the base did not learn in-distribution."""
-    absent = _present(runs, base, arm, INITIAL)
+    absent = _untested(runs, arm, base, in_dist, field)
     if absent:
         return None, absent
     gate, why = full_learned(runs, in_dist, field, base)
@@ -170,7 +180,7 @@ def _beats(runs: list[dict], arm: str, in_dist: str, set_name: str | None, field
            base: str = FULL) -> tuple[str, str]:
     """``arm`` beats ``base`` (full) on ``set_name``: the paired interval of arm - base lies above 0 (judged only
     when the base learned in-distribution, and not when both arms sit at the floor)."""
-    absent = _present(runs, base, arm, INITIAL)
+    absent = _untested(runs, arm, base, in_dist, field)
     if absent:
         return INCONCLUSIVE, absent
     if set_name is None:
