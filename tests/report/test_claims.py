@@ -259,6 +259,33 @@ def test_declared_claims_reach_each_verdict(study, ktr, pgpo_hard, full, expecte
     assert rows[1][1] == "inconclusive" and "per-problem" not in rows[1][2]  # no sampled outcomes in these files
 
 
+def test_a_verdict_on_fewer_seeds_than_the_study_plans_says_it_is_provisional(study):
+    from tokenfocus.report.study_report import render_report
+    from tokenfocus.report.tables import verdict_table
+
+    study.initial(in_dist=60, hard=20)
+    for seed in range(3):
+        study.run("full", seed, FULL_LEARNED[seed], 20)
+    study.run("ktr", 0, 110, 20)  # one of the three planned seeds has finished
+    study.run("pgpo", 0, 100, 42)
+    study.run("pgpo", 1, 100, 42)
+    root = study.index(arms=("full", "ktr", "pgpo"), claims=DECLARED)
+    runs = load_runs(root)
+    rows = verdict_table(runs, eval_set_names(root, runs), DECLARED, planned_seeds=3)[1]
+    assert rows[0][1] == "reproduced (provisional: 1 of 3 seeds)"
+    assert rows[2][1] == "reproduced (provisional: 2 of 3 seeds)"
+    assert verdict_table(runs, eval_set_names(root, runs), DECLARED)[1][0][1] == "reproduced"  # nothing planned
+    render_report(root)  # the summary reads the planned seeds from study.json
+    summary = (root / "summary.md").read_text()
+    assert ("| Video-KTR's attributed tokens match all tokens (greedy pass@1, in-dist) | "
+            "**reproduced (provisional: 1 of 3 seeds)** |") in summary
+    for seed in (1, 2):
+        study.run("ktr", seed, 110, 20)
+    root = study.index(arms=("full", "ktr", "pgpo"), claims=DECLARED)
+    runs = load_runs(root)
+    assert verdict_table(runs, eval_set_names(root, runs), DECLARED, planned_seeds=3)[1][0][1] == "reproduced"
+
+
 def test_the_report_judges_the_declared_claims_instead_of_the_flagship(study):
     from tokenfocus.report.study_report import render_report
 

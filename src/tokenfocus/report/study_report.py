@@ -262,7 +262,8 @@ def render_report(root: Path) -> Path:
     if tools[1]:  # a tool task: calls and CAS before drift
         drift_html = f"<h2>Tool use (greedy)</h2>{html_table(tools, 'tools')}" + drift_html
     diagnoses = load_diagnoses(root)
-    claims = verdict_table(runs, sets, (read_index(root) or {}).get("claims"), diagnoses)
+    index = read_index(root) or {}
+    claims = verdict_table(runs, sets, index.get("claims"), diagnoses, len(index.get("seeds", [])))
     diagnosis = diagnosis_table(runs, diagnoses)
     diagnosis_html = (f"<h2>Gradient diagnosis</h2><p>{html.escape(DIAGNOSIS_NOTE)}</p>"
                       f"{html_table(diagnosis, 'diagnosis', row_header=False)}" if diagnosis[1] else "")

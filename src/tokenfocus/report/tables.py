@@ -12,7 +12,7 @@ import math
 import statistics
 from pathlib import Path
 
-from .claims import CLAIMS, FULL, MIN_GROUPS, declared_verdicts, paired, verdicts
+from .claims import CLAIMS, FIELDS, FULL, LOW2HIGH, MIN_GROUPS, RANDOM, declared_verdicts, paired, verdicts
 from .runs import (INITIAL, default_set_order, eval_set_names, incomplete_runs, load_diagnoses, load_runs,
                    read_index)
 from .stats import mean_sd, spread_text
@@ -209,22 +209,40 @@ def diagnosis_table(runs: list[dict], diagnoses: list[dict] = ()) -> Table:
 FLAGSHIP_ARMS = ("random20", "low2high", "anchors20", "explorers20")
 
 
+FLAGSHIP_COMPARED = {"random20_recovers_full": (RANDOM, FULL), "random20_recovers_full_sampled": (RANDOM, FULL),
+                     "low2high_beats_full": (LOW2HIGH, FULL), "low2high_beats_full_sampled": (LOW2HIGH, FULL)}
+
+
 def verdict_table(runs: list[dict], sets: list[str] | None = None, declared: list[dict] | None = None,
-                  diagnoses: list[dict] = ()) -> Table:
+                  diagnoses: list[dict] = (), planned_seeds: int | None = None) -> Table:
     """One row per claim: the flagship's (arXiv 2605.07660) when the study has a flagship arm or declares no claims,
     then the ``declared`` claims of the study config (other papers' arms against full). ``diagnoses``: the
-    study's ``tokenfocus diagnose`` results, pooled into the gradient claims."""
+    study's ``tokenfocus diagnose`` results, pooled into the gradient claims. ``planned_seeds``: the study's seed
+    count; a verdict on arms that have fewer finished seeds says it is provisional."""
     sets = sets if sets is not None else sorted({n for run in runs for n in run["evals"]}, key=default_set_order)
     rows = []
     papers = []
     if not declared or any(r["arm"] in FLAGSHIP_ARMS for r in runs):
         claims = verdicts(runs, sets, diagnoses)
-        rows += [[text, *claims[key]] for key, text in CLAIMS]
+        rows += [[text, _provisional(runs, FLAGSHIP_COMPARED.get(key, ()), planned_seeds, claims[key][0]),
+                  claims[key][1]] for key, text in CLAIMS]
         papers.append("2605.07660")
     if declared:
-        rows += [list(row) for row in declared_verdicts(runs, declared, sets)]
+        judged = declared_verdicts(runs, declared, sets)
+        compared = [(c["arm"], c.get("against", FULL)) for c in declared for _ in FIELDS]  # a row per metric
+        rows += [[text, _provisional(runs, arms, planned_seeds, verdict), evidence]
+                 for (text, verdict, evidence), arms in zip(judged, compared, strict=True)]
         papers += sorted({c["paper"] for c in declared if c.get("paper")} - set(papers))
     return [f"claim{' (arXiv ' + ', '.join(papers) + ')' if papers else ''}", "verdict", "evidence"], rows
+
+
+def _provisional(runs: list[dict], arms: tuple[str, ...], planned: int | None, verdict: str) -> str:
+    """``verdict``, marked provisional while the compared arms have fewer finished seeds than the study plans (a
+    study grows in slices; its summary is committed after each)."""
+    seeds = min((sum(r["arm"] == arm for r in runs) for arm in arms), default=0)
+    if not planned or seeds == 0 or seeds >= planned:
+        return verdict
+    return f"{verdict} (provisional: {seeds} of {planned} seeds)"
 
 
 def incomplete_table(root: Path) -> Table:
@@ -286,9 +304,10 @@ def results_tables(root: Path) -> str:
     incomplete = incomplete_table(root)
     runs = load_runs(root, allow_empty=bool(incomplete[1]))
     sets = eval_set_names(root, runs)
-    declared = (read_index(root) or {}).get("claims")
+    index = read_index(root) or {}
     diagnoses = load_diagnoses(root)
-    return results_markdown(runs, sets, incomplete, verdict_table(runs, sets, declared, diagnoses), diagnoses)
+    claims = verdict_table(runs, sets, index.get("claims"), diagnoses, len(index.get("seeds", [])))
+    return results_markdown(runs, sets, incomplete, claims, diagnoses)
 
 
 def results_markdown(runs: list[dict], sets: list[str], incomplete: Table | None = None,
