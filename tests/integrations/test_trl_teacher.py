@@ -203,3 +203,56 @@ def test_scope_weights_are_computed_at_generation_when_the_batch_is_split(tmp_pa
     assert ours._scope_weights_in_loss()
     ours.model.eval()  # evaluation scores the whole batch at once, from generation-time weights
     assert not ours._scope_weights_in_loss()
+
+
+def test_scope_weights_see_whole_groups_when_a_group_straddles_two_processes():
+    """Two processes with 6 rows each and G = 4: prompt 1's rollouts are rows 4-5 of process 0 and rows 0-1 of
+    process 1. Each process's weights must equal its rows of the weights of the whole batch on one process, which
+    the process's own rows alone do not give."""
+    from types import SimpleNamespace
+
+    from tokenfocus.integrations.teacher import TeacherMixin
+    from tokenfocus.policies.dual_path import scope_weights
+
+    g = torch.Generator().manual_seed(0)
+    rows, width = 12, 5
+    student = -torch.rand(rows, width, generator=g) * 3
+    teacher = -torch.rand(rows, width, generator=g) * 3
+    mask = torch.ones(rows, width, dtype=torch.long)
+    mask[::3, 3:] = 0
+    failed = torch.tensor([0, 1, 0, 1, 0, 1, 1, 0, 0, 0, 1, 1], dtype=torch.bool)
+    groups = torch.arange(rows) // 4  # as TokenFocusGRPOTrainer numbers rows: global row // G
+    valid = mask.float()
+    expected = scope_weights((student * valid).sum(-1) / valid.sum(-1), (teacher * valid).sum(-1) / valid.sum(-1),
+                             ~failed, groups)
+
+    contributed = {}
+
+    def weights_on(index, gather):
+        process = TeacherMixin()
+        process.tf_distill = DistillConfig(form="scope", rl=False)
+        process.accelerator = SimpleNamespace(process_index=index, gather=gather)
+        part = slice(6 * index, 6 * index + 6)
+        batch = {"completion_mask": mask[part], "tf_teacher_logps": teacher[part], "tf_failed": failed[part],
+                 "tf_group": groups[part]}
+        return process._scope_weights(student[part], batch)
+
+    def record(index):
+        def gather(tensor):
+            contributed[index] = tensor
+            return tensor  # one process alone: its own rows
+        return gather
+
+    for index in (0, 1):
+        weights_on(index, record(index))
+    together = [weights_on(index, lambda tensor: torch.cat([contributed[0], contributed[1]])) for index in (0, 1)]
+    got_student = torch.cat([together[0][0], together[1][0]])
+    got_teacher = torch.cat([together[0][1], together[1][1]])
+    assert torch.allclose(got_student, expected[0], atol=1e-6)
+    assert torch.allclose(got_teacher, expected[1], atol=1e-6)
+    halves = [scope_weights((student[part] * valid[part]).sum(-1) / valid[part].sum(-1),
+                            (teacher[part] * valid[part]).sum(-1) / valid[part].sum(-1), ~failed[part], groups[part])
+              for part in (slice(0, 6), slice(6, 12))]  # what each process computes from its own rows alone
+    split = torch.cat([halves[0][1], halves[1][1]])
+    assert not torch.allclose(split[4:8], expected[1][4:8], atol=1e-3)  # the straddling group, seen in halves
+    assert torch.allclose(split[:4], expected[1][:4], atol=1e-6)  # a whole group is the same either way

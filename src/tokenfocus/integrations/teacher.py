@@ -62,13 +62,23 @@ class TeacherMixin:
         return self.model.training and self.args.steps_per_generation == 1
 
     def _scope_weights(self, student: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """SCOPE's (w_stu, w_tea) per row from the student's (B, C) log-probs of its tokens (no gradient)."""
+        """SCOPE's (w_stu, w_tea) per row from the student's (B, C) log-probs of its tokens (no gradient).
+
+        A prompt's G rollouts may sit on several processes (TRL splits the generation batch by rows, and G need not
+        divide a process's share), so the per-row perplexities, outcomes and group ids of every process are gathered,
+        the weights computed on whole groups, and this process's rows taken back (its rows are contiguous and in
+        process order in the gather, as in TRL's own advantage split)."""
         valid = batch["completion_mask"].to(student.dtype)
         lengths = valid.sum(-1).clamp_min(1)
+        rows = torch.stack([(student * valid).sum(-1) / lengths, (batch["tf_teacher_logps"] * valid).sum(-1) / lengths,
+                            (~batch["tf_failed"]).to(student.dtype), batch["tf_group"].to(student.dtype)], dim=1)
+        whole = self.accelerator.gather(rows.double())
         config = self.tf_distill
-        return scope_weights((student * valid).sum(-1) / lengths, (batch["tf_teacher_logps"] * valid).sum(-1) / lengths,
-                             ~batch["tf_failed"], batch["tf_group"], tau=config.tau,
-                             student_direction=config.student_direction, teacher_direction=config.teacher_direction)
+        w_student, w_teacher = scope_weights(whole[:, 0], whole[:, 1], whole[:, 2] > 0.5, whole[:, 3].round().long(),
+                                             tau=config.tau, student_direction=config.student_direction,
+                                             teacher_direction=config.teacher_direction)
+        mine = slice(self.accelerator.process_index * len(rows), (self.accelerator.process_index + 1) * len(rows))
+        return w_student[mine].to(student.dtype), w_teacher[mine].to(student.dtype)
 
     def _teacher_kl(self, student_final, input_ids, attention_mask, mask, width, completion_ids):
         """(B, C) KL(pi_S || pi_T) per completion token: the student's final hidden states (with grad) and a no-grad
