@@ -16,6 +16,7 @@ the chunked KL stays within 1.2 x the plain step's peak (CPU stand-in for ``torc
     python benchmarks/teacher_step.py [--prompts 4] [--generations 8] [--completion 32] [--rounds 3]
         [--variants dapo,scope --out benchmarks/results/teacher_step_scope_cpu.json]   # a subset (dapo always in)
         [--model SPEC --device cuda --out FILE]   # on a GPU: memory is the CUDA peak of each step, in one process
+        [--teacher-device cpu]   # the teacher on another device than the student (teacher.device)
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def setup(args, names: list[str]):
     variants = {}
     for name in names:
         distill = VARIANTS[name]
+        distill = None if distill is None else {**distill, "device": args.teacher_device}
         extra = dict(plain) if distill is None else {**plain, "teacher": teacher, "distill": DistillConfig(**distill)}
         variants[name] = (TokenFocusGRPOTrainer, extra)
     trainers = build_trainers(variants, base, tokenizer, Dataset.from_list(rows), AnswerReward(), config)
@@ -104,6 +106,9 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="comma-separated subset of the variants; the plain step (dapo) is always measured")
     parser.add_argument("--out", type=Path, default=RESULTS / "teacher_step_cpu.json")
+    parser.add_argument("--teacher-device", default=None,
+                        help="where the teacher lives (teacher.device), e.g. cpu beside a cuda student; default: "
+                             "the student's device")
     sys.path.insert(0, str(Path(__file__).parent))
     from step_harness import add_device_arguments
     add_device_arguments(parser)
@@ -121,7 +126,8 @@ def main() -> None:
     memory = {}
     for name in names if args.device == "cpu" else []:  # the peak of one process is not reset between variants
         command = [sys.executable, __file__, "--child", name, "--prompts", str(args.prompts), "--generations",
-                   str(args.generations), "--completion", str(args.completion), "--model", args.model]
+                   str(args.generations), "--completion", str(args.completion), "--model", args.model,
+                   *(["--teacher-device", args.teacher_device] if args.teacher_device else [])]
         found = subprocess.run(command, capture_output=True, text=True, check=True,
                                env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"})
         memory[name] = json.loads(found.stdout.strip().splitlines()[-1])
@@ -149,7 +155,7 @@ def main() -> None:
 
     result = {"benchmark": "teacher_step", "device": args.device, "model": args.model,
               "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
-              "threads": torch.get_num_threads(),
+              "threads": torch.get_num_threads(), "teacher_device": args.teacher_device,
               "prompts": args.prompts, "generations": args.generations, "completion": args.completion,
               "rounds": args.rounds, "targets": {"time_ratio_max": 1.35, "memory_ratio_max": 1.2}, "variants": table}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -136,9 +136,11 @@ def test_a_train_config_with_a_teacher_trains_and_refuses_another_tokenizer(tmp_
     rows = latest_metrics(run_dir / "metrics.jsonl")
     assert sorted(rows) == [1, 2] and all("loss/teacher_kl" in rows[s] for s in rows)
     with pytest.raises(ConfigError) as error:
-        load_train_config(_train_config(tmp_path, {"model": str(tmp_path / "nowhere"), "form": "both", "coef": -1}))
+        load_train_config(_train_config(tmp_path, {"model": str(tmp_path / "nowhere"), "form": "both", "coef": -1,
+                                                   "device": "cuda:99"}))
     message = str(error.value)
     assert "teacher.model:" in message and "teacher.form must be 'loss'" in message and "coef must be >= 0" in message
+    assert "teacher.device 'cuda:99'" in message
     tok.add_tokens(["<calc>"])
     tok.save_pretrained(tmp_path / "other")
     model.save_pretrained(tmp_path / "other")
@@ -256,3 +258,19 @@ def test_scope_weights_see_whole_groups_when_a_group_straddles_two_processes():
     split = torch.cat([halves[0][1], halves[1][1]])
     assert not torch.allclose(split[4:8], expected[1][4:8], atol=1e-3)  # the straddling group, seen in halves
     assert torch.allclose(split[:4], expected[1][:4], atol=1e-6)  # a whole group is the same either way
+
+
+@pytest.mark.parametrize("form", ["loss", "advantage"])
+def test_a_teacher_placed_on_a_named_device_scores_as_one_beside_the_student(tmp_path, form):
+    """``teacher.device``: the teacher's inputs go to its device and its scores (form B) or final hidden states
+    (form A) come back; on one device the losses equal the default placement's. (On a machine with two devices the
+    same code moves tensors between them: `benchmarks/teacher_step.py --device cuda --teacher-device cpu`.)"""
+    teacher = tiny(seed=7)[0]
+    placed = make(tmp_path / "d", teacher, DistillConfig(form=form, coef=0.3, device="cpu"))
+    assert placed.tf_teacher_device == torch.device("cpu")
+    assert placed.tf_teacher_head is teacher.get_output_embeddings().weight  # no copy on one device
+    default = make(tmp_path / "n", teacher, DistillConfig(form=form, coef=0.3))
+    batch = batch_of(placed)
+    with torch.no_grad():
+        assert float(placed._compute_loss(placed.model, dict(batch))) == pytest.approx(
+            float(default._compute_loss(default.model, dict(batch))), abs=1e-6)

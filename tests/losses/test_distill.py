@@ -135,3 +135,14 @@ def test_distill_settings_name_their_problems():
     assert len(found) == 6
     assert DistillConfig(form="advantage", rl=False).problems() == [
         "rl: false (distillation only) needs form 'loss' or 'scope' (form 'advantage' adds to the GRPO advantage)"]
+
+
+def test_a_teacher_device_that_is_not_on_this_machine_is_named_before_loading():
+    from tokenfocus.losses.distill import DistillConfig
+
+    assert DistillConfig(device="cpu").problems() == []
+    missing = DistillConfig(device="cuda:99").problems()
+    assert len(missing) == 1 and "'cuda:99'" in missing[0]
+    assert ("no CUDA device" in missing[0]) or ("CUDA device(s), cuda:0 to" in missing[0])
+    assert "not a torch device" in DistillConfig(device="banana").problems()[0]
+    assert "'cpu', 'cuda[:N]' or 'mps'" in DistillConfig(device="meta").problems()[0]

@@ -28,7 +28,14 @@ class TeacherMixin:
                              "on-policy distillation scores the student's own token ids, so both need one tokenizer")
         teacher.eval().requires_grad_(False)
         add_fused_lm_head(teacher, temperature=self.temperature)  # TRL's scorer calls it with fused_lm_head=True
-        self.tf_teacher = teacher.to(self.accelerator.device)
+        device = torch.device(self.tf_distill.device) if self.tf_distill.device else self.accelerator.device
+        self.tf_teacher = teacher.to(device)
+        self.tf_teacher_device = device
+        head = teacher.get_output_embeddings().weight
+        # form "loss" multiplies the teacher's final hidden states by its head beside the student's, in chunks on
+        # the student's device: one frozen copy of the head there when the teacher lives elsewhere
+        self.tf_teacher_head = head.detach().to(self.accelerator.device) if head.device != torch.device(
+            self.accelerator.device) and self.tf_distill.form == "loss" else head
 
     @torch.no_grad()
     def _teacher_scores(self, out) -> None:
@@ -39,8 +46,10 @@ class TeacherMixin:
         mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
         batch_size = (self.args.per_device_train_batch_size if self.model.training
                       else self.args.per_device_eval_batch_size)
+        device = self.tf_teacher_device  # the teacher's inputs go to its device, its scores come back
         out["tf_teacher_logps"] = self._get_per_token_logps_and_entropies(
-            self.tf_teacher, ids, mask, out["completion_ids"].size(1), batch_size)[0]
+            self.tf_teacher, ids.to(device), mask.to(device), out["completion_ids"].size(1), batch_size)[0].to(
+            ids.device)
         rewards = self.tf_local_rewards
         if rewards is None or len(rewards) != len(ids):
             raise ValueError("the teacher's failure gate needs this process's rewards, one row per completion")
@@ -86,10 +95,12 @@ class TeacherMixin:
         with torch.no_grad():
             backbone = self.tf_teacher.get_decoder() if hasattr(self.tf_teacher, "get_decoder") else \
                 self.tf_teacher.model
-            teacher_final = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            device = self.tf_teacher_device
+            teacher_final = backbone(input_ids=input_ids.to(device),
+                                     attention_mask=attention_mask.to(device)).last_hidden_state.to(input_ids.device)
         rows = slice(input_ids.size(1) - width - 1, input_ids.size(1) - 1)  # row t - 1 predicts token t
         student_head = self.accelerator.unwrap_model(self.model).get_output_embeddings().weight
         return reverse_kl(student_final[:, rows], student_head, teacher_final[:, rows],
-                          self.tf_teacher.get_output_embeddings().weight, mask, completion_ids,
+                          self.tf_teacher_head, mask, completion_ids,
                           estimator=self.tf_distill.estimator, topk=self.tf_distill.topk,
                           temperature=self.temperature)

@@ -95,6 +95,27 @@ def teacher_advantage(advantages: torch.Tensor, teacher_logprobs: torch.Tensor, 
     return torch.where(mask.bool(), base + dense, torch.zeros_like(dense))
 
 
+def device_problems(device: str) -> list[str]:
+    """Why ``device`` cannot hold a model on this machine ([] when it can): not a torch device string, or a CUDA /
+    MPS device that is not there. Checked before any model loads."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        return [f"device {device!r} is not a torch device ({error}); use e.g. 'cpu', 'cuda', 'cuda:1'"]
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            return [f"device {device!r}: this machine has no CUDA device; drop teacher.device to keep the teacher "
+                    "beside the student, or set it to 'cpu'"]
+        if parsed.index is not None and parsed.index >= count:
+            return [f"device {device!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"]
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        return [f"device {device!r}: MPS is not available on this machine"]
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        return [f"device {device!r}: tokenfocus places a teacher on 'cpu', 'cuda[:N]' or 'mps'"]
+    return []
+
+
 @dataclass(frozen=True)
 class DistillConfig:
     """How a teacher enters GRPO (``teacher:`` in a train config). ``form``: "loss" (dGRPO form A: + coef x the
@@ -103,7 +124,9 @@ class DistillConfig:
     token advantage, correct ones a w_stu-weighted MLE term; ``rl: false`` drops the GRPO advantage, as SCOPE's
     released scripts do). ``gate``: "all" rollouts or only "failed" ones (reward <= 0; HyperEyes' OPD, with form
     advantage). ``estimator`` / ``topk``: the KL of form "loss". ``rl=False`` (form "loss" only) drops the policy
-    term: plain on-policy distillation (OPD), TRL's DistillationTrainer objective with beta = 1."""
+    term: plain on-policy distillation (OPD), TRL's DistillationTrainer objective with beta = 1. ``device``: where
+    the teacher lives ("cuda:1", "cpu"; None: the student's device). Its inputs go there and its scores come back;
+    form "loss" keeps one copy of the teacher's LM head on the student's device for the chunked KL."""
 
     form: str = "advantage"
     coef: float = 0.05
@@ -117,9 +140,10 @@ class DistillConfig:
     student_direction: str = "up"
     teacher_direction: str = "down"
     mle_coef: float = 1.0
+    device: str | None = None
 
     def problems(self) -> list[str]:
-        found = []
+        found = [] if self.device is None else device_problems(self.device)
         if self.form not in ("loss", "advantage", "scope"):
             found.append(f"form must be 'loss' (dGRPO A), 'advantage' (dGRPO B) or 'scope', got {self.form!r}")
         if self.tau <= 0 or self.mle_coef < 0:
