@@ -100,6 +100,19 @@ class CounterfactualRecord:
 
 
 @dataclass
+class TeacherRecord:
+    """A teacher's scores of the response tokens (``signals.teacher``), in the token layout (alignment rule above).
+
+    logprobs: (B, T) float32 log pi_T of each response token at its own index; 0 outside the response.
+    kl:       "full" or "topk:<k>" -> (B, T) float32 KL(pi_student || pi_teacher) of the distributions that
+              predict each response token (the vocabulary estimators; the sampled ones need only the log-probs).
+    """
+
+    logprobs: torch.Tensor
+    kl: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
 class ForwardCapture:
     """Tensors captured during one scoring forward pass; what signal functions may read.
 
@@ -108,6 +121,7 @@ class ForwardCapture:
     predictive_entropy: (B, T) float32 entropy of the next-token distribution that predicts token t.
     key_marks: (B, T) bool keys whose attention mass the records' ``key_mass`` holds, or None.
     counterfactual: counterfactual kind ("evidence_masked", "steps_shuffled") -> its record.
+    teacher: the teacher's scores of the same tokens (teacher signals), or None.
     """
 
     batch: TokenBatch
@@ -117,6 +131,7 @@ class ForwardCapture:
     predictive_entropy: torch.Tensor | None = None
     key_marks: torch.Tensor | None = None
     counterfactual: dict[str, CounterfactualRecord] = field(default_factory=dict)
+    teacher: TeacherRecord | None = None
 
 
 def prompt_keys(batch: TokenBatch) -> torch.Tensor:

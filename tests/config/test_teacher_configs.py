@@ -23,7 +23,7 @@ def test_the_teacher_making_configs_validate():
     for name in ("make-teacher.yaml", "make-teacher-calc.yaml"):
         config = load_sft_config(CONFIGS / name)
         assert len(config.rows) == 384 and config.otr is None
-    assert len(TRAIN) == 5
+    assert len(TRAIN) == 6
 
 
 @pytest.mark.parametrize("path", TRAIN, ids=lambda p: p.name)
@@ -44,3 +44,6 @@ def test_each_teacher_config_trains_two_steps(tmp_path, path):
     form = data["teacher"]["form"]
     assert ("loss/teacher_kl" in rows[2]) == (form == "loss")
     assert ("time/teacher_s" in rows[2]) == (form in ("advantage", "scope"))
+    method = data["method"] if isinstance(data["method"], dict) else {}
+    for signal in method.get("signals", []):  # teacher signals: scored, and the policy selected by them
+        assert "time/teacher_signals_s" in rows[2] and f"signal/{signal['label']}/mean" in rows[2]

@@ -274,3 +274,87 @@ def test_a_teacher_placed_on_a_named_device_scores_as_one_beside_the_student(tmp
     with torch.no_grad():
         assert float(placed._compute_loss(placed.model, dict(batch))) == pytest.approx(
             float(default._compute_loss(default.model, dict(batch))), abs=1e-6)
+
+
+TEACHER_SIGNALS = [{"name": "teacher_logratio", "label": "lr"}, {"name": "teacher_kl", "label": "kl"},
+                   {"name": "teacher_kl", "estimator": "topk", "topk": 5, "label": "kl5"},
+                   {"name": "teacher_kl", "estimator": "sampled_k3", "label": "k3"}]
+
+
+def _signal_trainer(tmp_path, teacher, signal_pass="auto", max_steps=1):
+    model, tok = tiny()
+    model.train()
+    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=4,
+                      max_completion_length=5, max_steps=max_steps, learning_rate=1e-3, use_cpu=True, bf16=False,
+                      report_to=[], logging_steps=1, save_strategy="no", disable_tqdm=True, beta=0.0,
+                      gradient_checkpointing=False, seed=0, temperature=0.7)
+    return TokenFocusGRPOTrainer(model=model, processing_class=tok, reward_funcs=[half_reward], args=args,
+                                 train_dataset=Dataset.from_list([{"prompt": f"{i}+{i}="} for i in range(16)]),
+                                 signals=TEACHER_SIGNALS, policy={"name": "quantile", "signal": "kl", "ratio": 0.5,
+                                                                  "side": "high"},
+                                 signal_pass=signal_pass, teacher=teacher,
+                                 distill=None if teacher is None else DistillConfig(form="advantage", coef=0.0))
+
+
+def test_teacher_signals_in_training_equal_the_naive_scores_of_the_rollout(tmp_path):
+    """teacher_logratio and teacher_kl (full, top-k, k3) in the trainer's separate pass: the teacher and the
+    rollout policy teacher-forced on the rollout's own tokens, at the predicting positions, at the rollout's
+    temperature."""
+    teacher = tiny(seed=7)[0]
+    trainer = _signal_trainer(tmp_path, teacher, signal_pass="separate")
+    batch = batch_of(trainer)
+    assert {"tf_teacher_logps", "tf_teacher_kl:full", "tf_teacher_kl:topk:5"} <= set(batch)
+    signals = trainer._rollout_signals(batch)
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
+    mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)
+    width = batch["completion_ids"].size(1)
+    with torch.no_grad():
+        s = torch.log_softmax(trainer.model.eval()(input_ids=ids, attention_mask=mask).logits[:, -width - 1:-1]
+                              .double() / 0.7, -1)
+        t = torch.log_softmax(teacher(input_ids=ids, attention_mask=mask).logits[:, -width - 1:-1].double() / 0.7, -1)
+    tokens = batch["completion_ids"][..., None]
+    log_r = t.gather(-1, tokens)[..., 0] - s.gather(-1, tokens)[..., 0]
+    valid = batch["completion_mask"].bool()
+    support = t.topk(5, dim=-1).indices
+    s5, t5 = s.gather(-1, support), t.gather(-1, support)
+    s5, t5 = s5 - s5.logsumexp(-1, keepdim=True), t5 - t5.logsumexp(-1, keepdim=True)
+    expected = {"lr": log_r, "kl": (s.exp() * (s - t)).sum(-1), "kl5": (s5.exp() * (s5 - t5)).sum(-1),
+                "k3": log_r.exp() - 1 - log_r}
+    for label, values in expected.items():
+        torch.testing.assert_close(signals[label][valid].double(), values[valid], atol=1e-5, rtol=1e-4)
+        assert (signals[label][~valid] == 0).all()
+    assert signals["kl"][valid].min() > 1e-4
+
+
+def test_teacher_signals_agree_across_the_passes_and_need_a_teacher(tmp_path):
+    logs = {}
+    for signal_pass in ("auto", "separate"):  # auto: fused into the training forward at one step per generation
+        trainer = _signal_trainer(tmp_path / signal_pass, tiny(seed=7)[0], signal_pass=signal_pass)
+        assert trainer.tf_in_loss is (signal_pass == "auto")
+        trainer.train()
+        logs[signal_pass] = trainer.state.log_history[0]
+    for key in ("signal/kl/mean", "signal/lr/q50", "signal/kl5/mean", "signal/k3/mean", "policy/weight_max"):
+        assert logs["auto"][key] == pytest.approx(logs["separate"][key], rel=1e-4, abs=1e-6), key
+    assert "time/teacher_signals_s" in logs["separate"]
+    with pytest.raises(ValueError, match=r"signals \['lr', 'kl', 'kl5', 'k3'\] read a teacher's scores"):
+        _signal_trainer(tmp_path / "none", None)
+
+
+def test_a_config_whose_signals_read_a_teacher_needs_one_before_loading(tmp_path):
+    import yaml
+
+    from tokenfocus.config import ConfigError, load_train_config
+
+    path = _train_config(tmp_path, None)
+    data = yaml.safe_load(path.read_text())
+    data.pop("teacher")
+    data["method"] = {"signals": [{"name": "teacher_kl", "estimator": "sampled_k3", "label": "kl"}],
+                      "policy": {"name": "quantile", "signal": "kl", "ratio": 0.2, "side": "high"}}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"signals \['kl'\] read a teacher's scores, and the config has no teacher"):
+        load_train_config(path)
+    data["teacher"] = {"model": str(tmp_path / "nowhere"), "coef": 0.0}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as error:  # now only the missing model is wrong
+        load_train_config(path)
+    assert "teacher.model:" in str(error.value) and "read a teacher's scores" not in str(error.value)

@@ -55,8 +55,9 @@ def test_all_masked_rows_and_empty_completions_give_zeros_not_nan(tmp_path):
                              {"name": "attention_entropy", "head_reduce": "max", "layers": "all", "label": "ae_max"}]
     evidence = torch.zeros_like(fully_padded.attention_mask)
     evidence[:, 3] = True  # a prompt column (padding in some rows: the counterfactual must still give zeros there)
-    values = compute_signals(model, fully_padded, specs, marks={"evidence": evidence & ~fully_padded.response_mask})
-    assert {"context_dependency", "token_attribution", "critical_token"} <= set(values)
+    values = compute_signals(model, fully_padded, specs, marks={"evidence": evidence & ~fully_padded.response_mask},
+                             teacher=tiny(seed=3)[0])
+    assert {"context_dependency", "token_attribution", "critical_token", "teacher_kl"} <= set(values)
     for name, v in values.items():
         assert torch.isfinite(v).all(), name
         assert v[1].abs().max() == 0 and v[3].abs().max() == 0, name

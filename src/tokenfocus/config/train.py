@@ -167,6 +167,11 @@ def build_train_config(data: dict, base: Path | None = None, where: str = "train
                         f"computes {[s.label for s in method.signals]}")
     trl = check_trl(dict(data.get("trl") or {}), problems)
     teacher, distill = _teacher(data.get("teacher"), problems, check_model)
+    if method is not None and data.get("teacher") is None:
+        needing = [spec.label for spec in method.signals if "teacher" in spec.entry.requires]
+        if needing:
+            problems.append(f"method: signals {needing} read a teacher's scores, and the config has no teacher: add "
+                            "teacher: {model: SPEC} (with coef: 0 the teacher only scores tokens)")
     if task is not None and reward is not None:
         try:
             task.reward(reward)  # a reward kind the task cannot score is refused here, before any model loads

@@ -10,9 +10,11 @@ from __future__ import annotations
 import time
 
 import torch
+from trl.models.utils import disable_gradient_checkpointing
 
 from ..losses.distill import reverse_kl
 from ..policies.dual_path import scope_weights
+from ..signals.teacher import teacher_scores
 
 
 class TeacherMixin:
@@ -62,6 +64,35 @@ class TeacherMixin:
             if student is not None:
                 out["tf_w_student"], out["tf_w_teacher"] = self._scope_weights(student, out)
         self._log({"time/teacher_s": time.perf_counter() - started})
+
+    @torch.no_grad()
+    def _teacher_signal_scores(self, out) -> None:
+        """What the method's teacher signals read, into ``out``: the teacher's (B, C) log-probs of the rollout
+        (``tf_teacher_logps``, shared with forms "advantage" and "scope") and each vocabulary KL the signals need
+        (``tf_teacher_kl:<key>``, from one more no-grad forward of the rollout policy for its hidden states)."""
+        weighting = self.tf_weighting
+        if "tf_teacher_logps" in out and not weighting.teacher_kls:
+            return
+        started = time.perf_counter()
+        ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+        mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+        batch_size = (self.args.per_device_train_batch_size if self.model.training
+                      else self.args.per_device_eval_batch_size)
+        with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            logps, kls = teacher_scores(self.accelerator.unwrap_model(self.model), self.tf_teacher, ids, mask,
+                                        out["completion_ids"].size(1), weighting.teacher_kl_options,
+                                        temperature=self.temperature, batch_size=batch_size)
+        out.setdefault("tf_teacher_logps", logps.to(ids.device))
+        for key, values in kls.items():
+            out[f"tf_teacher_kl:{key}"] = values.to(ids.device)
+        self._log({"time/teacher_signals_s": time.perf_counter() - started})
+
+    def _teacher_record(self, batch):
+        """(teacher log-probs, {KL key: values}) of ``batch`` for ``signals_from_forward``; None when no signal
+        reads the teacher."""
+        if not self.tf_weighting.teacher_needed:
+            return None
+        return batch["tf_teacher_logps"], {key: batch[f"tf_teacher_kl:{key}"] for key in self.tf_weighting.teacher_kls}
 
     def _scope_weights_in_loss(self) -> bool:
         """Whether SCOPE's weights can wait for the loss: in training with one optimizer step per generation batch

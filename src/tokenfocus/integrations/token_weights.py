@@ -20,7 +20,9 @@ from ..policies import apply_policy, parse_policy_spec, rows_before_forward, wei
 from ..policies.d3s import has_rows_before_forward
 from ..signals import attention_plan, counterfactual_needs, parse_signal_specs, required_roles
 from ..signals.registry import evaluate
-from ..types import AttentionRecord, CounterfactualRecord, ForwardCapture, PolicyInputs, TokenBatch, prompt_keys
+from ..signals.teacher import kl_key, teacher_needs
+from ..types import (AttentionRecord, CounterfactualRecord, ForwardCapture, PolicyInputs, TeacherRecord, TokenBatch,
+                     prompt_keys)
 
 
 def gather_padded(accelerator, tensor: torch.Tensor, pad_value=0) -> torch.Tensor:
@@ -65,6 +67,10 @@ class TokenWeighting:
         # counterfactual forwards they need ({kind: exact KL?}).
         self.roles = required_roles(self.signals)
         self.counterfactuals = counterfactual_needs(self.signals)
+        # Whether a signal reads the teacher's scores, and the vocabulary KLs ("full", "topk:<k>") they need.
+        self.teacher_needed, kls = teacher_needs(self.signals)
+        self.teacher_kls = sorted(kl_key(*k) for k in kls)
+        self.teacher_kl_options = sorted(kls)
 
     def recorder(self, model, prompt_mask: torch.Tensor | None = None, width: int = 0, specs=None,
                  evidence: torch.Tensor | None = None):
@@ -85,9 +91,10 @@ class TokenWeighting:
 
     def signals_from_forward(self, input_ids, attention_mask, completion_mask, logps, entropies,
                              records: dict[int, AttentionRecord], specs=None, counterfactual=None,
-                             evidence: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """(B, C) signals from one forward's captures: attention records, the trainer's log-probs and entropies, and
-        ``counterfactual`` {kind: ((B, C) log-probs, (B, C) exact KL or None)} from the counterfactual forwards;
+                             evidence: torch.Tensor | None = None, teacher=None) -> dict[str, torch.Tensor]:
+        """(B, C) signals from one forward's captures: attention records, the trainer's log-probs and entropies,
+        ``counterfactual`` {kind: ((B, C) log-probs, (B, C) exact KL or None)} from the counterfactual forwards, and
+        ``teacher`` ((B, C) teacher log-probs, {"full" / "topk:<k>": (B, C) KL}) from the teacher's forward;
         ``evidence``: the (B, P) marked keys when the records hold attention mass on them."""
         full, width = attention_mask.shape[1], completion_mask.shape[1]
         response_mask = torch.zeros_like(attention_mask, dtype=torch.bool)
@@ -108,6 +115,9 @@ class TokenWeighting:
                                                        None if kl is None else to_token_layout(kl, attention_mask.shape,
                                                                                                width))
                             for kind, (lp, kl) in (counterfactual or {}).items()},
+            teacher=None if teacher is None else TeacherRecord(
+                to_token_layout(teacher[0], attention_mask.shape, width),
+                {key: to_token_layout(kl, attention_mask.shape, width) for key, kl in teacher[1].items()}),
         )
         specs = self.signals if specs is None else specs
         return {spec.label: evaluate(spec, capture)[:, full - width:] for spec in specs}

@@ -73,6 +73,10 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, TeacherMixin, GRPOTrainer):
                              "trl.router_aux_loss_coef: 0 to train without it")
         layers = self.accelerator.unwrap_model(self.model).config.num_hidden_layers
         self.tf_weighting = TokenWeighting(signals, policy, layers, seed=self.args.seed)
+        if self.tf_weighting.teacher_needed and self.tf_teacher is None:
+            names = [spec.label for spec in self.tf_weighting.signals if "teacher" in spec.entry.requires]
+            raise ValueError(f"signals {names} read a teacher's scores: pass teacher= and distill= (in a config, "
+                             "teacher: {model: SPEC}; coef: 0 uses it for the signals only)")
         self.tf_loss = loss or LossConfig()
         if signal_source == "current" and any(s.name != "predictive_entropy" for s in self.tf_weighting.signals):
             raise ValueError("signal_source='current' reads the training forward's predictive entropy only")
@@ -147,6 +151,8 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, TeacherMixin, GRPOTrainer):
         self._maybe_diagnose(out)
         if self.tf_teacher is not None and self.tf_distill.form in ("advantage", "scope"):
             self._teacher_scores(out)
+        if self.tf_weighting.teacher_needed:
+            self._teacher_signal_scores(out)
         if self.tf_in_loss:
             return out
         started = time.perf_counter()
@@ -228,7 +234,8 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, TeacherMixin, GRPOTrainer):
         records = recorder.result() if recorder is not None else {}
         return self.tf_weighting.signals_from_forward(
             input_ids, attention_mask, out["completion_mask"], logps, entropies, records, specs,
-            counterfactual=self._counterfactual(out) if specs is None else None, evidence=out.get("tf_evidence"))
+            counterfactual=self._counterfactual(out) if specs is None else None, evidence=out.get("tf_evidence"),
+            teacher=self._teacher_record(out) if specs is None else None)
 
     # -- diagnostics --------------------------------------------------------------------------------------
 
@@ -347,7 +354,8 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, TeacherMixin, GRPOTrainer):
             records = recorder.result() if recorder is not None else {}
             signals = self.tf_weighting.signals_from_forward(
                 input_ids, attention_mask, completion_mask, logps, entropies, records,
-                counterfactual=self._counterfactual(inputs), evidence=inputs.get("tf_evidence"))
+                counterfactual=self._counterfactual(inputs), evidence=inputs.get("tf_evidence"),
+                teacher=self._teacher_record(inputs))
             if rows is not None:  # the policy sees the whole batch (dropped rows: zero signals, zero weight)
                 signals = {k: v.new_zeros(full_mask.shape).index_put((rows,), v) for k, v in signals.items()}
                 weights, stats, selected = self._weights(full_mask, signals, whole["advantages"], whole["tf_group"],

@@ -4,12 +4,8 @@ and the teacher's dense advantage.
 Shapes: per-token tensors (B, C) in the completion layout; the hidden states that predict completion token c are
 the rows at c (the caller slices them at the predicting positions, §0.2). Teacher inputs are always detached.
 
-Reverse KL per token, KL(pi_S(.|s_t) || pi_T(.|s_t)), ``estimator``:
-    full        exact over the vocabulary, in position chunks (no (B, C, V) tensor for both models at once)
-    topk        on the teacher's top-k support, both distributions renormalized there (SCOPE's code alternative)
-    sampled_k1  log pi_S(y_t) - log pi_T(y_t) at the sampled token
-    sampled_k3  (r - 1) - log r with r = pi_T(y_t) / pi_S(y_t): unbiased, >= 0
-The gradient flows through the student only.
+Reverse KL per token, KL(pi_S(.|s_t) || pi_T(.|s_t)): ``signals.teacher.reverse_kl`` (the same quantity is the
+``teacher_kl`` signal); as a loss term the gradient flows through the student only.
 
 Dense advantage (dGRPO form B; HyperEyes' OPD on failed rollouts with ``gate``):
     A_{i,t} = A_i + lambda * (log pi_T(y_t) - log pi_old(y_t))     detached; gate (B,) bool keeps it to some rows
@@ -18,70 +14,10 @@ Dense advantage (dGRPO form B; HyperEyes' OPD on failed rollouts with ``gate``):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
-from torch.utils.checkpoint import checkpoint
 
-KLEstimator = Literal["full", "topk", "sampled_k1", "sampled_k3"]
-ESTIMATORS = ("full", "topk", "sampled_k1", "sampled_k3")
-
-
-def _logits(hidden: torch.Tensor, head: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    out = hidden @ head.t()
-    out = out if out.dtype == torch.float64 else out.float()
-    return out if temperature == 1.0 else out / temperature
-
-
-def reverse_kl(student_hidden: torch.Tensor, student_head: torch.Tensor, teacher_hidden: torch.Tensor,
-               teacher_head: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor | None = None, *,
-               estimator: KLEstimator = "full", topk: int = 20, chunk: int = 256,
-               temperature: float = 1.0) -> torch.Tensor:
-    """(B, C) per-token KL(pi_S || pi_T) (module docstring), 0 where ``mask`` is False. ``*_hidden``: (B, C, H) final
-    hidden states at the predicting positions; ``*_head``: (V, H) LM-head weights; ``tokens``: (B, C) the sampled
-    tokens (needed by the sampled estimators); ``temperature`` divides both models' logits (the rollout's)."""
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {list(ESTIMATORS)}, got {estimator!r}")
-    if estimator.startswith("sampled") and tokens is None:
-        raise ValueError(f"estimator {estimator!r} needs the sampled tokens")
-    if student_head.shape[0] != teacher_head.shape[0]:
-        raise ValueError(f"student and teacher vocabularies differ ({student_head.shape[0]} vs "
-                         f"{teacher_head.shape[0]} tokens): on-policy distillation needs one vocabulary")
-    b, c = mask.shape
-    flat_mask = mask.reshape(-1).bool()
-    s_hidden = student_hidden.reshape(b * c, -1)[flat_mask]
-    t_hidden = teacher_hidden.detach().reshape(b * c, -1)[flat_mask]
-    t_head = teacher_head.detach()
-    ids = tokens.reshape(-1)[flat_mask] if tokens is not None else None
-
-    def piece(s_rows: torch.Tensor, t_rows: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        log_s = torch.log_softmax(_logits(s_rows, student_head, temperature), dim=-1)
-        with torch.no_grad():
-            log_t = torch.log_softmax(_logits(t_rows, t_head, temperature), dim=-1)
-        if estimator == "full":
-            return (log_s.exp() * (log_s - log_t)).sum(-1)
-        if estimator == "topk":
-            support = log_t.topk(min(topk, log_t.size(-1)), dim=-1).indices
-            s_k, t_k = log_s.gather(-1, support), log_t.gather(-1, support)
-            s_k = s_k - torch.logsumexp(s_k, -1, keepdim=True)
-            t_k = t_k - torch.logsumexp(t_k, -1, keepdim=True)
-            return (s_k.exp() * (s_k - t_k)).sum(-1)
-        log_ratio = log_t.gather(-1, y[:, None])[:, 0] - log_s.gather(-1, y[:, None])[:, 0]  # log pi_T - log pi_S
-        return -log_ratio if estimator == "sampled_k1" else log_ratio.exp() - 1 - log_ratio
-
-    # With a gradient, each chunk is recomputed in the backward pass (activation checkpointing): autograd would
-    # otherwise keep every chunk's (chunk, V) softmax until the backward, a whole (B, C, V) tensor again (measured on
-    # an H200 at 128 x 256 tokens: the step's peak memory 1.33 x the plain step's without, see docs/teacher.md).
-    recompute = torch.is_grad_enabled() and (s_hidden.requires_grad or student_head.requires_grad)
-    pieces = []
-    for start in range(0, s_hidden.size(0), chunk):
-        rows = (s_hidden[start:start + chunk], t_hidden[start:start + chunk],
-                ids[start:start + chunk] if ids is not None else None)
-        pieces.append(checkpoint(piece, *rows, use_reentrant=False) if recompute else piece(*rows))
-    values = torch.cat(pieces) if pieces else s_hidden.new_zeros(0)
-    out = torch.zeros(b * c, dtype=values.dtype, device=values.device)
-    return out.masked_scatter(flat_mask, values).reshape(b, c) if values.numel() else out.reshape(b, c)
-
+from ..signals.teacher import ESTIMATORS, KLEstimator, reverse_kl  # noqa: F401 (the per-token KL, re-exported)
 
 def teacher_advantage(advantages: torch.Tensor, teacher_logprobs: torch.Tensor, old_logprobs: torch.Tensor,
                       mask: torch.Tensor, coef: float, gate: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Per-token signals: one file per signal, registered in ``SIGNALS`` with what they need and cost."""
 
 from . import (attention_entropy, attention_mass, counterfactual, critical, function_token, logprobs,  # noqa: F401
-               position, predictive_entropy, random_signal, sink_score)  # (registers)
+               position, predictive_entropy, random_signal, sink_score, teacher)  # (registers)
 from .counterfactual import (COUNTERFACTUALS, ROLE_OF, Context, counterfactual_needs, counterfactual_scores,
                              required_roles)
 from .engine import compute_signals, forward_capture

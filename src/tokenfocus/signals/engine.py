@@ -1,7 +1,8 @@
 """Scoring: one no-grad forward per row chunk that captures exactly what the requested signals need.
 
     batch + specs ──► forward (attention-entropy recorder on the needed layers; chunked LM head if needed)
-                  ──► ForwardCapture ──► each signal fn ──► {label: (B, T) float32}
+                  ──► (counterfactual forwards; the teacher's forward) ──► ForwardCapture
+                  ──► each signal fn ──► {label: (B, T) float32}
 
 Signals are computed in eval mode (no dropout) under ``torch.no_grad``: they are detached by construction.
 """
@@ -14,11 +15,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..capture.hooks import find_decoder_layers
-from ..types import AttentionRecord, CounterfactualRecord, ForwardCapture, TokenBatch
+from ..types import AttentionRecord, CounterfactualRecord, ForwardCapture, TeacherRecord, TokenBatch
 from ._vocab import chunked_logprobs_entropy
 from .counterfactual import Context, counterfactual_needs, counterfactual_scores, mask_positions, positions_from_mask
 from .plan import AttentionPlan, attention_plan
 from .registry import evaluate, parse_signal_specs
+from .teacher import check_same_vocabulary, teacher_needs, teacher_scores
 
 
 @torch.no_grad()
@@ -102,6 +104,7 @@ def compute_signals(
     key_marks: torch.Tensor | None = None,
     marks: dict[str, torch.Tensor] | None = None,
     contexts: dict[str, Context] | None = None,
+    teacher=None,
 ) -> dict[str, torch.Tensor]:
     """Compute the requested signals on ``batch``: {label: (B, T) float32 on the CPU}.
 
@@ -111,6 +114,7 @@ def compute_signals(
         ``evidence`` ones (``evidence_masked``).
     contexts: counterfactual kind -> its ``Context`` when the caller builds it (``steps_shuffled``: the re-tokenized
         prompt, each row ending with the same response in the same last columns as ``batch``).
+    teacher: a model with ``model``'s vocabulary for the teacher signals (``signals.teacher``), on any device.
     Position ids follow the attention mask (left padding does not shift positions), as in HF generate; a
     counterfactual that hides tokens keeps every position id.
     """
@@ -123,6 +127,13 @@ def compute_signals(
     if key_marks is None and plan.keys == "marked" and "evidence" in marks:
         key_marks = marks["evidence"]
     counterfactual_contexts = _counterfactual_contexts(batch, counterfactual_needs(parsed), marks, contexts or {})
+    needs_teacher, teacher_kls = teacher_needs(parsed)
+    if needs_teacher:
+        if teacher is None:
+            names = [spec.label for spec in parsed if "teacher" in spec.entry.requires]
+            raise ValueError(f"signals {names} need a teacher: compute_signals(..., teacher=model), a model with the "
+                             "scoring model's tokenizer")
+        check_same_vocabulary(model, teacher)
     marked = plan.key_marks(batch, None if key_marks is None else key_marks.cpu())
     capture = forward_capture(
         model, batch, plan=plan, logits=needs_logits, temperature=temperature, batch_size=batch_size,
@@ -134,7 +145,17 @@ def compute_signals(
         logprobs, kl = counterfactual_scores(model, full, context, width, exact_kl=exact, temperature=temperature,
                                              batch_size=batch_size)
         capture.counterfactual[kind] = CounterfactualRecord(_token_layout(logprobs, batch), _token_layout(kl, batch))
+    if needs_teacher:
+        logprobs, kls = teacher_scores(model, teacher, full.input_ids.to(_device(model)), full.attention_mask.to(
+            _device(model)), width, teacher_kls, temperature=temperature, position_ids=full.position_ids.to(
+            _device(model)), batch_size=batch_size)
+        capture.teacher = TeacherRecord(_token_layout(logprobs.cpu(), batch),
+                                        {key: _token_layout(v.cpu(), batch) for key, v in kls.items()})
     return {spec.label: evaluate(spec, capture) for spec in parsed}
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
 
 
 def _response_width(batch: TokenBatch) -> int:

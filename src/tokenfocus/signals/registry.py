@@ -18,10 +18,12 @@ from ..types import ForwardCapture
 
 SignalFn = Callable[..., torch.Tensor]
 
-Requirement = Literal["attention", "logits", "key_mass", "counterfactual", "received"]
+Requirement = Literal["attention", "logits", "key_mass", "counterfactual", "received", "teacher"]
 # "forward+counterfactual": the scoring forward plus one no-grad forward per counterfactual context;
-# "extra-models": no-grad forwards of other models over the same tokens (cDPO's positive and negative models)
-Cost = Literal["free", "forward", "forward+attention", "forward+counterfactual", "extra-models"]
+# "extra-models": no-grad forwards of other models over the same tokens (cDPO's positive and negative models);
+# "teacher": one no-grad forward of the run's teacher over the same tokens (plus one of the scoring model for the
+# vocabulary KL estimators)
+Cost = Literal["free", "forward", "forward+attention", "forward+counterfactual", "extra-models", "teacher"]
 
 
 @dataclass(frozen=True)
@@ -34,8 +36,8 @@ class SignalInfo:
               spec's ``keys`` option naming the marks: "prompt", or "marked" for caller-given marks; "counterfactual":
               a second forward of the same response with part of the prompt hidden or changed, the spec's
               ``counterfactual`` option naming which; "received": the recorder's column sums, the attention
-              each key receives). cost: "free" (no forward), "forward",
-              "forward+attention", "forward+counterfactual" or "extra-models".
+              each key receives; "teacher": a teacher's scores of the same tokens, ``TeacherRecord``). cost: "free"
+              (no forward), "forward", "forward+attention", "forward+counterfactual", "extra-models" or "teacher".
     """
 
     name: str
