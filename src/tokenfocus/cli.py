@@ -57,6 +57,8 @@ def analyze(
     out: Optional[Path] = typer.Option(None, help="Directory to write (default: runs/analyze, or the first free "
                                                   "runs/analyze-N)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out (never a training run)."),
+    teacher: Optional[str] = typer.Option(None, help="A model with the same tokenizer for the teacher signals "
+                                                     "(teacher_logprobs, teacher_logratio, teacher_kl)."),
 ):
     """Generate responses, compute per-token signals, save them and write an HTML page."""
     from .models import ModelSpecError
@@ -84,7 +86,7 @@ def analyze(
             model=model, prompts=prompts, spans=spans,
             signals=[_parse_signal_option(s) for s in signal] or list(DEFAULT_SIGNALS),
             color_by=color_by, ratio=ratio, max_new_tokens=max_new_tokens, temperature=temperature,
-            seed=seed, batch_size=batch_size, out=str(out), overwrite=overwrite,
+            seed=seed, batch_size=batch_size, out=str(out), overwrite=overwrite, teacher=teacher,
         )
         page = run_analyze(config, progress=sys.stderr.isatty(), log=lambda m: typer.echo(m, err=True))
     except (PromptError, ModelSpecError, ValueError) as error:

@@ -61,6 +61,8 @@ def test_analyze_end_to_end_on_tiny_model(tmp_path):
          "need the prompts' ['steps'] spans marked"),
         (["--task", "facts"], "expected NAME:N"),
         (["--task", "fact:2"], "not a registered task"),
+        (["-p", "x", "-s", "teacher_kl"], "signals ['teacher_kl'] read a teacher's scores: pass --teacher SPEC"),
+        (["-p", "x", "-s", "teacher_kl", "--teacher", "what/ever/this"], "--teacher: "),
     ],
 )
 def test_analyze_bad_input_gets_a_clear_error(tmp_path, args, message):
@@ -99,3 +101,21 @@ def test_analyze_counterfactual_signals_on_task_prompts(tmp_path):
     assert tensors["signal.context_dependency"][mask].max() > 0 and tensors["signal.order"][mask].abs().max() > 0
     assert ((tensors["signal.mass"][mask] > 0) & (tensors["signal.mass"][mask] < 1)).all()
     assert (tensors["signal.context_dependency"][~mask] == 0).all()
+
+
+def test_analyze_teacher_signals_with_a_teacher_model(tmp_path):
+    """--teacher scores the responses: the log-ratio and the KL are those of two different models (non-zero), and
+    the teacher's log-probs are log-probabilities."""
+    out = tmp_path / "run"
+    result = runner.invoke(app, [
+        "analyze", "--model", "tiny-llama", "--teacher", "tiny-llama:seed=7", "--arithmetic", "2",
+        "-s", "teacher_logprobs", "-s", "teacher_logratio", "-s", '{"name": "teacher_kl", "label": "kl"}',
+        "--max-new-tokens", "5", "--temperature", "1.0", "--out", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    tensors = load_file(out / "signals.safetensors")
+    mask = tensors["response_mask"]
+    assert (tensors["signal.teacher_logprobs"][mask] < 0).all()
+    assert (tensors["signal.kl"][mask] > 0).all() and tensors["signal.teacher_logratio"][mask].abs().max() > 0
+    assert (tensors["signal.kl"][~mask] == 0).all()
+    assert json.loads((out / "analysis.json").read_text())["teacher"] == "tiny-llama:seed=7"

@@ -42,6 +42,9 @@ class AnalyzeConfig:
     # Span marks per prompt ({role: [(start, end)]}, as ``Example.spans``; [] or {} for unmarked prompts): what the
     # counterfactual signals hide or shuffle. Prompts drawn from a task (``--task facts:8``) carry theirs.
     spans: list = field(default_factory=list)
+    # A model with the same tokenizer that scores the responses for the teacher signals (teacher_logprobs,
+    # teacher_logratio, teacher_kl); None when no signal reads one.
+    teacher: str | None = None
 
 
 def _prompt_of(row, where: str) -> str:
@@ -112,20 +115,35 @@ def run_analyze(config: AnalyzeConfig, progress: bool = True, log=print) -> Path
         raise PromptError(f"signals {sorted({label for labels in roles.values() for label in labels})} need the "
                           f"prompts' {sorted(roles)} spans marked; prompts {unmarked[:10]} have none. Draw prompts "
                           "from a task that marks them (--task facts:8, --task steps:8)")
-    from ..models import load_model
+    reading = [s.label for s in specs if "teacher" in s.entry.requires]
+    if reading and config.teacher is None:
+        raise ValueError(f"signals {reading} read a teacher's scores: pass --teacher SPEC, a model with the same "
+                         "tokenizer (e.g. a longer-trained or larger model of the same family)")
+    from ..models import check_model_spec, load_model
 
+    for problem in check_model_spec(config.teacher) if config.teacher is not None else []:
+        raise ValueError(f"--teacher: {problem}")
     out = prepare_output_dir(Path(config.out), config.overwrite, "--out")
     torch.manual_seed(config.seed)
     started = time.perf_counter()
     model, tokenizer = load_model(config.model)
     log(f"loaded {config.model} in {time.perf_counter() - started:.1f}s")
+    teacher = None
+    if config.teacher is not None:
+        from .train import vocabulary_mismatch
+
+        teacher, teacher_tokenizer = load_model(config.teacher)
+        problem = vocabulary_mismatch(tokenizer, teacher_tokenizer)
+        if problem:
+            raise ValueError(f"--teacher {config.teacher!r} and --model {config.model!r} tokenize differently "
+                             f"({problem}); teacher signals score the model's own token ids with the teacher")
     rollout = generate_rollout(
         model, tokenizer, config.prompts, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
         seed=config.seed, batch_size=config.batch_size, progress=progress,
     )
     marks, contexts = counterfactual_inputs(tokenizer, rollout, spans, roles, specs, config.seed) if roles else ({}, {})
     values = compute_signals(model, rollout.batch, specs, batch_size=config.batch_size, progress=progress,
-                             marks=marks, contexts=contexts)
+                             marks=marks, contexts=contexts, teacher=teacher)
     batch = rollout.batch
     tensors = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "response_mask": batch.response_mask}
     tensors.update({f"signal.{name}": v.contiguous() for name, v in values.items()})
