@@ -65,12 +65,12 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
 
 
-def _hidden(model, context: Context) -> torch.Tensor:
+def final_hidden(model, context: Context) -> torch.Tensor:
     return model.get_decoder()(input_ids=context.input_ids, attention_mask=context.attention_mask.long(),
                                position_ids=context.position_ids, use_cache=False).last_hidden_state
 
 
-def _head_logprobs(model, hidden: torch.Tensor, temperature: float) -> torch.Tensor:
+def head_logprobs(model, hidden: torch.Tensor, temperature: float) -> torch.Tensor:
     logits = model.get_output_embeddings()(hidden).float()
     softcap = getattr(model.config, "final_logit_softcapping", None)
     if softcap is not None:
@@ -101,18 +101,18 @@ def counterfactual_scores(model, full: Context, counterfactual: Context, width: 
         for start in range(0, full.input_ids.shape[0], batch_size):
             cf = counterfactual.rows(start, start + batch_size, device)
             targets = cf.input_ids[:, -width:]
-            hidden_cf = _hidden(model, cf)[:, -width - 1:-1]  # rows predicting the completion tokens
-            hidden_full = _hidden(model, full.rows(start, start + batch_size, device))[:, -width - 1:-1] \
+            hidden_cf = final_hidden(model, cf)[:, -width - 1:-1]  # rows predicting the completion tokens
+            hidden_full = final_hidden(model, full.rows(start, start + batch_size, device))[:, -width - 1:-1] \
                 if exact_kl else None
             lp = torch.empty(targets.shape, dtype=torch.float32, device=device)
             kl = torch.empty_like(lp) if exact_kl else None
             step = max(1, chunk_size // targets.shape[0])  # columns per LM-head call: ~chunk_size positions
             for c in range(0, width, step):
                 stop = min(width, c + step)
-                logp_cf = _head_logprobs(model, hidden_cf[:, c:stop], temperature)
+                logp_cf = head_logprobs(model, hidden_cf[:, c:stop], temperature)
                 lp[:, c:stop] = logp_cf.gather(-1, targets[:, c:stop, None]).squeeze(-1)
                 if exact_kl:
-                    logp_full = _head_logprobs(model, hidden_full[:, c:stop], temperature)
+                    logp_full = head_logprobs(model, hidden_full[:, c:stop], temperature)
                     p = logp_full.exp()
                     kl[:, c:stop] = torch.where(p > 0, p * (logp_full - logp_cf), torch.zeros_like(p)).sum(-1)
             logprob_rows.append(lp.cpu())

@@ -25,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..options import check_choice
 from ..types import ForwardCapture, TeacherRecord
-from .counterfactual import Context, _hidden, _head_logprobs
+from .counterfactual import Context, final_hidden, head_logprobs
 from .registry import register_signal
 
 KLEstimator = Literal["full", "topk", "sampled_k1", "sampled_k3"]
@@ -127,7 +127,7 @@ def teacher_scores(student, teacher, input_ids: torch.Tensor, attention_mask: to
     device = next(student.parameters()).device
     teacher_device = next(teacher.parameters()).device
     kls = sorted(set(kls))
-    t_head = teacher.get_output_embeddings().weight.detach().to(device)
+    t_head = teacher.get_output_embeddings().weight.detach().to(device) if kls else None
     s_head = student.get_output_embeddings().weight.detach()
     modes = [(m, m.training) for m in (student, teacher)]
     for model, _ in modes:
@@ -137,17 +137,17 @@ def teacher_scores(student, teacher, input_ids: torch.Tensor, attention_mask: to
         for start in range(0, input_ids.shape[0], batch_size):
             rows = Context(input_ids, attention_mask.bool(), position_ids).rows(start, start + batch_size,
                                                                                  teacher_device)
-            targets = rows.input_ids[:, -width:].to(device)
-            t_hidden = _hidden(teacher, rows)[:, -width - 1:-1].to(device)  # rows predicting the response tokens
-            lp = torch.empty(targets.shape, dtype=torch.float32, device=device)
-            step = max(1, chunk // targets.shape[0])
+            targets = rows.input_ids[:, -width:]
+            t_hidden = final_hidden(teacher, rows)[:, -width - 1:-1]  # rows predicting the response tokens
+            lp = torch.empty(targets.shape, dtype=torch.float32, device=teacher_device)
+            step = max(1, chunk // targets.shape[0])  # columns per LM-head call: ~chunk positions
             for c in range(0, width, step):
-                logits = t_hidden[:, c:c + step] @ t_head.t()
-                lp[:, c:c + step] = torch.log_softmax(logits.float() / temperature, -1).gather(
+                lp[:, c:c + step] = head_logprobs(teacher, t_hidden[:, c:c + step], temperature).gather(
                     -1, targets[:, c:c + step, None]).squeeze(-1)
-            logprob_rows.append(lp)
+            logprob_rows.append(lp.to(device))
             if kls:
-                s_hidden = _hidden(student, rows.rows(0, len(targets), device))[:, -width - 1:-1]
+                t_hidden, targets = t_hidden.to(device), targets.to(device)
+                s_hidden = final_hidden(student, rows.rows(0, len(targets), device))[:, -width - 1:-1]
                 everywhere = torch.ones(targets.shape, dtype=torch.bool, device=device)
                 for estimator, topk in kls:
                     kl_rows[kl_key(estimator, topk)].append(reverse_kl(
