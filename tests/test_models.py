@@ -108,6 +108,10 @@ def test_check_model_spec_loads_nothing(tmp_path, monkeypatch):
     (tmp_path / "notes.txt").write_text("x")
     assert "is a file, not a model directory" in check_model_spec(str(tmp_path / "notes.txt"))[0]
     assert "Accepted" in check_model_spec("no such model")[0]
+    # a path that is not there yet (a warm-up not made): named as a path, with where relative paths start
+    [problem] = check_model_spec("runs/student-arith/final")
+    assert problem.startswith("no model at 'runs/student-arith/final'") and "current directory" in problem
+    assert "run that first" in check_model_spec(str(tmp_path / "missing"))[0]
     assert "expected a model spec string" in check_model_spec(3)[0]
     assert check_model_spec("nonexistent/model") == []  # online: left to load_model, which fails fast
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -56,3 +56,28 @@ def test_token_pieces_cover_the_text_with_offsets():
     text = tok.decode(ids)
     assert "".join(pieces) == text
     assert all(text[s:e] == piece for piece, (s, e) in zip(pieces, offsets))
+
+
+@pytest.mark.parametrize("batch_size", [4, 7, 64])
+def test_samples_sharing_one_prompt_forward_continue_it_exactly(batch_size):
+    """samples_per_prompt = k: each prompt runs through the model once and its cache is copied to k rows. Greedy, the
+    k rows must equal generating each prompt k times from scratch: a wrong cache row, position or padding changes
+    the tokens. Prompts of different lengths (left padding); one or several prompts per generate call."""
+    model, tok = tiny()
+    prompts = ["Compute 1+2.", "Hi", "A longer prompt than the others, with more words.", "x"]
+    plain = generate_rollout(model, tok, [p for p in prompts for _ in range(3)], max_new_tokens=8, temperature=0.0,
+                             batch_size=batch_size)
+    shared = generate_rollout(model, tok, prompts, max_new_tokens=8, temperature=0.0, batch_size=batch_size,
+                              samples_per_prompt=3)
+    assert torch.equal(shared.batch.input_ids, plain.batch.input_ids)
+    assert torch.equal(shared.batch.response_mask, plain.batch.response_mask)
+    assert shared.prompts == plain.prompts and shared.completions == plain.completions
+    sampled = generate_rollout(model, tok, prompts, max_new_tokens=8, temperature=1.0, seed=5, batch_size=batch_size,
+                               samples_per_prompt=4)
+    assert len(sampled.completions) == 16 and sampled.prompts[4:8] == [prompts[1]] * 4
+    assert all(len(set(sampled.completions[4 * i:4 * i + 4])) > 1 for i in range(4))  # k draws, not one copied
+    again = generate_rollout(model, tok, prompts, max_new_tokens=8, temperature=1.0, seed=5, batch_size=batch_size,
+                             samples_per_prompt=4)
+    assert torch.equal(again.batch.input_ids, sampled.batch.input_ids)
+    with pytest.raises(ValueError, match="samples_per_prompt must be >= 1"):
+        generate_rollout(model, tok, prompts, samples_per_prompt=0)

@@ -294,6 +294,9 @@ def eval_command(
                                                   "path or openai/gsm8k)."),
     answer_line_only: bool = typer.Option(False, "--answer-line-only",
                                           help='Count only the last "Answer: N" line (the strict training reward).'),
+    shared_prefill: bool = typer.Option(False, "--shared-prefill",
+                                        help="The k samples of a problem share one prompt forward (faster on long "
+                                             "prompts; other draws than without)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier result of the same split and model."),
 ):
     """pass@1 (greedy) and mean@k (sampled) accuracy of a model or checkpoint on a split."""
@@ -303,7 +306,8 @@ def eval_command(
 
     spec = {"name": task, **({"path": path} if path is not None else {})}
     config = EvalConfig(model=model, task=spec, split=split, n=n, k=k, temperature=temperature,
-                        max_new_tokens=max_new_tokens, seed=seed, answer_line_only=answer_line_only)
+                        max_new_tokens=max_new_tokens, seed=seed, answer_line_only=answer_line_only,
+                        shared_prefill=shared_prefill)
     try:
         build_task(spec).eval_examples(split, 1)  # a bad task, path or split fails before the model loads
         result = run_eval(config, run_dir, progress=sys.stderr.isatty(), overwrite=overwrite)

@@ -169,6 +169,10 @@ def _load_gguf(path: Path, dtype: torch.dtype, attn_implementation: str):
 
 
 def _unknown_spec(spec: str) -> str:
+    if spec.startswith(("/", "./", "../", "~")) or spec.count("/") > 1:  # a path that is not there, not a hub id
+        return (f"no model at {spec!r}: {Path(spec).expanduser().resolve()} does not exist (relative paths start at "
+                f"the current directory, {Path.cwd()}). If a recipe makes it (a warm-up, a teacher, a training run's "
+                "final/), run that first; the config's comments name it")
     listed = "\n  - ".join(ACCEPTED_SPECS)
     return f"Unknown model spec {spec!r}. Accepted:\n  - {listed}"
 

@@ -58,8 +58,17 @@ def generate_rollout(
     batch_size: int = 8,
     chat: bool = True,
     progress: bool = False,
+    samples_per_prompt: int = 1,
 ) -> Rollout:
-    """Generate one completion per prompt (greedy when temperature == 0) and return the padded rollout."""
+    """Generate completions (greedy when temperature == 0) and return the padded rollout.
+
+    ``samples_per_prompt`` = k > 1: k completions of each prompt, rows ordered p0 x k, p1 x k, ...; each prompt is
+    run through the model once and its KV cache copied to its k rows, instead of k prompt forwards (on long prompts
+    most of the cost). The draws differ from k copies of the prompt generated separately; their distribution does
+    not. ``batch_size`` counts rows.
+    """
+    if samples_per_prompt < 1:
+        raise ValueError(f"samples_per_prompt must be >= 1, got {samples_per_prompt}")
     if not prompts:
         raise PromptError("No prompts given: pass at least one prompt")
     empty = [i for i, p in enumerate(prompts) if not p.strip()]
@@ -83,9 +92,11 @@ def generate_rollout(
     was_training = model.training
     model.eval()
     torch.manual_seed(seed)
+    k = samples_per_prompt
+    per_chunk = max(1, batch_size // k)  # distinct prompts per generate call
     try:
-        for start in tqdm(range(0, len(encoded), batch_size), desc="generating", disable=not progress, leave=False):
-            chunk = encoded[start : start + batch_size]
+        for start in tqdm(range(0, len(encoded), per_chunk), desc="generating", disable=not progress, leave=False):
+            chunk = encoded[start : start + per_chunk]
             ids = torch.full((len(chunk), prompt_width), pad_id, dtype=torch.long)
             mask = torch.zeros_like(ids)
             for r, row in enumerate(chunk):
@@ -94,19 +105,35 @@ def generate_rollout(
             sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {
                 "do_sample": False
             }
+            shared = k > 1 and prompt_width > 1  # a one-token prompt has nothing to share
+            cache = {"cache": _shared_prompt_cache(model, ids, mask, k, device)} if shared else {}
+            ids, mask = ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0)
             out = model.generate(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
                 max_new_tokens=max_new_tokens,
                 pad_token_id=pad_id,
                 eos_token_id=sorted(eos_ids),
+                **cache,
                 **sampling,
             ).cpu()
             rows_prompt.append((ids, mask))
-            rows_completion.extend(_cut_at_eos(out[r, prompt_width:].tolist(), eos_ids) for r in range(len(chunk)))
+            rows_completion.extend(_cut_at_eos(out[r, prompt_width:].tolist(), eos_ids) for r in range(len(ids)))
     finally:
         model.train(was_training)
-    return _assemble(rows_prompt, rows_completion, prompt_width, pad_id, tokenizer, prompts)
+    rows = [p for p in prompts for _ in range(k)]
+    return _assemble(rows_prompt, rows_completion, prompt_width, pad_id, tokenizer, rows)
+
+
+def _shared_prompt_cache(model, ids: torch.Tensor, mask: torch.Tensor, k: int, device):
+    """The KV cache of every prompt but its last token (left-padded; positions count real tokens only, as
+    ``generate`` counts them), each row's copied k times: ``generate`` then feeds only the last prompt token."""
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=ids[:, :-1].to(device), attention_mask=mask[:, :-1].to(device),
+                position_ids=positions[:, :-1].to(device), use_cache=True)
+    cache = out.cache
+    cache.batch_repeat_interleave(k)
+    return cache
 
 
 def _eos_ids(model, tokenizer) -> set[int]:

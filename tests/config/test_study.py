@@ -84,6 +84,10 @@ def test_eval_sets_are_one_fixed_mix_for_the_whole_study(tmp_path):
     legacy = load_study_config(study(tmp_path, eval={"splits": ["test", "hard-test"], "n": 5}))
     assert legacy.eval.eval_sets() == {"test": {"split": "test", "n": 5, "tiers": None, "task": None},
                                        "hard-test": {"split": "hard-test", "n": 5, "tiers": None, "task": None}}
+    # shared_prefill is recorded only when set: a study.yaml written before the key compares equal without it
+    assert "shared_prefill" not in config.index()["eval"]
+    shared = load_study_config(study(tmp_path, eval={"k": 4, "shared_prefill": True}))
+    assert shared.index()["eval"]["shared_prefill"] is True
 
 
 def test_declared_claims_are_checked_against_the_arms_and_sets(tmp_path):

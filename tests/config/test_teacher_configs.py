@@ -19,11 +19,21 @@ TINY = "tiny-llama:layers=2,hidden=32,heads=4,kv_heads=2,intermediate=64"
 TRAIN = sorted(p for p in CONFIGS.glob("*.yaml") if "teacher" in yaml.safe_load(p.read_text()))
 
 
-def test_the_teacher_making_configs_validate():
-    for name in ("make-teacher.yaml", "make-teacher-calc.yaml"):
+def test_the_model_making_configs_validate_and_every_train_config_starts_from_one():
+    """The student and the teacher of each teacher-guided config are models the make-* configs write: the student a
+    1-epoch warm-up (the raw instruct model never writes the answer line, so its rollouts all score 0), the teacher
+    three epochs on the same kind of gold solutions."""
+    made = {}
+    for name in ("make-teacher.yaml", "make-teacher-calc.yaml", "make-student.yaml", "make-student-calc.yaml"):
         config = load_sft_config(CONFIGS / name)
         assert len(config.rows) == 384 and config.otr is None
+        made[f"{config.run_dir}/final"] = (name, config.trl["num_train_epochs"])
     assert len(TRAIN) == 6
+    for path in TRAIN:
+        data = yaml.safe_load(path.read_text())
+        student, teacher = made[data["model"]], made[data["teacher"]["model"]]
+        assert student[0].startswith("make-student") and teacher[0].startswith("make-teacher"), path.name
+        assert student[1] < teacher[1] and student[0].endswith("calc.yaml") == teacher[0].endswith("calc.yaml")
 
 
 @pytest.mark.parametrize("path", TRAIN, ids=lambda p: p.name)

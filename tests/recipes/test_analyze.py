@@ -55,7 +55,7 @@ def test_analyze_end_to_end_on_tiny_model(tmp_path):
         (["-p", "x" * 700], "do not fit the model context"),
         (["-p", "x", "--color-by", "nope"], "not among the requested signals"),
         (["-p", "x", "--ratio", "0.9"], "ratio must be in"),
-        (["-p", "x", "--model", "what/ever/this"], "Unknown model spec"),
+        (["-p", "x", "--model", "what/ever/this"], "no model at 'what/ever/this'"),
         (["-p", "x", "-s", "context_dependency"], "prompts [0] have none. Draw prompts from a task that marks them"),
         (["--task", "facts:2", "-s", '{"name": "token_attribution", "counterfactual": "steps_shuffled"}'],
          "need the prompts' ['steps'] spans marked"),

@@ -29,3 +29,26 @@ def test_eval_counts_pass_at_1_and_mean_at_k_exactly(monkeypatch):
         completions=next(calls), completion_lengths=[3] * len(a[2])))
     result = ev.evaluate(None, None, EvalConfig(model="m", n=4, k=2))
     assert result["pass@1"] == 0.5 and result["mean@2"] == 0.375
+    # shared_prefill: the sampled pass asks for k rows per distinct prompt (one prompt forward each), and its rows,
+    # p0 x k, p1 x k, ..., are counted the same way
+    seen = []
+
+    def spy(model, tokenizer, prompts, **options):
+        seen.append((len(prompts), options["samples_per_prompt"]))
+        rows = next(calls)
+        return SimpleNamespace(completions=rows, completion_lengths=[3] * len(rows))
+
+    calls = iter([greedy, sampled])
+    monkeypatch.setattr(ev, "generate_rollout", spy)
+    result = ev.evaluate(None, None, EvalConfig(model="m", n=4, k=2, shared_prefill=True))
+    assert result["pass@1"] == 0.5 and result["mean@2"] == 0.375
+    assert seen == [(4, 1), (4, 2)]
+
+
+def test_shared_prefill_on_a_tiny_model_scores_k_samples_per_problem():
+    model, tok = tiny()
+    result = evaluate(model, tok, EvalConfig(model="tiny", n=5, k=3, max_new_tokens=6, batch_size=4,
+                                             shared_prefill=True))
+    plain = evaluate(model, tok, EvalConfig(model="tiny", n=5, k=3, max_new_tokens=6, batch_size=4))
+    assert result["pass@1"] == plain["pass@1"] and result["greedy_mean_length"] == plain["greedy_mean_length"]
+    assert all(row["sampled"] * 3 == round(row["sampled"] * 3) for row in result["problems"])

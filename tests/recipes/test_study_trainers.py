@@ -164,3 +164,29 @@ def test_teacher_settings_a_study_cannot_run_are_refused_before_anything_loads(t
         with pytest.raises(ConfigError) as error:
             load_study_config(_write(tmp_path, **{**base, **extra}))
         assert expected in str(error.value), (extra, str(error.value))
+
+
+def test_a_slice_of_teacher_free_arms_neither_makes_nor_scores_the_teacher(tmp_path):
+    """A study grows in slices, one per process: the GRPO baseline may run while another process makes the teacher.
+    So a slice of arms that do not distil leaves the teacher alone; the first slice that distils makes it and scores
+    it, and a later teacher-free slice scores a teacher that is already there."""
+    path = _write(tmp_path, task={"name": "arithmetic", "tiers": ["D1"], "n_train": 16},
+                  teacher={"sft": {"n_train": 16, "epochs": 1, "learning_rate": 1e-3, "batch_size": 8}},
+                  train={"reward": {"kind": "digits"},
+                         "trl": {"max_steps": 1, "num_generations": 4, "per_device_train_batch_size": 8,
+                                 "max_completion_length": 8, "learning_rate": 1e-3}},
+                  arms={"full": "dapo", "opd": {"method": "dapo", "teacher": {"form": "loss", "rl": False}}},
+                  seeds=[0, 1])
+    study = load_study_config(path)
+    assert [study.distils(arm) for arm in study.arms] == [False, True]
+    out = tmp_path / "out"
+    run_study(study, arms=["full"], seeds=[0], log=lambda m: None)
+    assert not (out / "teacher").exists()
+    arms = {r["arm"] for r in json.loads((out / "study.json").read_text())["runs"]}
+    assert arms == {"initial", "full"}
+    run_study(study, arms=["opd"], seeds=[0], log=lambda m: None)
+    assert (out / "teacher" / "final" / "config.json").is_file()
+    assert (out / "teacher" / "eval" / "in-dist-final.json").is_file()
+    (out / "teacher" / "eval" / "in-dist-final.json").unlink()  # stopped before its evaluation was written
+    run_study(study, arms=["full"], seeds=[1], log=lambda m: None)
+    assert (out / "teacher" / "eval" / "in-dist-final.json").is_file()

@@ -49,6 +49,11 @@ def test_a_tier_mix_asking_more_than_a_tier_holds_says_how_many_it_has():
     with pytest.raises(ValueError, match=r"Could not draw 64 distinct test problems of tier D1 \(it has 3\d\); ask "
                                          r"for at most 3\d"):
         generate_problems(0, split="test", tiers={"D1": 64})
+    # tiers cycled in turn (a list, as `tokenfocus eval --n` draws them): the tier that runs out is named
+    with pytest.raises(ValueError, match=r"each tier needs about 34, and D1 has only 3\d distinct test problems; ask "
+                                         r"for fewer, or give counts per tier"):
+        generate_problems(100, split="test", tiers=["D1", "D2", "D3"])
+    assert len(generate_problems(90, split="test", tiers=["D1", "D2", "D3"])) == 90
     with pytest.raises(ValueError, match=r"count >= 1"):
         generate_problems(0, split="test", tiers={"D2": 0})
     with pytest.raises(ValueError, match=r"Unknown arithmetic tier\(s\) \['D9'\]"):

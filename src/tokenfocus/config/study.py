@@ -117,6 +117,7 @@ class StudyEval:
     max_new_tokens: int = 48
     seed: int = 0
     batch_size: int = 32
+    shared_prefill: bool = False  # mean@k's samples share one prompt forward (recipes.evaluate.EvalConfig)
 
     def eval_sets(self) -> dict[str, dict]:
         """name -> {"split", "n", "tiers", "task"} (the sets to evaluate, in order; task None: the study's)."""
@@ -128,6 +129,10 @@ class StudyEval:
             n = sum(tiers.values()) if isinstance(tiers, dict) else spec.get("n", self.n)
             out[name] = {"split": spec.get("split", "test"), "n": n, "tiers": tiers, "task": spec.get("task")}
         return out
+
+    def record(self) -> dict:
+        """The settings as study.json keeps them (``shared_prefill`` only when set: older studies lack the key)."""
+        return {k: v for k, v in vars(self).items() if k != "shared_prefill" or v}
 
     def problems(self) -> list[str]:
         found = [f"{name} must be >= {low}, got {getattr(self, name)}"
@@ -248,6 +253,10 @@ class StudyConfig:
             settings = settings or ({} if self.trainer == "dpo" else None)
         return settings, trl
 
+    def distils(self, arm: str) -> bool:
+        """Whether ``arm`` distils from a teacher (its run has ``teacher`` settings)."""
+        return self.trainer == "grpo" and "teacher" in arm_parts(self.arms[arm])[1]
+
     def _arm_teacher(self, arm: str, spec) -> dict:
         if not isinstance(spec, dict):
             raise ConfigError(f"arm {arm!r}: teacher: expected the distillation settings as a mapping "
@@ -266,7 +275,7 @@ class StudyConfig:
         """What study.json records about the study itself."""
         out = {"description": self.description, "note": self.note, "see_also": self.see_also,
                "claims": self.claims, "model": self.model, "task": self.task.spec(), "arms": self.arms,
-               "seeds": self.seeds, "eval": vars(self.eval)}
+               "seeds": self.seeds, "eval": self.eval.record()}
         if self.teacher is not None:  # studies without a teacher predate the key
             out["teacher"] = {k: v for k, v in vars(self.teacher).items() if v is not None}
         return out if self.trainer == "grpo" else {**out, "trainer": self.trainer}  # GRPO studies predate the key

@@ -33,6 +33,9 @@ class EvalConfig:
     batch_size: int = 16
     answer_line_only: bool = False  # read answers from the last "Answer:" line only (the training reward's rule)
     tiers: list | dict | None = None  # a tier list, or {tier: count} (a fixed mix; n is then the counts' sum)
+    # mean@k's k samples of a problem share one prompt forward (its KV cache copied): on long prompts about k times
+    # less prompt compute; the same distribution, other draws than without (so a study keeps one setting)
+    shared_prefill: bool = False
 
 
 def eval_problems(config: EvalConfig) -> list[Example]:
@@ -48,18 +51,20 @@ def _accuracy_by_tier(correct: list[float], tiers: list[str]) -> dict[str, float
     return out
 
 
-def _generate(model, tokenizer, task, prompts, config: EvalConfig, temperature: float, progress: bool):
-    """(completion texts, lengths in tokens, tool calls per completion or None): through the task's tool loop when
-    it has one (the calculator's <calc> calls are run), else one batched generation."""
+def _generate(model, tokenizer, task, prompts, config: EvalConfig, temperature: float, progress: bool, k: int = 1):
+    """(completion texts, lengths in tokens, tool calls per completion or None), ``k`` per prompt (rows p0 x k,
+    p1 x k, ...): through the task's tool loop when it has one (the calculator's <calc> calls are run), else batched
+    generation."""
     if task.tool == "calc":
         from ..integrations.calc_tool import CalcToolLoop
 
-        texts, calls = CalcToolLoop().complete(model, tokenizer, prompts, config.max_new_tokens, temperature,
-                                               seed=config.seed)
+        texts, calls = CalcToolLoop().complete(model, tokenizer, [p for p in prompts for _ in range(k)],
+                                               config.max_new_tokens, temperature, seed=config.seed)
         return texts, [len(tokenizer(t, add_special_tokens=False).input_ids) for t in texts], calls
-    rollout = generate_rollout(model, tokenizer, prompts, max_new_tokens=config.max_new_tokens,
-                               temperature=temperature, seed=config.seed, batch_size=config.batch_size,
-                               progress=progress)
+    shared = k > 1 and config.shared_prefill
+    rollout = generate_rollout(model, tokenizer, prompts if shared else [p for p in prompts for _ in range(k)],
+                               max_new_tokens=config.max_new_tokens, temperature=temperature, seed=config.seed,
+                               batch_size=config.batch_size, progress=progress, samples_per_prompt=k if shared else 1)
     return rollout.completions, rollout.completion_lengths, None
 
 
@@ -76,8 +81,7 @@ def evaluate(model, tokenizer, config: EvalConfig, progress: bool = False) -> di
     pass1 = reward(greedy, answers)
     sampled_correct = [0.0] * len(prompts)
     if config.k > 0:
-        sampled = _generate(model, tokenizer, task, [p for p in prompts for _ in range(config.k)], config,
-                            config.temperature, progress)[0]
+        sampled = _generate(model, tokenizer, task, prompts, config, config.temperature, progress, k=config.k)[0]
         scores = reward(sampled, [a for a in answers for _ in range(config.k)])
         sampled_correct = [sum(scores[i * config.k:(i + 1) * config.k]) / config.k for i in range(len(prompts))]
     result = {

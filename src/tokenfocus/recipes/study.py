@@ -133,8 +133,13 @@ def run_study(study: StudyConfig, log=print, allow_config_change: bool = False, 
     extra: dict = {}
     if study.warmup:
         run_warmup(study.model, study.task, study.warmup, root / "warmup", log=log)
-    if study.teacher is not None and study.teacher.sft is not None:  # the stronger model: longer SFT of ``model``
+    # The teacher the study makes (longer SFT of ``model``), only for a slice that distils: a slice of teacher-free
+    # arms runs while another process makes it.
+    distils = study.teacher is not None and any(study.distils(arm) for arm in arms)
+    if distils and study.teacher.sft is not None:
         run_warmup(study.model, study.task, study.teacher.warmup(), root / TEACHER_ARM, log=log)
+    score_teacher = study.teacher is not None and (
+        distils or study.teacher.sft is None or (root / TEACHER_ARM / "final" / "config.json").is_file())
     start_model = None
 
     def starting_model():
@@ -183,7 +188,7 @@ def run_study(study: StudyConfig, log=print, allow_config_change: bool = False, 
         finished({**entry, "status": "done"})
     except Exception as error:  # noqa: BLE001 (recorded in study.json; the arms still run)
         finished(_failed(entry, error, log))
-    if study.teacher is not None:  # the teacher on the same sets: how much stronger it is than the start
+    if score_teacher:  # the teacher on the same sets: how much stronger it is than the start
         entry = {"arm": TEACHER_ARM, "seed": None, "dir": TEACHER_ARM}
         try:
             if not _evaluated(root / TEACHER_ARM, study):
@@ -326,7 +331,7 @@ def _evaluate_sets(model, tokenizer, study: StudyConfig, run_dir: Path) -> None:
         result = evaluate(model, tokenizer, EvalConfig(
             model=str(run_dir / "final"), task=chosen["task"] or study.task.spec(), split=chosen["split"], n=chosen["n"],
             tiers=chosen["tiers"], k=spec.k, temperature=spec.temperature, max_new_tokens=spec.max_new_tokens,
-            seed=spec.seed, batch_size=spec.batch_size, answer_line_only=strict))
+            seed=spec.seed, batch_size=spec.batch_size, answer_line_only=strict, shared_prefill=spec.shared_prefill))
         write_json(run_dir / "eval" / f"{name}-final.json", {"set": name, **result})
         line = {"event": "eval", "time": time.time(), f"eval/{name}/pass@1": result["pass@1"]}
         if spec.k:

@@ -68,7 +68,11 @@ def draw_problems(draw: Callable[[str, random.Random], P], key: Callable[[P], st
     while len(problems) < n:
         attempts += 1
         if attempts > 200 * n + 10_000:
-            raise ValueError(f"Could not draw {n} distinct {split} problems from tiers {tiers}; ask for fewer")
+            tier = tiers[len(problems) % len(tiers)]  # the tier that ran out: the list is cycled, one of each in turn
+            raise ValueError(f"Could not draw {n} distinct {split} problems from tiers {list(tiers)}: drawn in turn, "
+                             f"each tier needs about {-(-n // len(tiers))}, and {tier} has only "
+                             f"{len(problems) // len(tiers)} distinct {split} problems; ask for fewer, or give counts "
+                             f"per tier ({{tier: count}}) so the larger tiers supply the rest")
         problem = draw(tiers[len(problems) % len(tiers)], rng)
         if key(problem) in seen or in_test_bucket(key(problem)) != want_test:
             continue
