@@ -167,9 +167,9 @@ def test_teacher_settings_a_study_cannot_run_are_refused_before_anything_loads(t
 
 
 def test_a_slice_of_teacher_free_arms_neither_makes_nor_scores_the_teacher(tmp_path):
-    """A study grows in slices, one per process: the GRPO baseline may run while another process makes the teacher.
-    So a slice of arms that do not distil leaves the teacher alone; the first slice that distils makes it and scores
-    it, and a later teacher-free slice scores a teacher that is already there."""
+    """A study grows in slices, one per process: the GRPO baseline may run while another process makes the teacher
+    and scores it. So a slice of arms that do not distil leaves the teacher alone, even once it exists; a slice that
+    distils makes it, scores it, and writes what a stop left missing."""
     path = _write(tmp_path, task={"name": "arithmetic", "tiers": ["D1"], "n_train": 16},
                   teacher={"sft": {"n_train": 16, "epochs": 1, "learning_rate": 1e-3, "batch_size": 8}},
                   train={"reward": {"kind": "digits"},
@@ -189,4 +189,6 @@ def test_a_slice_of_teacher_free_arms_neither_makes_nor_scores_the_teacher(tmp_p
     assert (out / "teacher" / "eval" / "in-dist-final.json").is_file()
     (out / "teacher" / "eval" / "in-dist-final.json").unlink()  # stopped before its evaluation was written
     run_study(study, arms=["full"], seeds=[1], log=lambda m: None)
+    assert not (out / "teacher" / "eval" / "in-dist-final.json").exists()
+    run_study(study, arms=["opd"], seeds=[1], log=lambda m: None)
     assert (out / "teacher" / "eval" / "in-dist-final.json").is_file()

@@ -133,13 +133,12 @@ def run_study(study: StudyConfig, log=print, allow_config_change: bool = False, 
     extra: dict = {}
     if study.warmup:
         run_warmup(study.model, study.task, study.warmup, root / "warmup", log=log)
-    # The teacher the study makes (longer SFT of ``model``), only for a slice that distils: a slice of teacher-free
-    # arms runs while another process makes it.
+    # The teacher the study makes (longer SFT of ``model``) is made and scored by the slices that distil: a slice of
+    # teacher-free arms runs beside the process that makes it and leaves it alone.
     distils = study.teacher is not None and any(study.distils(arm) for arm in arms)
     if distils and study.teacher.sft is not None:
         run_warmup(study.model, study.task, study.teacher.warmup(), root / TEACHER_ARM, log=log)
-    score_teacher = study.teacher is not None and (
-        distils or study.teacher.sft is None or (root / TEACHER_ARM / "final" / "config.json").is_file())
+    score_teacher = study.teacher is not None and (distils or study.teacher.sft is None)
     start_model = None
 
     def starting_model():
