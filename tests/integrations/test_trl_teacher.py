@@ -302,8 +302,13 @@ def test_teacher_signals_in_training_equal_the_naive_scores_of_the_rollout(tmp_p
     temperature."""
     teacher = tiny(seed=7)[0]
     trainer = _signal_trainer(tmp_path, teacher, signal_pass="separate")
+    forwards = []
+    hook = teacher.model.register_forward_hook(lambda module, args, output: forwards.append(1))  # the decoder
     batch = batch_of(trainer)
+    hook.remove()
     assert {"tf_teacher_logps", "tf_teacher_kl:full", "tf_teacher_kl:topk:5"} <= set(batch)
+    # form "advantage" and the KL signals share ONE teacher forward of the 8 rollouts (its log-probs and hidden states)
+    assert len(forwards) == 1
     signals = trainer._rollout_signals(batch)
     ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
     mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)

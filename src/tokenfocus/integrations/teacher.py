@@ -49,9 +49,12 @@ class TeacherMixin:
         batch_size = (self.args.per_device_train_batch_size if self.model.training
                       else self.args.per_device_eval_batch_size)
         device = self.tf_teacher_device  # the teacher's inputs go to its device, its scores come back
-        out["tf_teacher_logps"] = self._get_per_token_logps_and_entropies(
-            self.tf_teacher, ids.to(device), mask.to(device), out["completion_ids"].size(1), batch_size)[0].to(
-            ids.device)
+        if self.tf_weighting.teacher_kls:  # a vocabulary-KL signal needs the teacher's hidden states: one forward
+            self._teacher_signal_scores(out)  # gives both its log-probs and the KLs
+        else:
+            out["tf_teacher_logps"] = self._get_per_token_logps_and_entropies(
+                self.tf_teacher, ids.to(device), mask.to(device), out["completion_ids"].size(1), batch_size)[0].to(
+                ids.device)
         rewards = self.tf_local_rewards
         if rewards is None or len(rewards) != len(ids):
             raise ValueError("the teacher's failure gate needs this process's rewards, one row per completion")
@@ -71,8 +74,8 @@ class TeacherMixin:
         (``tf_teacher_logps``, shared with forms "advantage" and "scope") and each vocabulary KL the signals need
         (``tf_teacher_kl:<key>``, from one more no-grad forward of the rollout policy for its hidden states)."""
         weighting = self.tf_weighting
-        if "tf_teacher_logps" in out and not weighting.teacher_kls:
-            return
+        if "tf_teacher_logps" in out and all(f"tf_teacher_kl:{key}" in out for key in weighting.teacher_kls):
+            return  # scored already, with the teacher forward of form "advantage" or "scope"
         started = time.perf_counter()
         ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
         mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
