@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from tokenfocus.config import WarmupConfig
 from tokenfocus.recipes.warmup import gold_rows
@@ -46,3 +47,50 @@ def test_a_warmup_can_run_one_token_rollout_and_its_options_are_checked(tmp_path
     assert (final / "config.json").is_file()
     rows = [r for r in read_jsonl(tmp_path / "warmup" / "metrics.jsonl") if "step" in r and "loss/train" in r]
     assert rows and all("otr/gt_sample_frac" in r for r in rows)
+
+
+WARMUP_SCRIPT = """
+import sys
+from pathlib import Path
+from tokenfocus.config import WarmupConfig
+from tokenfocus.recipes.warmup import run_warmup
+from tokenfocus.tasks import build_task
+task = build_task({"name": "arithmetic", "tiers": ["D1"], "seed": 0})
+run_warmup("tiny-llama:layers=2,hidden=32,heads=4,kv_heads=2,intermediate=64", task,
+           WarmupConfig(n_train=32, batch_size=4, epochs=2, learning_rate=1e-3), Path(sys.argv[1]))
+"""
+
+
+def _warmup(out, env=None):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", WARMUP_SCRIPT, str(out)], capture_output=True, text=True,
+                          timeout=300, check=False, env={**os.environ, **(env or {})})
+
+
+def test_a_warmup_killed_inside_a_checkpoint_save_resumes_to_the_same_model(tmp_path):
+    """A study's warm-up or teacher SFT can take hours: killed (here inside its third checkpoint save, as SIGKILL or
+    the OOM killer would), it resumes from the last complete checkpoint, and ends with the model and losses of a run
+    never stopped."""
+    from safetensors.torch import load_file
+
+    from tokenfocus.checkpoints import FAULT_ENV
+    from tokenfocus.io import latest_metrics
+
+    reference = _warmup(tmp_path / "a")
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    killed = _warmup(tmp_path / "b", env={FAULT_ENV: "checkpoint:optimizer@3"})  # 16 steps, a save every 2
+    assert killed.returncode == 137 and not (tmp_path / "b" / "final").exists()
+    assert sorted(p.name for p in (tmp_path / "b" / "trainer").glob("checkpoint-*")) == ["checkpoint-2",
+                                                                                         "checkpoint-4"]
+    resumed = _warmup(tmp_path / "b")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from checkpoint-4" in resumed.stdout
+    a, b = (load_file(tmp_path / run / "final" / "model.safetensors") for run in ("a", "b"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    losses = [latest_metrics(tmp_path / run / "metrics.jsonl") for run in ("a", "b")]
+    assert sorted(losses[1]) == sorted(losses[0]) == list(range(1, 17))
+    assert all(losses[1][s]["loss/train"] == pytest.approx(losses[0][s]["loss/train"], abs=1e-6) for s in losses[0])
+    assert not (tmp_path / "b" / "trainer").exists()  # checkpoints go once the model is final

@@ -10,7 +10,9 @@ groups have all-equal rewards and carry no signal; first run one epoch of SFT on
 
 The warm-up problems are drawn from the train split with their own seed (``seed``, default task seed +
 1000), so they differ from the RL prompts. The result is a normal model directory (``OUT/final``), written
-only when training finished, so an interrupted warm-up simply runs again.
+only when training finished. On the way the warm-up writes whole checkpoints (``OUT/trainer/checkpoint-N``, eight
+per warm-up, published atomically): a warm-up stopped or killed (a study teacher's three epochs take hours on a CPU)
+resumes from the last complete one when it runs again.
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ def run_warmup(model_spec: str, task: Task, config: WarmupConfig, out_dir: Path,
     """Fine-tune ``model_spec`` on gold solutions; returns ``out_dir/final`` (reused when already there)."""
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
+    from ..checkpoints import latest_complete_checkpoint, set_aside
     from ..integrations.sft import TokenFocusSFTTrainer
     from ..losses.otr import OTRConfig
     from ..models import load_model
@@ -55,22 +58,29 @@ def run_warmup(model_spec: str, task: Task, config: WarmupConfig, out_dir: Path,
                                          "examples": rows[:3]})
     model, tokenizer = load_model(model_spec)
     model.train()
+    steps = -(-len(rows) // config.batch_size) * config.epochs
     args = SFTConfig(
         output_dir=str(out_dir / "trainer"), num_train_epochs=config.epochs,
         per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
-        lr_scheduler_type="constant", logging_steps=1, save_strategy="no", report_to="none",
+        lr_scheduler_type="constant", logging_steps=1, save_strategy="steps", save_steps=max(1, -(-steps // 8)),
+        save_total_limit=2, report_to="none",
         seed=config.seed if config.seed is not None else task.options.seed, bf16=False,
         gradient_checkpointing=False, max_length=512, disable_tqdm=True,
     )
-    extra = {} if config.otr is None else {"otr": OTRConfig(**config.otr)}  # One-Token Rollout instead of NLL
-    trainer = (TokenFocusSFTTrainer if extra else SFTTrainer)(
+    # One-Token Rollout instead of NLL when configured; without it the trainer is TRL's SFTTrainer with atomic
+    # checkpoints.
+    otr = None if config.otr is None else OTRConfig(**config.otr)
+    trainer = TokenFocusSFTTrainer(
         model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-        callbacks=[MetricsFile(out_dir / "metrics.jsonl")], **extra)
+        callbacks=[MetricsFile(out_dir / "metrics.jsonl")], otr=otr)
     trainer.remove_callback(PrinterCallback)
     started = time.time()
-    log(f"warm-up: {'OTR' if extra else 'SFT'} of {model_spec} on {len(rows)} gold solutions, {config.epochs} epoch(s), "
-        f"lr {config.learning_rate} -> {final}")
-    trainer.train()
+    checkpoint, skipped = latest_complete_checkpoint(out_dir / "trainer")
+    for broken, problems in skipped:  # cut short inside a save: kept aside for inspection
+        log(f"warm-up checkpoint {broken.name} is incomplete ({'; '.join(problems)}); moved to {set_aside(broken)}")
+    log(f"warm-up: {'OTR' if otr else 'SFT'} of {model_spec} on {len(rows)} gold solutions, {config.epochs} epoch(s), "
+        f"lr {config.learning_rate} -> {final}" + (f", resuming from {checkpoint.name}" if checkpoint else ""))
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     tmp = out_dir / f".final.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     trainer.save_model(str(tmp))
