@@ -94,3 +94,51 @@ def test_a_warmup_killed_inside_a_checkpoint_save_resumes_to_the_same_model(tmp_
     assert sorted(losses[1]) == sorted(losses[0]) == list(range(1, 17))
     assert all(losses[1][s]["loss/train"] == pytest.approx(losses[0][s]["loss/train"], abs=1e-6) for s in losses[0])
     assert not (tmp_path / "b" / "trainer").exists()  # checkpoints go once the model is final
+
+
+def test_a_second_process_waits_for_the_one_making_the_warmup_and_reuses_its_model(tmp_path):
+    """Two study slices started together (one per core) both need the warm-up: the one that finds it being made waits
+    for the maker's lock, then reuses the finished model instead of training a second one into the same directory."""
+    import fcntl
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    from tokenfocus.recipes.warmup import LOCK_FILE
+
+    reference = _warmup(tmp_path / "a")
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    out = tmp_path / "b"
+    out.mkdir()
+    log = tmp_path / "b.log"
+    with open(out / LOCK_FILE, "a+") as lock, open(log, "w") as sink:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # "another process" making it: this test
+        lock.write(str(os.getpid()))
+        lock.flush()
+        waiting = subprocess.Popen([sys.executable, "-c", WARMUP_SCRIPT, str(out)], stdout=sink,
+                                   stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 120
+        while f"(pid {os.getpid()}) is making the warm-up" not in log.read_text():
+            assert waiting.poll() is None and time.time() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
+        assert not (out / "final").exists() and not (out / "trainer").exists()  # it waits, it does not train
+        shutil.copytree(tmp_path / "a" / "final", out / "final")
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        assert waiting.wait(timeout=120) == 0, log.read_text()[-2000:]
+    text = log.read_text()
+    assert "warm-up model found, reused" in text and "warm-up: SFT" not in text
+    assert not (out / "trainer").exists() and not (out / "metrics.jsonl").exists()
+
+
+def test_a_killed_warmup_maker_does_not_block_the_next_one(tmp_path):
+    """The lock goes with the process that held it: after a maker is SIGKILLed mid-training, the next run takes the
+    lock at once and resumes."""
+    from tokenfocus.checkpoints import FAULT_ENV
+
+    killed = _warmup(tmp_path / "w", env={FAULT_ENV: "checkpoint:optimizer@2"})
+    assert killed.returncode == 137
+    resumed = _warmup(tmp_path / "w")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "is making the warm-up" not in resumed.stdout and "resuming from checkpoint-2" in resumed.stdout

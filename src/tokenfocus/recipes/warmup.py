@@ -12,14 +12,17 @@ The warm-up problems are drawn from the train split with their own seed (``seed`
 1000), so they differ from the RL prompts. The result is a normal model directory (``OUT/final``), written
 only when training finished. On the way the warm-up writes whole checkpoints (``OUT/trainer/checkpoint-N``, eight
 per warm-up, published atomically): a warm-up stopped or killed (a study teacher's three epochs take hours on a CPU)
-resumes from the last complete one when it runs again.
+resumes from the last complete one when it runs again. Two processes that need the same warm-up at once (two
+study slices started together) do not both train it: the second waits for the first and reuses its model.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -27,6 +30,8 @@ from ..config import WarmupConfig
 from ..integrations.callbacks import MetricsFile
 from ..io import write_json
 from ..tasks import Task
+
+LOCK_FILE = ".lock"
 
 
 def gold_rows(task: Task, config: WarmupConfig) -> list[dict]:
@@ -37,7 +42,45 @@ def gold_rows(task: Task, config: WarmupConfig) -> list[dict]:
 
 
 def run_warmup(model_spec: str, task: Task, config: WarmupConfig, out_dir: Path, log=print) -> Path:
-    """Fine-tune ``model_spec`` on gold solutions; returns ``out_dir/final`` (reused when already there)."""
+    """Fine-tune ``model_spec`` on gold solutions; returns ``out_dir/final`` (reused when already there, or made by
+    another process this one waited for)."""
+    out_dir = Path(out_dir)
+    final = out_dir / "final"
+    if (final / "config.json").is_file():
+        log(f"warm-up model found, reused: {final}")
+        return final
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with _only_maker(out_dir, log):
+        if (final / "config.json").is_file():  # made by the process this one waited for
+            log(f"warm-up model found, reused: {final}")
+            return final
+        return _train_warmup(model_spec, task, config, out_dir, log)
+
+
+@contextmanager
+def _only_maker(out_dir: Path, log):
+    """Hold ``out_dir``/.lock while making the warm-up: two study slices started together (one per core) would
+    otherwise both train into one directory. The second waits for the first and then reuses its model; the lock
+    goes with its holder's process (flock), so a killed maker never blocks the next one."""
+    with open(out_dir / LOCK_FILE, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            log(f"another process (pid {holder}) is making the warm-up in {out_dir}; waiting for it")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _train_warmup(model_spec: str, task: Task, config: WarmupConfig, out_dir: Path, log) -> Path:
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig
@@ -47,12 +90,7 @@ def run_warmup(model_spec: str, task: Task, config: WarmupConfig, out_dir: Path,
     from ..losses.otr import OTRConfig
     from ..models import load_model
 
-    out_dir = Path(out_dir)
     final = out_dir / "final"
-    if (final / "config.json").is_file():
-        log(f"warm-up model found, reused: {final}")
-        return final
-    out_dir.mkdir(parents=True, exist_ok=True)
     rows = gold_rows(task, config)
     write_json(out_dir / "warmup.json", {"model": model_spec, "task": task.spec(), "config": asdict(config),
                                          "examples": rows[:3]})
