@@ -9,6 +9,9 @@ Variants (issue 13), on one fixed generation batch of the arithmetic task replay
   dgrpo_b      + coef x (log pi_T - log pi_old) on the advantage (form "advantage"): one no-grad teacher scoring
   scope        SCOPE's dual path (form "scope"): the same teacher scoring, perplexity weights, the MLE term
   opd          on-policy distillation only (form "loss", rl: false)
+A variant named with "+shared" (``dapo+shared``, ``dgrpo_b+shared``, ...) runs with ``shared_prefix``: one forward
+of each group's prompt in the training forward and the teacher's scoring (``integrations/shared_prefix.py``); it
+pays off on long prompts: ``--task long_facts:L20 --prompts 1`` (T4: one prompt of about 200 tokens, 8 rollouts).
 Target: <= 1.35 x the plain step. Memory: each variant's step runs again in its own process, and the peak resident
 memory of its steps above the loaded state (models, teacher, dataset) is compared with the plain step's; target:
 the chunked KL stays within 1.2 x the plain step's peak (CPU stand-in for ``torch.cuda.max_memory_allocated``).
@@ -17,6 +20,7 @@ the chunked KL stays within 1.2 x the plain step's peak (CPU stand-in for ``torc
         [--variants dapo,scope --out benchmarks/results/teacher_step_scope_cpu.json]   # a subset (dapo always in)
         [--model SPEC --device cuda --out FILE]   # on a GPU: memory is the CUDA peak of each step, in one process
         [--teacher-device cpu]   # the teacher on another device than the student (teacher.device)
+        [--task long_facts:L20 --prompts 1 --variants dapo+shared,dgrpo_b+shared --out FILE]   # shared prompts
 """
 
 from __future__ import annotations
@@ -53,7 +57,8 @@ def setup(args, names: list[str]):
     from tokenfocus.tasks import AnswerReward, build_task
 
     batch = args.prompts * args.generations
-    examples = build_task({"name": "arithmetic", "tiers": ["D2", "D3"]}).train_examples(args.prompts)
+    task, _, tiers = args.task.partition(":")
+    examples = build_task({"name": task, "tiers": tiers.split(",")}).train_examples(args.prompts)
     rows = [{"prompt": [{"role": "user", "content": e.prompt}], "answer": e.answer} for e in examples]
     base, tokenizer = load_model(args.model)
     teacher = copy.deepcopy(base)
@@ -66,10 +71,11 @@ def setup(args, names: list[str]):
     plain = {"signals": preset.signals, "policy": preset.policy, "loss": preset.loss}
     variants = {}
     for name in names:
-        distill = VARIANTS[name]
+        kind, _, shared = name.partition("+")
+        distill = VARIANTS[kind]
         distill = None if distill is None else {**distill, "device": args.teacher_device}
         extra = dict(plain) if distill is None else {**plain, "teacher": teacher, "distill": DistillConfig(**distill)}
-        variants[name] = (TokenFocusGRPOTrainer, extra)
+        variants[name] = (TokenFocusGRPOTrainer, {**extra, "shared_prefix": shared == "shared"})
     trainers = build_trainers(variants, base, tokenizer, Dataset.from_list(rows), AnswerReward(), config)
     return trainers, [row for row in rows for _ in range(args.generations)]
 
@@ -102,7 +108,8 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=8)
     parser.add_argument("--completion", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--task", default="arithmetic:D2,D3", help="TASK:TIER[,TIER] of the prompts")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="comma-separated subset of the variants; the plain step (dapo) is always measured")
     parser.add_argument("--out", type=Path, default=RESULTS / "teacher_step_cpu.json")
@@ -117,9 +124,9 @@ def main() -> None:
         memory_child(args)
         return
     names = ["dapo", *(n for n in dict.fromkeys(args.variants.split(",")) if n and n != "dapo")]
-    unknown = [n for n in names if n not in VARIANTS]
+    unknown = [n for n in names if n.partition("+")[0] not in VARIANTS or n.partition("+")[2] not in ("", "shared")]
     if unknown:
-        parser.error(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
+        parser.error(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}, each optionally with +shared")
 
     # memory first, each variant in its own process (the timing below holds all the trainers at once); on a GPU
     # the CUDA allocator's peak is read per step in one process, after the timing
@@ -127,6 +134,7 @@ def main() -> None:
     for name in names if args.device == "cpu" else []:  # the peak of one process is not reset between variants
         command = [sys.executable, __file__, "--child", name, "--prompts", str(args.prompts), "--generations",
                    str(args.generations), "--completion", str(args.completion), "--model", args.model,
+                   "--task", args.task,
                    *(["--teacher-device", args.teacher_device] if args.teacher_device else [])]
         found = subprocess.run(command, capture_output=True, text=True, check=True,
                                env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"})
@@ -156,7 +164,8 @@ def main() -> None:
     result = {"benchmark": "teacher_step", "device": args.device, "model": args.model,
               "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
               "threads": torch.get_num_threads(), "teacher_device": args.teacher_device,
-              "prompts": args.prompts, "generations": args.generations, "completion": args.completion,
+              "task": args.task, "prompts": args.prompts, "generations": args.generations,
+              "completion": args.completion,
               "rounds": args.rounds, "targets": {"time_ratio_max": 1.35, "memory_ratio_max": 1.2}, "variants": table}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

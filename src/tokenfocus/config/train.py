@@ -41,7 +41,7 @@ from .trl_fields import OWNED_TRL_FIELDS, check_trl  # noqa: F401 (OWNED_TRL_FIE
 
 TOP_KEYS = {"model": str, "task": dict, "method": str | int | dict, "signal_source": SignalSource,
             "signal_pass": SignalPass, "reward": dict, "trl": dict, "run": dict, "diagnostics": dict | None,
-            "teacher": dict | None}
+            "teacher": dict | None, "shared_prefix": bool}
 # CPU-friendly defaults that differ from GRPOConfig's (GPU) defaults; any of them can be overridden. The device:
 # ``device_defaults`` (a GPU when there is one).
 TRL_DEFAULTS = {
@@ -106,6 +106,9 @@ class TrainConfig:
     source: dict  # the config as given (after path resolution and overrides)
     teacher: str | None = None  # the teacher's model spec (same vocabulary as the student)
     distill: DistillConfig | None = None
+    # one forward of each group's shared prompt in the training forward and the teacher's scoring
+    # (integrations/shared_prefix.py); numerically the plain forward, much cheaper on long prompts
+    shared_prefix: bool = False
 
     @property
     def run_dir(self) -> Path:
@@ -177,14 +180,31 @@ def build_train_config(data: dict, base: Path | None = None, where: str = "train
             task.reward(reward)  # a reward kind the task cannot score is refused here, before any model loads
         except ValueError as error:
             problems.append(f"reward.kind: {error}")
+    shared_prefix = bool(data.get("shared_prefix", False))
+    if shared_prefix and method is not None:
+        problems += _shared_prefix_problems(method, data.get("signal_pass", "auto"))
     if problems:
         raise ConfigError(f"{where}: invalid train config:\n  - " + "\n  - ".join(problems))
     config = TrainConfig(str(model), task, method, signal_source, data.get("signal_pass", "auto"), reward, trl, run,
-                         diagnostics, dict(data), teacher, distill)
+                         diagnostics, dict(data), teacher, distill, shared_prefix)
     _check_grpo_args(config, problems)
     if problems:
         raise ConfigError(f"{where}: invalid train config:\n  - " + "\n  - ".join(problems))
     return config
+
+
+def _shared_prefix_problems(method: MethodConfig, signal_pass: str) -> list[str]:
+    """What ``shared_prefix: true`` cannot serve: forwards whose hooks read every row's prompt positions."""
+    problems = []
+    if method.loss.sink_decorrelation > 0:
+        problems.append("shared_prefix: the method's sink decorrelation reads every row's prompt hidden states; drop "
+                        "shared_prefix or the decorrelation")
+    attention = [s.label for s in method.signals if "attention" in s.entry.requires]
+    if attention and signal_pass != "separate":
+        problems.append(f"shared_prefix: signals {attention} may be recorded in the training forward, which needs "
+                        "every row's whole sequence; set signal_pass: separate (one extra no-grad forward) or drop "
+                        "shared_prefix")
+    return problems
 
 
 def _teacher(spec: dict | None, problems: list[str], check_model: bool) -> tuple[str | None, DistillConfig | None]:

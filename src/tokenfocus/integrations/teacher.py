@@ -15,6 +15,7 @@ from trl.models.utils import disable_gradient_checkpointing
 from ..losses.distill import reverse_kl
 from ..policies.dual_path import scope_weights
 from ..signals.teacher import teacher_scores
+from .shared_prefix import shared_prefix_hidden
 
 
 class TeacherMixin:
@@ -52,9 +53,10 @@ class TeacherMixin:
         if self.tf_weighting.teacher_kls:  # a vocabulary-KL signal needs the teacher's hidden states: one forward
             self._teacher_signal_scores(out)  # gives both its log-probs and the KLs
         else:
-            out["tf_teacher_logps"] = self._get_per_token_logps_and_entropies(
-                self.tf_teacher, ids.to(device), mask.to(device), out["completion_ids"].size(1), batch_size)[0].to(
-                ids.device)
+            with self._sharing_prefix():
+                out["tf_teacher_logps"] = self._get_per_token_logps_and_entropies(
+                    self.tf_teacher, ids.to(device), mask.to(device), out["completion_ids"].size(1), batch_size)[0].to(
+                    ids.device)
         rewards = self.tf_local_rewards
         if rewards is None or len(rewards) != len(ids):
             raise ValueError("the teacher's failure gate needs this process's rewards, one row per completion")
@@ -62,8 +64,9 @@ class TeacherMixin:
         if self.tf_distill.form == "scope":  # sequence weights on whole prompt groups, before TRL splits the batch
             student = out.get("old_per_token_logps")
             if student is None and not self._scope_weights_in_loss():
-                student = self._get_per_token_logps_and_entropies(self.model, ids, mask, out["completion_ids"].size(1),
-                                                                  batch_size)[0]
+                with self._sharing_prefix():
+                    student = self._get_per_token_logps_and_entropies(self.model, ids, mask,
+                                                                      out["completion_ids"].size(1), batch_size)[0]
             if student is not None:
                 out["tf_w_student"], out["tf_w_teacher"] = self._scope_weights(student, out)
         self._log({"time/teacher_s": time.perf_counter() - started})
@@ -130,9 +133,13 @@ class TeacherMixin:
             backbone = self.tf_teacher.get_decoder() if hasattr(self.tf_teacher, "get_decoder") else \
                 self.tf_teacher.model
             device = self.tf_teacher_device
-            teacher_final = backbone(input_ids=input_ids.to(device),
-                                     attention_mask=attention_mask.to(device)).last_hidden_state.to(input_ids.device)
-        rows = slice(input_ids.size(1) - width - 1, input_ids.size(1) - 1)  # row t - 1 predicts token t
+            ids, seen = input_ids.to(device), attention_mask.to(device)
+            teacher_final = shared_prefix_hidden(backbone, ids, seen, width) if self.tf_shared_prefix else None
+            if teacher_final is None:
+                teacher_final = backbone(input_ids=ids, attention_mask=seen).last_hidden_state
+            teacher_final = teacher_final.to(input_ids.device)
+        # row t - 1 predicts token t; counted from the end, as the hidden states may be the shared-prefix suffixes
+        rows = slice(-width - 1, -1)
         student_head = self.accelerator.unwrap_model(self.model).get_output_embeddings().weight
         return reverse_kl(student_final[:, rows], student_head, teacher_final[:, rows],
                           self.tf_teacher_head, mask, completion_ids,

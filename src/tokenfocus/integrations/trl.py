@@ -23,12 +23,15 @@ scores the rollout with the teacher after generation (TRL's scorer, no grad) and
 to the advantages of all or only failed rollouts (dGRPO B, HyperEyes); form "loss" adds coef x the token-mean
 reverse KL to the teacher, from the student's final hidden states captured in the training forward (gradient
 through the student only) and a no-grad teacher forward (dGRPO A); the teacher side is ``teacher.TeacherMixin``.
+``shared_prefix=True``: the training forward and the teacher's scoring run each group's shared prompt once
+(``shared_prefix``); not with attention signals recorded in the training forward or sink decorrelation, which read
+every row's prompt positions.
 """
 
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -45,6 +48,7 @@ from ..signals import Context, SignalPass, SignalSource, counterfactual_scores, 
 from ..types import PolicyInputs
 from .checkpoints import AtomicCheckpoints
 from .prompt_marks import evidence_masked_mask, left_pad, prompt_marks, shuffled_prompts
+from .shared_prefix import shared_prefix_logps
 from .teacher import TeacherMixin
 from .token_weights import TokenWeighting
 
@@ -56,7 +60,7 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, TeacherMixin, GRPOTrainer):
     def __init__(self, *args, signals=(), policy=None, loss: LossConfig | None = None,
                  signal_source: SignalSource = "rollout", signal_pass: SignalPass = "auto",
                  diagnostics: DiagnosticsConfig | None = None, teacher=None, distill: DistillConfig | None = None,
-                 **kwargs):
+                 shared_prefix: bool = False, **kwargs):
         check_choice("signal_source", signal_source, SignalSource)
         check_choice("signal_pass", signal_pass, SignalPass)
         if (teacher is None) != (distill is None):
@@ -95,6 +99,15 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, TeacherMixin, GRPOTrainer):
                              "DDP runs, not FSDP / DeepSpeed (sharded parameters)")
         self.tf_diagnostics = diagnostics
         self.tf_drop_rows = True  # skip the forward of rows the policy cannot weight, where exact (_rows_to_forward)
+        if shared_prefix and self.tf_in_loss and self.tf_weighting.plan.layers:
+            raise ValueError("shared_prefix: the method records attention in the training forward (fused signal pass), "
+                             "which needs every row's whole sequence; use signal_pass: separate, or drop shared_prefix")
+        if shared_prefix and self.tf_loss.sink_decorrelation > 0:
+            raise ValueError("shared_prefix: sink decorrelation reads every row's prompt hidden states; drop one of "
+                             "them")
+        self.tf_shared_prefix = shared_prefix
+        self.tf_sharing = False  # inside a forward that may share prompts (``_sharing_prefix``)
+        self.tf_shared_last = False  # whether the last scoring call shared them
         self.tf_last_diag_step = -1
         self.tf_diag_pending = False
         self.tf_local_rewards = None
@@ -131,6 +144,37 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, TeacherMixin, GRPOTrainer):
         mode = "train" if self.model.training else "eval"
         for name, value in stats.items():
             self._metrics[mode][name].append(value)
+
+    @contextmanager
+    def _sharing_prefix(self):
+        """Forwards inside may run each group's shared prompt once (when ``shared_prefix``): the training forward
+        and the teacher's scoring, where no hook reads the prompt positions of every row."""
+        self.tf_sharing = self.tf_shared_prefix
+        try:
+            yield
+        finally:
+            self.tf_sharing = False
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
+                                           compute_entropy=False, compute_aux_loss=False, **multimodal):
+        self.tf_shared_last = False
+        if self.tf_sharing and not compute_aux_loss and all(v is None for v in multimodal.values()):
+            step = batch_size or input_ids.size(0)
+            parts = []
+            for start in range(0, input_ids.size(0), step):  # TRL's chunks, each sharing its groups' prompts
+                rows = slice(start, start + step)
+                with self.accelerator.autocast():
+                    shared = shared_prefix_logps(model, input_ids[rows], attention_mask[rows], logits_to_keep,
+                                                 compute_entropy)
+                if shared is None:
+                    break
+                parts.append(shared)
+            else:
+                self.tf_shared_last = True
+                return (torch.cat([p[0] for p in parts]),
+                        torch.cat([p[1] for p in parts]) if compute_entropy else None, None)
+        return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
+                                                          batch_size, compute_entropy, compute_aux_loss, **multimodal)
 
     # -- rollout side -------------------------------------------------------------------------------------
 
@@ -342,9 +386,10 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, TeacherMixin, GRPOTrainer):
         distill_loss = self.tf_teacher is not None and self.tf_distill.form == "loss"
         if distill_loss:
             hidden_points = {**hidden_points, "final_norm": None}
-        with recording as recorder, capture(unwrapped, hidden_points, detach=False) as hidden:
+        with recording as recorder, capture(unwrapped, hidden_points, detach=False) as hidden, self._sharing_prefix():
             logps, entropies, _ = self._get_per_token_logps_and_entropies(model, input_ids, attention_mask, width,
                                                                           compute_entropy=True)
+        shared = self.tf_shared_last  # then the last captured final hidden states are the rows' suffixes
         training = self.model.training
         acc = self.accelerator
         accumulation = self.current_gradient_accumulation_steps if training else 1
@@ -409,8 +454,8 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, TeacherMixin, GRPOTrainer):
             loss = loss + self.tf_distill.mle_coef * nll / accumulation
             metrics["loss/scope_mle"] = float(nll.detach())
         if distill_loss:  # dGRPO form A: + coef x token-mean KL(pi_S || pi_T), gradient through the student only
-            kl = self._teacher_kl(torch.cat(hidden["final_norm"]), input_ids, attention_mask, mask, width,
-                                  inputs["completion_ids"])
+            final = hidden["final_norm"][-1] if shared else torch.cat(hidden["final_norm"])
+            kl = self._teacher_kl(final, input_ids, attention_mask, mask, width, inputs["completion_ids"])
             count = counts.global_valid_count if counts.global_valid_count is not None else (  # as the KL term of
                 counts.global_count if self.tf_loss.normalizer == "all" else None)            # compute_loss
             term = aggregate(kl, None, mask, norm=self.tf_loss.norm, normalizer="all", global_count=count,
