@@ -352,3 +352,14 @@ def test_a_tool_task_gets_calls_per_solved_problem_and_cas_per_arm(study):
     assert header[3:] == ["calls per problem", "calls per solved problem", "CAS"]
     assert rows == [["in-dist", "full", "2", "3 ± 1.4", "1.5 ± 0.71", "0.15 ± 0.071"]]  # the start logged no calls
     assert "### Tool use (greedy)" in results_markdown(runs, ["in-dist"])
+
+
+def test_the_training_table_names_a_study_teachers_row_as_its_sft():
+    from tokenfocus.report.tables import training_table
+
+    runs = [{"arm": "full", "seed": 0, "metrics": {1: {"reward/mean": 0.5, "completion/mean_length": 9.0,
+                                                       "time/step_s": 4.0}}},
+            {"arm": "teacher", "seed": None, "metrics": {1: {"loss/train": 0.2, "time/step_s": 39.0}}}]
+    rows = training_table(runs)[1]
+    assert [row[0] for row in rows] == ["full", "teacher (its SFT)"]
+    assert rows[1][2] == rows[1][3] == "–" and rows[1][4] == "39.000"

@@ -19,6 +19,7 @@ from pathlib import Path
 from ..io import POLICY_WEIGHTS_FILE, latest_metrics, read_jsonl
 
 INITIAL = "initial"
+TEACHER = "teacher"  # a study's own teacher, evaluated beside the arms (config.study.TEACHER_ARM)
 DIAGNOSES_DIR = "diagnose"  # <study>/diagnose/<name>/diagnosis.jsonl: ``tokenfocus diagnose --out`` results
 HARD_SETS = ("hard", "hard-test")  # the hard set of claim 4, current and older name
 IN_DIST_SETS = ("in-dist", "test")  # the in-distribution set when the index does not order the sets

@@ -13,7 +13,7 @@ import statistics
 from pathlib import Path
 
 from .claims import CLAIMS, FIELDS, FULL, LOW2HIGH, MIN_GROUPS, RANDOM, declared_verdicts, paired, verdicts
-from .runs import (INITIAL, default_set_order, eval_set_names, incomplete_runs, load_diagnoses, load_runs,
+from .runs import (INITIAL, TEACHER, default_set_order, eval_set_names, incomplete_runs, load_diagnoses, load_runs,
                    read_index)
 from .stats import mean_sd, spread_text
 
@@ -176,7 +176,8 @@ def training_table(runs: list[dict]) -> Table:
             step_times = [statistics.median(times) if times else None for times in
                           ([row["time/step_s"] for row in m["metrics"].values() if "time/step_s" in row]
                            for m in trained)]
-            rows.append([arm, str(len(trained)), _spread_cell([r.get("reward/mean") for r in last]),
+            label = f"{arm} (its SFT)" if arm == TEACHER else arm  # a study's teacher: what making it cost
+            rows.append([label, str(len(trained)), _spread_cell([r.get("reward/mean") for r in last]),
                          _spread_cell([r.get("completion/mean_length") for r in last]), _spread_cell(step_times)])
     return header, rows
 
