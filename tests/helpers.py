@@ -174,3 +174,14 @@ def tiny_sft_trainer(tmp_path, trainer_class, max_steps: int = 1, **extra):
                      report_to="none", save_strategy="no", use_cpu=True, bf16=False, disable_tqdm=True,
                      logging_steps=1, max_length=64, seed=0)
     return trainer_class(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok, **extra)
+
+
+def tiny_grpo_args(tmp_path, **overrides):
+    """GRPOConfig of the trainer tests: CPU, fp32, no saving or reporting, 8 rows of 4 generations of 5 tokens, one
+    step at lr 1e-3, no KL term; ``overrides`` replace any of these."""
+    from trl import GRPOConfig
+
+    settings = dict(output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=4,
+                    max_completion_length=5, max_steps=1, learning_rate=1e-3, use_cpu=True, bf16=False, report_to=[],
+                    logging_steps=1, save_strategy="no", disable_tqdm=True, beta=0.0, gradient_checkpointing=False)
+    return GRPOConfig(**{**settings, **overrides})

@@ -7,9 +7,8 @@ from types import SimpleNamespace
 
 import torch
 from datasets import Dataset
-from trl import GRPOConfig
 
-from helpers import tiny
+from helpers import tiny, tiny_grpo_args
 from tokenfocus.config import method_preset
 from tokenfocus.integrations.calc_tool import CalcToolLoop
 from tokenfocus.integrations.trl import TokenFocusGRPOTrainer
@@ -48,10 +47,7 @@ def test_calls_are_answered_masked_and_counted():
 def test_grpo_trains_through_the_tool_loop(tmp_path):
     model, tok = tiny()
     model.train()
-    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=4,
-                      max_completion_length=8, max_steps=1, learning_rate=1e-3, use_cpu=True, bf16=False,
-                      report_to=[], logging_steps=1, save_strategy="no", disable_tqdm=True, beta=0.0,
-                      gradient_checkpointing=False)
+    args = tiny_grpo_args(tmp_path, per_device_train_batch_size=4, max_completion_length=8)
     method = method_preset("dapo")
     seen = {}
 

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 from datasets import Dataset
-from trl import GRPOConfig
 
-from helpers import GSM8K_DIR, tiny
+from helpers import GSM8K_DIR, tiny, tiny_grpo_args
 from tokenfocus.config import load_train_config, method_preset, method_presets
 from tokenfocus.integrations.prompt_marks import SPANS_COLUMN
 from tokenfocus.integrations.trl import TokenFocusGRPOTrainer
@@ -40,10 +39,7 @@ def test_every_method_preset_trains(tmp_path, name):
             for e in task.train_examples()]
     model, tok = tiny()
     model.train()
-    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=4,
-                      max_completion_length=6, max_steps=2, learning_rate=1e-3, use_cpu=True, bf16=False,
-                      report_to=[], logging_steps=1, save_strategy="no", disable_tqdm=True, beta=0.0,
-                      gradient_checkpointing=False)
+    args = tiny_grpo_args(tmp_path, max_completion_length=6, max_steps=2)
     trainer = TokenFocusGRPOTrainer(model=model, processing_class=tok, reward_funcs=[length_reward], args=args,
                                     train_dataset=Dataset.from_list(rows), signals=method.signals,
                                     policy=method.policy, loss=method.loss)

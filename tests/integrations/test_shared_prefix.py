@@ -7,10 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 from datasets import Dataset
-from trl import GRPOConfig
 from trl.trainer.utils import add_fused_lm_head
 
-from helpers import tiny
+from helpers import tiny, tiny_grpo_args
 from tokenfocus.config import ConfigError, method_preset
 from tokenfocus.config.train import build_train_config
 from tokenfocus.integrations.shared_prefix import prefix_groups, shared_prefix_hidden, shared_prefix_logps
@@ -113,10 +112,7 @@ def half_reward(completions, **kwargs):
 def trainer_for(tmp_path, shared: bool, distill=None, method="dapo"):
     model, tok = tiny()
     model.train()
-    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=4,
-                      max_completion_length=5, max_steps=1, learning_rate=1e-3, use_cpu=True, bf16=False,
-                      report_to=[], logging_steps=1, save_strategy="no", disable_tqdm=True, beta=0.0,
-                      gradient_checkpointing=False, seed=0)
+    args = tiny_grpo_args(tmp_path, seed=0)
     preset = method_preset(method)
     trainer = TokenFocusGRPOTrainer(
         model=model, processing_class=tok, reward_funcs=[half_reward], args=args,

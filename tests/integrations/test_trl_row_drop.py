@@ -9,9 +9,8 @@ from dataclasses import replace
 import pytest
 import torch
 from datasets import Dataset
-from trl import GRPOConfig
 
-from helpers import tiny, trl_loss_inputs
+from helpers import tiny, tiny_grpo_args, trl_loss_inputs
 from tokenfocus.config import method_preset
 from tokenfocus.integrations.trl import TokenFocusGRPOTrainer
 
@@ -26,10 +25,7 @@ def make(tmp_path, method="d3s", loss=None, **extra):
     torch.manual_seed(0)
     model, tok = tiny()
     model.train()
-    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=B, num_generations=4,
-                      max_completion_length=C, max_steps=3, learning_rate=1e-3, use_cpu=True, bf16=False,
-                      report_to=[], logging_steps=1, save_strategy="no", disable_tqdm=True, beta=0.0,
-                      gradient_checkpointing=False)
+    args = tiny_grpo_args(tmp_path, per_device_train_batch_size=B, max_completion_length=C, max_steps=3)
     config = method_preset(method)
     trainer = TokenFocusGRPOTrainer(
         model=model, processing_class=tok, reward_funcs=[length_reward], args=args,

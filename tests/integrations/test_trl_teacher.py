@@ -7,9 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 from datasets import Dataset
-from trl import GRPOConfig
 
-from helpers import tiny
+from helpers import tiny, tiny_grpo_args
 from tokenfocus.config import method_preset
 from tokenfocus.integrations.trl import TokenFocusGRPOTrainer
 from tokenfocus.losses.distill import DistillConfig
@@ -22,10 +21,7 @@ def half_reward(completions, **kwargs):  # about half the rollouts fail (reward 
 def make(tmp_path, teacher=None, distill=None):
     model, tok = tiny()
     model.train()
-    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=4,
-                      max_completion_length=5, max_steps=1, learning_rate=1e-3, use_cpu=True, bf16=False,
-                      report_to=[], logging_steps=1, save_strategy="no", disable_tqdm=True, beta=0.0,
-                      gradient_checkpointing=False, seed=0)
+    args = tiny_grpo_args(tmp_path, seed=0)
     method = method_preset("dapo")
     trainer = TokenFocusGRPOTrainer(model=model, processing_class=tok, reward_funcs=[half_reward], args=args,
                                     train_dataset=Dataset.from_list([{"prompt": f"{i}+{i}="} for i in range(16)]),
@@ -284,10 +280,7 @@ TEACHER_SIGNALS = [{"name": "teacher_logratio", "label": "lr"}, {"name": "teache
 def _signal_trainer(tmp_path, teacher, signal_pass="auto", max_steps=1):
     model, tok = tiny()
     model.train()
-    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=4,
-                      max_completion_length=5, max_steps=max_steps, learning_rate=1e-3, use_cpu=True, bf16=False,
-                      report_to=[], logging_steps=1, save_strategy="no", disable_tqdm=True, beta=0.0,
-                      gradient_checkpointing=False, seed=0, temperature=0.7)
+    args = tiny_grpo_args(tmp_path, max_steps=max_steps, seed=0, temperature=0.7)
     return TokenFocusGRPOTrainer(model=model, processing_class=tok, reward_funcs=[half_reward], args=args,
                                  train_dataset=Dataset.from_list([{"prompt": f"{i}+{i}="} for i in range(16)]),
                                  signals=TEACHER_SIGNALS, policy={"name": "quantile", "signal": "kl", "ratio": 0.5,

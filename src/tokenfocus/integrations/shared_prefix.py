@@ -16,6 +16,8 @@ test_shared_prefix.py).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 
@@ -77,3 +79,41 @@ def _prefix_cache(model, input_ids, attention_mask, split: int, groups, **option
     cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
     cache.batch_select_indices(inverse)
     return cache
+
+
+class SharedPrefixMixin:
+    """TRL's scorer (``_get_per_token_logps_and_entropies``) with each group's prompt run once, inside
+    ``_sharing_prefix`` when the trainer's ``tf_shared_prefix`` is set: the training forward and the teacher's
+    scoring, where no hook reads every row's prompt positions. ``tf_shared_last`` says whether the last call shared
+    (then captured final hidden states are the rows' suffixes). Combined with GRPOTrainer in ``integrations.trl``."""
+
+    @contextmanager
+    def _sharing_prefix(self):
+        """Forwards inside may run each group's shared prompt once (when ``shared_prefix``): the training forward
+        and the teacher's scoring, where no hook reads the prompt positions of every row."""
+        self.tf_sharing = self.tf_shared_prefix
+        try:
+            yield
+        finally:
+            self.tf_sharing = False
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
+                                           compute_entropy=False, compute_aux_loss=False, **multimodal):
+        self.tf_shared_last = False
+        if self.tf_sharing and not compute_aux_loss and all(v is None for v in multimodal.values()):
+            step = batch_size or input_ids.size(0)
+            parts = []
+            for start in range(0, input_ids.size(0), step):  # TRL's chunks, each sharing its groups' prompts
+                rows = slice(start, start + step)
+                with self.accelerator.autocast():
+                    shared = shared_prefix_logps(model, input_ids[rows], attention_mask[rows], logits_to_keep,
+                                                 compute_entropy)
+                if shared is None:
+                    break
+                parts.append(shared)
+            else:
+                self.tf_shared_last = True
+                return (torch.cat([p[0] for p in parts]),
+                        torch.cat([p[1] for p in parts]) if compute_entropy else None, None)
+        return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
+                                                          batch_size, compute_entropy, compute_aux_loss, **multimodal)

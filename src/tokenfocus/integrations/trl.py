@@ -24,14 +24,15 @@ to the advantages of all or only failed rollouts (dGRPO B, HyperEyes); form "los
 reverse KL to the teacher, from the student's final hidden states captured in the training forward (gradient
 through the student only) and a no-grad teacher forward (dGRPO A); the teacher side is ``teacher.TeacherMixin``.
 ``shared_prefix=True``: the training forward and the teacher's scoring run each group's shared prompt once
-(``shared_prefix``); not with attention signals recorded in the training forward or sink decorrelation, which read
-every row's prompt positions.
+(``shared_prefix.SharedPrefixMixin``); not with attention signals recorded in the training forward or sink
+decorrelation, which read every row's prompt positions. Span marks, counterfactual forwards and the separate signal
+pass are ``rollout_signals.RolloutSignalsMixin``.
 """
 
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -44,16 +45,16 @@ from ..io import POLICY_WEIGHTS_FILE, append_jsonl
 from ..losses import LossConfig, aggregate, compute_loss, sink_decorrelation, token_counts, zero_weight_rows_droppable
 from ..losses.distill import DistillConfig, teacher_advantage
 from ..options import check_choice
-from ..signals import Context, SignalPass, SignalSource, counterfactual_scores, parse_signal_specs
+from ..signals import SignalPass, SignalSource, parse_signal_specs
 from ..types import PolicyInputs
 from .checkpoints import AtomicCheckpoints
-from .prompt_marks import evidence_masked_mask, left_pad, prompt_marks, shuffled_prompts
-from .shared_prefix import shared_prefix_logps
+from .rollout_signals import RolloutSignalsMixin
+from .shared_prefix import SharedPrefixMixin
 from .teacher import TeacherMixin
 from .token_weights import TokenWeighting
 
 
-class TokenFocusGRPOTrainer(AtomicCheckpoints, TeacherMixin, GRPOTrainer):
+class TokenFocusGRPOTrainer(AtomicCheckpoints, TeacherMixin, RolloutSignalsMixin, SharedPrefixMixin, GRPOTrainer):
     """GRPOTrainer whose loss applies a token policy's weights; generation, rewards and logging are TRL's;
     checkpoints are published whole (``AtomicCheckpoints``)."""
 
@@ -145,37 +146,6 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, TeacherMixin, GRPOTrainer):
         for name, value in stats.items():
             self._metrics[mode][name].append(value)
 
-    @contextmanager
-    def _sharing_prefix(self):
-        """Forwards inside may run each group's shared prompt once (when ``shared_prefix``): the training forward
-        and the teacher's scoring, where no hook reads the prompt positions of every row."""
-        self.tf_sharing = self.tf_shared_prefix
-        try:
-            yield
-        finally:
-            self.tf_sharing = False
-
-    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
-                                           compute_entropy=False, compute_aux_loss=False, **multimodal):
-        self.tf_shared_last = False
-        if self.tf_sharing and not compute_aux_loss and all(v is None for v in multimodal.values()):
-            step = batch_size or input_ids.size(0)
-            parts = []
-            for start in range(0, input_ids.size(0), step):  # TRL's chunks, each sharing its groups' prompts
-                rows = slice(start, start + step)
-                with self.accelerator.autocast():
-                    shared = shared_prefix_logps(model, input_ids[rows], attention_mask[rows], logits_to_keep,
-                                                 compute_entropy)
-                if shared is None:
-                    break
-                parts.append(shared)
-            else:
-                self.tf_shared_last = True
-                return (torch.cat([p[0] for p in parts]),
-                        torch.cat([p[1] for p in parts]) if compute_entropy else None, None)
-        return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
-                                                          batch_size, compute_entropy, compute_aux_loss, **multimodal)
-
     # -- rollout side -------------------------------------------------------------------------------------
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -209,77 +179,6 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, TeacherMixin, GRPOTrainer):
         stats["time/signal_pass_s"] = time.perf_counter() - started
         self._log(stats)
         return out
-
-    @torch.no_grad()
-    def _prompt_context(self, rows, out) -> None:
-        """Span marks of the prompts (``tf_evidence``: (B, P) bool) and the counterfactual forwards' (B, C) log-probs
-        (``tf_cf_<kind>``, and ``tf_cf_<kind>_kl`` for the exact KL) of the rollout policy, into ``out``."""
-        weighting = self.tf_weighting
-        prompt_ids, prompt_mask = out["prompt_ids"], out["prompt_mask"]
-        completion_ids, completion_mask = out["completion_ids"], out["completion_mask"]
-        template = {"chat_template": self.chat_template, **self.chat_template_kwargs}
-        marks = prompt_marks(self.processing_class, rows, prompt_ids, prompt_mask, list(weighting.roles), **template)
-        if "evidence" in marks:
-            out["tf_evidence"] = marks["evidence"]
-        full_ids = torch.cat([prompt_ids, completion_ids], dim=1)
-        full_mask = torch.cat([prompt_mask, completion_mask], dim=1)
-        width = completion_ids.size(1)
-        batch_size = (self.args.per_device_train_batch_size if self.model.training
-                      else self.args.per_device_eval_batch_size)
-        for kind, exact in weighting.counterfactuals.items():
-            if kind == "evidence_masked":
-                ids, mask = full_ids, evidence_masked_mask(prompt_mask, completion_mask, marks["evidence"])
-            else:  # steps_shuffled: TRL's own tokenization of the shuffled prompts
-                shuffled = self._tokenize_prompts(shuffled_prompts(rows, self.args.seed, self.state.global_step))[0]
-                pad_width = max(prompt_ids.size(1), max(len(r) for r in shuffled))
-                ids, mask = left_pad([list(r) for r in shuffled], pad_width, self._tokenizer.pad_token_id,
-                                     prompt_ids.device)
-                ids, mask = torch.cat([ids, completion_ids], dim=1), torch.cat([mask, completion_mask], dim=1)
-            was_training = self.model.training
-            self.model.eval()
-            try:
-                with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
-                    if exact:
-                        logps, kl = counterfactual_scores(
-                            self.accelerator.unwrap_model(self.model), Context(full_ids, full_mask),
-                            Context(ids, mask), width, exact_kl=True, temperature=self.temperature,
-                            batch_size=batch_size)
-                        out[f"tf_cf_{kind}_kl"] = kl.to(completion_ids.device)
-                    else:
-                        logps = self._get_per_token_logps_and_entropies(self.model, ids, mask, width, batch_size)[0]
-            finally:
-                self.model.train(was_training)
-            out[f"tf_cf_{kind}"] = logps.to(completion_ids.device)
-
-    def _counterfactual(self, batch) -> dict:
-        """{kind: ((B, C) log-probs, (B, C) KL or None)} of the counterfactual forwards stored in ``batch``."""
-        return {kind: (batch[f"tf_cf_{kind}"], batch.get(f"tf_cf_{kind}_kl"))
-                for kind in self.tf_weighting.counterfactuals}
-
-    @torch.no_grad()
-    def _rollout_signals(self, out, specs=None) -> dict[str, torch.Tensor]:
-        """The separate pass: one no-grad forward of the rollout policy through TRL's fused-head scorer."""
-        input_ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
-        attention_mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
-        width = out["completion_ids"].size(1)
-        batch_size = (self.args.per_device_train_batch_size if self.model.training
-                      else self.args.per_device_eval_batch_size)
-        was_training = self.model.training
-        self.model.eval()  # no dropout in the signal pass
-        unwrapped = self.accelerator.unwrap_model(self.model)
-        try:
-            with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
-                with self.tf_weighting.recorder(unwrapped, out["prompt_mask"], width, specs,
-                                                evidence=out.get("tf_evidence")) as recorder:
-                    logps, entropies, _ = self._get_per_token_logps_and_entropies(
-                        self.model, input_ids, attention_mask, width, batch_size, compute_entropy=True)
-        finally:
-            self.model.train(was_training)
-        records = recorder.result() if recorder is not None else {}
-        return self.tf_weighting.signals_from_forward(
-            input_ids, attention_mask, out["completion_mask"], logps, entropies, records, specs,
-            counterfactual=self._counterfactual(out) if specs is None else None, evidence=out.get("tf_evidence"),
-            teacher=self._teacher_record(out) if specs is None else None)
 
     # -- diagnostics --------------------------------------------------------------------------------------
 
