@@ -77,8 +77,9 @@ PRESENTATION_KEYS = ("description", "note", "see_also", "claims")  # what the re
 
 def study_changes(old: dict, new: dict) -> list[str]:
     """What a study config changes against the study.yaml of its directory, beyond growing it: adding arms or
-    seeds and rewording what the report shows (description, note, see-also, the claims it judges) are how a study grows; anything else
-    would make its runs disagree. A study.yaml written before ``note`` and ``see_also`` existed lacks them."""
+    seeds and rewording what the report shows (description, note, see-also, the claims it judges) are how a study
+    grows; anything else would make its runs disagree. A study.yaml written before ``note`` and ``see_also`` existed
+    lacks them."""
     from .train import config_differences
 
     old = {**old, "arms": {k: v for k, v in (old.get("arms") or {}).items() if k in new.get("arms", {})}}
