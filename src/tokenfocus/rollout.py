@@ -106,7 +106,8 @@ def generate_rollout(
                 "do_sample": False
             }
             shared = k > 1 and prompt_width > 1  # a one-token prompt has nothing to share
-            cache = {"cache": _shared_prompt_cache(model, ids, mask, k, device)} if shared else {}
+            rows = torch.arange(len(chunk)).repeat_interleave(k)
+            cache = {"cache": prompt_cache(model, ids, mask, rows, device)} if shared else {}
             ids, mask = ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0)
             out = model.generate(
                 input_ids=ids.to(device),
@@ -125,14 +126,16 @@ def generate_rollout(
     return _assemble(rows_prompt, rows_completion, prompt_width, pad_id, tokenizer, rows)
 
 
-def _shared_prompt_cache(model, ids: torch.Tensor, mask: torch.Tensor, k: int, device):
-    """The KV cache of every prompt but its last token (left-padded; positions count real tokens only, as
-    ``generate`` counts them), each row's copied k times: ``generate`` then feeds only the last prompt token."""
+def prompt_cache(model, ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, device=None):
+    """For ``generate``: the KV cache of the left-padded prompts ``ids`` but their last token (positions count real
+    tokens only, as ``generate`` counts them), one copy per entry of ``rows`` (indices into ``ids``). ``generate``,
+    given the rows' whole prompts with it, feeds only each row's last prompt token."""
+    device = device if device is not None else ids.device
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=ids[:, :-1].to(device), attention_mask=mask[:, :-1].to(device),
                 position_ids=positions[:, :-1].to(device), use_cache=True)
-    cache = out.cache
-    cache.batch_repeat_interleave(k)
+    cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+    cache.batch_select_indices(rows.to(device))
     return cache
 
 

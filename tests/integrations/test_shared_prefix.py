@@ -12,7 +12,8 @@ from trl.trainer.utils import add_fused_lm_head
 from helpers import tiny, tiny_grpo_args
 from tokenfocus.config import ConfigError, method_preset
 from tokenfocus.config.train import build_train_config
-from tokenfocus.integrations.shared_prefix import prefix_groups, shared_prefix_hidden, shared_prefix_logps
+from tokenfocus.integrations.shared_prefix import (prefix_groups, shared_prefill_cache, shared_prefix_hidden,
+                                                  shared_prefix_logps)
 from tokenfocus.integrations.trl import TokenFocusGRPOTrainer
 from tokenfocus.losses.distill import DistillConfig
 
@@ -109,7 +110,7 @@ def half_reward(completions, **kwargs):
     return [float(len(c) % 2) for c in completions]
 
 
-def trainer_for(tmp_path, shared: bool, distill=None, method="dapo"):
+def trainer_for(tmp_path, shared: bool, distill=None, method="dapo", **options):
     model, tok = tiny()
     model.train()
     args = tiny_grpo_args(tmp_path, seed=0)
@@ -118,7 +119,7 @@ def trainer_for(tmp_path, shared: bool, distill=None, method="dapo"):
         model=model, processing_class=tok, reward_funcs=[half_reward], args=args,
         train_dataset=Dataset.from_list([{"prompt": f"Compute {i}+{i} please="} for i in range(16)]),
         signals=preset.signals, policy=preset.policy, loss=preset.loss,
-        teacher=None if distill is None else tiny(seed=7)[0], distill=distill, shared_prefix=shared)
+        teacher=None if distill is None else tiny(seed=7)[0], distill=distill, shared_prefix=shared, **options)
     trainer.current_gradient_accumulation_steps = 1
     return trainer
 
@@ -174,3 +175,85 @@ def test_a_studys_train_section_passes_shared_prefix_to_every_grpo_arm():
     assert all(study.run_config(arm, 0).shared_prefix for arm in study.arms)
     assert not any(load_study_config(Path(__file__).parents[2] / "configs" / "study-hypereyes.yaml").run_config(
         arm, 0).shared_prefix for arm in ("full", "both"))
+    assert not any(study.run_config(arm, 0).shared_prefill for arm in study.arms)
+
+
+def test_a_studys_train_section_passes_shared_prefill(tmp_path):
+    import yaml
+
+    from tokenfocus.config import load_study_config
+
+    config = {"model": "tiny-llama", "task": {"name": "arithmetic"}, "dir": str(tmp_path / "study"), "seeds": [0],
+              "arms": {"full": "dapo"}, "train": {"shared_prefill": True, "trl": {"max_steps": 1}}}
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(config))
+    run = load_study_config(tmp_path / "study.yaml").run_config("full", 0)
+    assert run.shared_prefill and not run.shared_prefix
+
+
+def generated(model, ids, mask, sample: bool, **cache):
+    """(new tokens, per-step logits) of ``generate`` on left-padded prompts, sampled from seed 0 or greedy."""
+    from transformers import GenerationConfig
+
+    torch.manual_seed(0)
+    config = GenerationConfig(max_new_tokens=6, do_sample=sample, temperature=1.0, top_k=0, pad_token_id=0,
+                              eos_token_id=None)
+    out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config, return_dict_in_generate=True,
+                         output_logits=True, **cache)
+    return out.sequences[:, ids.size(1):], torch.stack(out.logits, 1)
+
+
+@pytest.mark.parametrize("sample", [False, True], ids=["greedy", "sampled"])
+def test_generation_from_a_shared_prefill_equals_generation_from_every_rows_prompt(sample):
+    """The prompts of grouped_batch (rows of a group not contiguous, one group left-padded, one row alone): the
+    prefill of each distinct prompt once gives every row the logits and tokens of its own prefill."""
+    model = tiny()[0].eval()
+    ids, mask = grouped_batch(model.config.vocab_size)
+    ids, mask = ids[:, :-WIDTH], mask[:, :-WIDTH]
+    with torch.no_grad():
+        plain, plain_logits = generated(model, ids, mask, sample)
+        cache = shared_prefill_cache(model, ids, mask)
+        assert cache.get_seq_length() == ids.size(1) - 1 and cache.layers[0].keys.size(0) == len(ids)
+        shared, shared_logits = generated(model, ids, mask, sample, cache=cache)
+    assert torch.equal(plain, shared)
+    assert torch.allclose(plain_logits, shared_logits, atol=1e-5)
+    assert shared_prefill_cache(model, ids[[0, 2, 5]], mask[[0, 2, 5]]) is None  # nothing shared: plain generate
+
+
+def test_grpo_generation_with_shared_prefill_gives_the_plain_rollouts(tmp_path, monkeypatch):
+    """TRL's generation in the trainer: with shared_prefill the prompt forward runs on the 2 distinct prompts (not the
+    8 rows) and the sampled rollouts are the plain ones; rows handed another prompt's cache would show."""
+    import tokenfocus.integrations.shared_prefix as module
+
+    def rollouts(name, **options):
+        trainer = trainer_for(tmp_path / name, False, **options)
+        widths = []
+        trainer.model.register_forward_pre_hook(lambda _, args, kwargs: widths.append(tuple(kwargs["input_ids"].shape)),
+                                                with_kwargs=True)
+        torch.manual_seed(0)
+        batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+        return batch, widths
+
+    plain, plain_widths = rollouts("plain")
+    shared, shared_widths = rollouts("shared", shared_prefill=True)
+    prompt_width = plain["prompt_ids"].size(1)
+    assert plain_widths[0] == (8, prompt_width)  # every row's prompt
+    assert shared_widths[0] == (2, prompt_width - 1) and shared_widths[1] == (8, 1)  # 2 prompts once, then 8 rows
+    assert torch.equal(plain["prompt_ids"], shared["prompt_ids"])
+    assert torch.equal(plain["completion_ids"], shared["completion_ids"])
+    groups = module.prefix_groups
+    monkeypatch.setattr(module, "prefix_groups", lambda *args: (groups(*args)[0], 1 - groups(*args)[1]))
+    mixed, _ = rollouts("mixed", shared_prefill=True)
+    assert not torch.equal(plain["completion_ids"], mixed["completion_ids"])
+
+
+def test_shared_prefill_is_refused_where_trls_generate_does_not_run(tmp_path):
+    from tokenfocus.integrations.calc_tool import CalcToolLoop
+
+    base = {"model": "tiny-llama", "task": {"name": "arithmetic"}, "shared_prefill": True}
+    assert build_train_config(base).shared_prefill and not build_train_config(base).shared_prefix
+    with pytest.raises(ConfigError, match="calc task's tool loop generates the rollouts itself"):
+        build_train_config({**base, "task": {"name": "calculator"}})
+    with pytest.raises(ConfigError, match="vLLM and continuous batching"):
+        build_train_config({**base, "trl": {"use_vllm": True}})
+    with pytest.raises(ValueError, match="a rollout_func generates itself"):
+        trainer_for(tmp_path, False, shared_prefill=True, rollout_func=CalcToolLoop())

@@ -46,10 +46,11 @@ CLAIM_KEYS = {"arm": str, "test": str, "set": str, "text": str, "paper": str, "a
 # arm - baseline above 0; arm keeps more than half of the baseline's gain; arm - initial on a set above -½ gain
 CLAIM_TESTS = ("beats", "keeps_gain", "preserves")
 TRAIN_KEYS = {"reward": dict, "trl": dict, "diagnostics": dict, "diagnostics_arms": list, "save_steps": int,
-              "signal_pass": SignalPass, "keep_checkpoints": bool, "pairs": dict, "data": dict, "shared_prefix": bool}
+              "signal_pass": SignalPass, "keep_checkpoints": bool, "pairs": dict, "data": dict, "shared_prefix": bool,
+              "shared_prefill": bool}
 # train keys each trainer reads (the others would be ignored, so they are refused)
 TRAINER_KEYS = {"grpo": {"reward", "trl", "diagnostics", "diagnostics_arms", "save_steps", "signal_pass",
-                         "keep_checkpoints", "shared_prefix"},
+                         "keep_checkpoints", "shared_prefix", "shared_prefill"},
                 "dpo": {"pairs", "trl", "save_steps", "keep_checkpoints"},
                 "sft": {"data", "trl", "save_steps", "keep_checkpoints"}}
 INITIAL_ARM = "initial"  # the starting model's evaluation, listed beside the arms
@@ -231,8 +232,9 @@ class StudyConfig:
             data["run"]["save_steps"] = self.train["save_steps"]
         if "signal_pass" in self.train:
             data["signal_pass"] = self.train["signal_pass"]
-        if "shared_prefix" in self.train:
-            data["shared_prefix"] = self.train["shared_prefix"]
+        for key in ("shared_prefix", "shared_prefill"):
+            if key in self.train:
+                data[key] = self.train[key]
         arms = self.train.get("diagnostics_arms")
         if self.train.get("diagnostics") is not None and (arms is None or arm in arms):
             data["diagnostics"] = copy.deepcopy(self.train["diagnostics"])

@@ -41,7 +41,7 @@ from .trl_fields import OWNED_TRL_FIELDS, check_trl  # noqa: F401 (OWNED_TRL_FIE
 
 TOP_KEYS = {"model": str, "task": dict, "method": str | int | dict, "signal_source": SignalSource,
             "signal_pass": SignalPass, "reward": dict, "trl": dict, "run": dict, "diagnostics": dict | None,
-            "teacher": dict | None, "shared_prefix": bool}
+            "teacher": dict | None, "shared_prefix": bool, "shared_prefill": bool}
 # CPU-friendly defaults that differ from GRPOConfig's (GPU) defaults; any of them can be overridden. The device:
 # ``device_defaults`` (a GPU when there is one).
 TRL_DEFAULTS = {
@@ -109,6 +109,8 @@ class TrainConfig:
     # one forward of each group's shared prompt in the training forward and the teacher's scoring
     # (integrations/shared_prefix.py); numerically the plain forward, much cheaper on long prompts
     shared_prefix: bool = False
+    # TRL's transformers generation prefills each group's prompt once (its KV cache goes to the group's rows)
+    shared_prefill: bool = False
 
     @property
     def run_dir(self) -> Path:
@@ -183,10 +185,13 @@ def build_train_config(data: dict, base: Path | None = None, where: str = "train
     shared_prefix = bool(data.get("shared_prefix", False))
     if shared_prefix and method is not None:
         problems += _shared_prefix_problems(method, data.get("signal_pass", "auto"))
+    shared_prefill = bool(data.get("shared_prefill", False))
+    if shared_prefill:
+        problems += _shared_prefill_problems(task, trl)
     if problems:
         raise ConfigError(f"{where}: invalid train config:\n  - " + "\n  - ".join(problems))
     config = TrainConfig(str(model), task, method, signal_source, data.get("signal_pass", "auto"), reward, trl, run,
-                         diagnostics, dict(data), teacher, distill, shared_prefix)
+                         diagnostics, dict(data), teacher, distill, shared_prefix, shared_prefill)
     _check_grpo_args(config, problems)
     if problems:
         raise ConfigError(f"{where}: invalid train config:\n  - " + "\n  - ".join(problems))
@@ -205,6 +210,15 @@ def _shared_prefix_problems(method: MethodConfig, signal_pass: str) -> list[str]
                         "every row's whole sequence; set signal_pass: separate (one extra no-grad forward) or drop "
                         "shared_prefix")
     return problems
+
+
+def _shared_prefill_problems(task: Task | None, trl: dict) -> list[str]:
+    """What ``shared_prefill: true`` cannot serve: generation that is not TRL's transformers ``generate``."""
+    if task is not None and task.tool:
+        return [f"shared_prefill: the {task.tool} task's tool loop generates the rollouts itself; drop shared_prefill"]
+    if any(trl.get(key) for key in ("use_vllm", "use_transformers_continuous_batching", "use_transformers_paged")):
+        return ["shared_prefill: vLLM and continuous batching cache the prompts themselves; drop shared_prefill"]
+    return []
 
 
 def _teacher(spec: dict | None, problems: list[str], check_model: bool) -> tuple[str | None, DistillConfig | None]:

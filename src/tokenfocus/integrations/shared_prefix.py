@@ -16,9 +16,11 @@ test_shared_prefix.py).
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
+
+from ..rollout import prompt_cache
 
 
 def prefix_groups(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int):
@@ -81,11 +83,50 @@ def _prefix_cache(model, input_ids, attention_mask, split: int, groups, **option
     return cache
 
 
+def shared_prefill_cache(model, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    """For ``generate`` on left-padded prompts: each distinct prompt's KV cache but its last token, computed once and
+    selected for every row that has it; None when no two rows share a prompt (or a prompt is one position wide)."""
+    groups = prefix_groups(input_ids, attention_mask, input_ids.size(1)) if input_ids.size(1) >= 2 else None
+    if groups is None:
+        return None
+    first, inverse = groups
+    return prompt_cache(model, input_ids[first], attention_mask[first], inverse)
+
+
+@contextmanager
+def prefilling_shared_prompts(model):
+    """``model.generate`` inside prefills each distinct prompt once (``shared_prefill_cache``) when it is called
+    with prompts and a generation config only and that config asks for no cache of its own; any other call is
+    passed through as it is."""
+    original = model.generate
+
+    def generate(*args, **kwargs):
+        config = kwargs.get("generation_config")
+        plain = (args or set(kwargs) != {"input_ids", "attention_mask", "generation_config"}
+                 or getattr(config, "cache_implementation", None) is not None)
+        cache = None if plain else shared_prefill_cache(model, kwargs["input_ids"], kwargs["attention_mask"])
+        return original(*args, **kwargs) if cache is None else original(*args, **kwargs, cache=cache)
+
+    model.generate = generate
+    try:
+        yield
+    finally:
+        del model.generate
+
+
 class SharedPrefixMixin:
     """TRL's scorer (``_get_per_token_logps_and_entropies``) with each group's prompt run once, inside
     ``_sharing_prefix`` when the trainer's ``tf_shared_prefix`` is set: the training forward and the teacher's
     scoring, where no hook reads every row's prompt positions. ``tf_shared_last`` says whether the last call shared
-    (then captured final hidden states are the rows' suffixes). Combined with GRPOTrainer in ``integrations.trl``."""
+    (then captured final hidden states are the rows' suffixes). With ``tf_shared_prefill``, TRL's transformers
+    generation prefills each group's prompt once. Combined with GRPOTrainer in ``integrations.trl``."""
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        plain = (not self.tf_shared_prefill or self.use_vllm or self.use_transformers_continuous_batching
+                 or images is not None or bool(multimodal_fields))
+        with nullcontext() if plain else prefilling_shared_prompts(self.accelerator.unwrap_model(self.model)):
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                 has_tool_images)
 
     @contextmanager
     def _sharing_prefix(self):

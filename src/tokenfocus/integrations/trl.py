@@ -25,7 +25,8 @@ reverse KL to the teacher, from the student's final hidden states captured in th
 through the student only) and a no-grad teacher forward (dGRPO A); the teacher side is ``teacher.TeacherMixin``.
 ``shared_prefix=True``: the training forward and the teacher's scoring run each group's shared prompt once
 (``shared_prefix.SharedPrefixMixin``); not with attention signals recorded in the training forward or sink
-decorrelation, which read every row's prompt positions. Span marks, counterfactual forwards and the separate signal
+decorrelation, which read every row's prompt positions. ``shared_prefill=True``: TRL's transformers generation
+prefills each group's prompt once and hands its KV cache to the group's rows. Span marks, counterfactual forwards and the separate signal
 pass are ``rollout_signals.RolloutSignalsMixin``.
 """
 
@@ -61,7 +62,7 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, TeacherMixin, RolloutSignalsMixin
     def __init__(self, *args, signals=(), policy=None, loss: LossConfig | None = None,
                  signal_source: SignalSource = "rollout", signal_pass: SignalPass = "auto",
                  diagnostics: DiagnosticsConfig | None = None, teacher=None, distill: DistillConfig | None = None,
-                 shared_prefix: bool = False, **kwargs):
+                 shared_prefix: bool = False, shared_prefill: bool = False, **kwargs):
         check_choice("signal_source", signal_source, SignalSource)
         check_choice("signal_pass", signal_pass, SignalPass)
         if (teacher is None) != (distill is None):
@@ -106,7 +107,13 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, TeacherMixin, RolloutSignalsMixin
         if shared_prefix and self.tf_loss.sink_decorrelation > 0:
             raise ValueError("shared_prefix: sink decorrelation reads every row's prompt hidden states; drop one of "
                              "them")
+        if shared_prefill and (self.use_vllm or self.use_transformers_continuous_batching
+                               or self.rollout_func is not None):
+            raise ValueError("shared_prefill shares the prompt prefill of TRL's transformers generation; vLLM and "
+                             "continuous batching cache prompts themselves, and a rollout_func generates itself: "
+                             "drop shared_prefill")
         self.tf_shared_prefix = shared_prefix
+        self.tf_shared_prefill = shared_prefill
         self.tf_sharing = False  # inside a forward that may share prompts (``_sharing_prefix``)
         self.tf_shared_last = False  # whether the last scoring call shared them
         self.tf_last_diag_step = -1

@@ -215,7 +215,7 @@ def run_train(config: TrainConfig, resume: bool = False, log=print, overwrite: b
         train_dataset=build_dataset(config), signals=method.signals, policy=method.policy, loss=method.loss,
         signal_source=config.signal_source, signal_pass=config.signal_pass, diagnostics=config.diagnostics,
         callbacks=[MetricsFile(run_dir / "metrics.jsonl", reward), stop], teacher=teacher, distill=config.distill,
-        shared_prefix=config.shared_prefix,
+        shared_prefix=config.shared_prefix, shared_prefill=config.shared_prefill,
         **tools,
     )
     trainer.remove_callback(PrinterCallback)  # metrics go to metrics.jsonl (and report_to), not stdout
