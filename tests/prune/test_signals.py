@@ -33,7 +33,8 @@ def test_each_cell_of_the_information_map_is_one_window_kept_against_none():
     assert found["windows"] == [[2, 3, 4, 5], [6, 7]] and found["info"].shape == (2, 2)
     fixed = [0, 1, 8, 9, 10]
     p = lambda drops: float(torch.softmax(runner.run(ids, drops=drops).logits[0, -1], -1)[7])
-    assert found["info"][1, 1] == pytest.approx(p({2: sorted(fixed + [6, 7])}) - p({2: fixed}), abs=1e-9)
+    # float32 probabilities of batched and single forwards differ in the last bits (3e-9 seen); cells differ by ~1e-4
+    assert found["info"][1, 1] == pytest.approx(p({2: sorted(fixed + [6, 7])}) - p({2: fixed}), abs=1e-7)
     fresh = lambda keep: float(torch.softmax(model(ids[:, keep], position_ids=torch.tensor([keep])).logits[0, -1],
                                              -1)[7])
     assert found["info"][0, 0] == pytest.approx(fresh(sorted(fixed + [2, 3, 4, 5])) - fresh(fixed), abs=1e-6)
