@@ -147,6 +147,34 @@ def test_a_teacher_study_makes_and_scores_its_teacher_and_each_arm_distils_its_o
     assert "teacher" in render_report(tmp_path / "out").read_text()
 
 
+def test_a_distilling_slice_makes_the_teacher_before_the_warmup_and_a_teacher_free_one_leaves_it(tmp_path,
+                                                                                                 monkeypatch):
+    """Two slices started together on a new machine make the two starting models side by side: the teacher-free
+    slice the warm-up, the distilling slice the teacher first (then it waits for the warm-up, ``run_warmup``'s lock)."""
+    import tokenfocus.recipes.warmup as warmup
+
+    made = []
+
+    def record(model, task, config, out_dir, log=print):
+        made.append(out_dir.name)
+        if len(made) == 2 or out_dir.name == "warmup":
+            raise KeyboardInterrupt  # stop the slice here: only the order is tested
+
+    monkeypatch.setattr(warmup, "run_warmup", record)
+    path = _write(tmp_path, task={"name": "arithmetic", "tiers": ["D1"], "n_train": 16},
+                  warmup={"n_train": 8, "epochs": 1},
+                  teacher={"sft": {"n_train": 16, "epochs": 1, "learning_rate": 1e-3, "batch_size": 8}},
+                  arms={"full": "dapo", "opd": {"method": "dapo", "teacher": {"form": "loss", "rl": False}}})
+    study = load_study_config(path)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(study, log=lambda m: None, arms=["full"])
+    assert made == ["warmup"]
+    made.clear()
+    with pytest.raises(KeyboardInterrupt):
+        run_study(study, log=lambda m: None, arms=["opd"])
+    assert made == ["teacher", "warmup"]
+
+
 def test_teacher_settings_a_study_cannot_run_are_refused_before_anything_loads(tmp_path):
     base = {"task": {"name": "arithmetic", "tiers": ["D1"]}, "train": {"reward": {"kind": "digits"}}}
     cases = [

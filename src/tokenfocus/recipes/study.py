@@ -132,13 +132,15 @@ def run_study(study: StudyConfig, log=print, allow_config_change: bool = False, 
     started = time.time()
     entries: list[dict] = []
     extra: dict = {}
-    if study.warmup:
-        run_warmup(study.model, study.task, study.warmup, root / "warmup", log=log)
     # The teacher the study makes (longer SFT of ``model``) is made and scored by the slices that distil: a slice of
-    # teacher-free arms runs beside the process that makes it and leaves it alone.
+    # teacher-free arms runs beside the process that makes it and leaves it alone. It is made before the student's
+    # warm-up (neither needs the other): on a new machine a slice of teacher-free arms makes the warm-up while a
+    # distilling slice started beside it makes the teacher, then reuses that warm-up (one maker per model).
     distils = study.teacher is not None and any(study.distils(arm) for arm in arms)
     if distils and study.teacher.sft is not None:
         run_warmup(study.model, study.task, study.teacher.warmup(), root / TEACHER_ARM, log=log)
+    if study.warmup:
+        run_warmup(study.model, study.task, study.warmup, root / "warmup", log=log)
     score_teacher = study.teacher is not None and (distils or study.teacher.sft is None)
     start_model = None
 
