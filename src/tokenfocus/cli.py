@@ -120,7 +120,19 @@ def _train_command(load, run, config: Path, resume: bool, run_dir: Optional[Path
                      overwrite=overwrite, allow_config_change=allow_config_change)
     except (ConfigError, ValueError) as error:
         _fail(str(error))
+    _end_processes()
     typer.secho(f"run: {out.resolve()}  (metrics: {out / 'metrics.jsonl'})", fg=typer.colors.GREEN)
+
+
+def _end_processes() -> None:
+    """Under torchrun: every rank waits for the main one's ``final/`` and the process group is closed before the
+    interpreter exits (a rank that exits with gloo's threads alive was seen to abort, 'terminate called without an
+    active exception', after a finished run)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 @app.command()
