@@ -12,12 +12,9 @@ are the same, and the largest difference of the per-step logits.
 
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
-import time
-
 import torch
+
+from step_harness import group_arguments, plain_vs_shared, write_report
 
 
 def build(task_spec: str, rows: int):
@@ -49,34 +46,19 @@ def generate(model, tokenizer, ids, mask, width, shared):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=8)
-    parser.add_argument("--width", type=int, default=32)
-    parser.add_argument("--prompt", default="long_facts:L20")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default="benchmarks/results/shared_prefill_generate_cpu.json")
-    args = parser.parse_args()
+    args = group_arguments(__doc__.split("\n\n")[0], "benchmarks/results/shared_prefill_generate_cpu.json")
     model, tokenizer, ids, mask = build(args.prompt, args.rows)
-    times = {False: [], True: []}
-    results = {}
-    for _ in range(args.repeats):
-        for shared in (False, True):
-            started = time.perf_counter()
-            results[shared] = generate(model, tokenizer, ids, mask, args.width, shared)
-            times[shared].append(time.perf_counter() - started)
+    results, median, times = plain_vs_shared(lambda shared: generate(model, tokenizer, ids, mask, args.width, shared),
+                                             args.repeats)
     (tokens_a, logits_a), (tokens_b, logits_b) = results[False], results[True]
-    plain, shared = statistics.median(times[False]), statistics.median(times[True])
-    report = {
+    write_report({
         "rows": args.rows, "prompt_tokens": ids.size(1), "new_tokens": args.width, "threads": torch.get_num_threads(),
-        "plain_s": round(plain, 3), "shared_prefill_s": round(shared, 3), "speedup": round(plain / shared, 2),
+        "plain_s": round(median[False], 3), "shared_prefill_s": round(median[True], 3),
+        "speedup": round(median[False] / median[True], 2),
         "times_s": {"plain": [round(t, 3) for t in times[False]], "shared": [round(t, 3) for t in times[True]]},
         "same_tokens": bool(torch.equal(tokens_a, tokens_b)),
         "max_abs_logit_diff": float((logits_a - logits_b).abs().max()),
-    }
-    print(json.dumps(report, indent=1))
-    with open(args.out, "w") as handle:
-        json.dump(report, handle, indent=1)
-
+    }, args.out)
 
 if __name__ == "__main__":
     main()

@@ -12,12 +12,9 @@ Whole GRPO steps, with and without a teacher, and their memory: ``benchmarks/tea
 
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
-import time
-
 import torch
+
+from step_harness import group_arguments, plain_vs_shared, write_report
 
 
 def build(task_spec: str, rows: int, width: int, seed: int = 0):
@@ -57,35 +54,18 @@ def step(model, ids, mask, width, shared):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=8)
-    parser.add_argument("--width", type=int, default=32)
-    parser.add_argument("--prompt", default="long_facts:L20")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default="benchmarks/results/shared_prefix_train_cpu.json")
-    args = parser.parse_args()
+    args = group_arguments(__doc__.split("\n\n")[0], "benchmarks/results/shared_prefix_train_cpu.json")
     model, ids, mask = build(args.prompt, args.rows, args.width)
-    times = {False: [], True: []}
-    results = {}
-    for _ in range(args.repeats):
-        for shared in (False, True):
-            started = time.perf_counter()
-            results[shared] = step(model, ids, mask, args.width, shared)
-            times[shared].append(time.perf_counter() - started)
+    results, median, _ = plain_vs_shared(lambda shared: step(model, ids, mask, args.width, shared), args.repeats)
     (la, ga), (lb, gb) = results[False], results[True]
     valid = mask[:, -args.width:].bool()
-    plain, shared = statistics.median(times[False]), statistics.median(times[True])
-    report = {
+    write_report({
         "rows": args.rows, "prompt_tokens": ids.size(1) - args.width, "completion_tokens": args.width,
-        "threads": torch.get_num_threads(), "plain_s": round(plain, 3), "shared_prefix_s": round(shared, 3),
-        "speedup": round(plain / shared, 2),
+        "threads": torch.get_num_threads(), "plain_s": round(median[False], 3), "shared_prefix_s": round(median[True], 3),
+        "speedup": round(median[False] / median[True], 2),
         "max_abs_logp_diff": float((la - lb)[valid].abs().max()),
         "max_rel_grad_diff": max(float((ga[n] - gb[n]).norm() / ga[n].norm().clamp_min(1e-12)) for n in ga),
-    }
-    print(json.dumps(report, indent=1))
-    with open(args.out, "w") as handle:
-        json.dump(report, handle, indent=1)
-
+    }, args.out)
 
 if __name__ == "__main__":
     main()

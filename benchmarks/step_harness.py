@@ -102,3 +102,40 @@ def ratio_table(times: dict[str, list[float]], baseline: str) -> dict[str, dict]
         rows[name] = {"median_s": median, "times_s": values, "ratio_vs_" + baseline: median / base}
         print(f"{name:>18} | {median:7.3f} | {median / base:9.3f}")
     return rows
+
+
+def group_arguments(description: str, out: str):
+    """The arguments of the plain-vs-shared group benchmarks: ``--rows``, ``--width``, ``--prompt``, ``--repeats``,
+    ``--out``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--rows", type=int, default=8)
+    parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--prompt", default="long_facts:L20")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=out)
+    return parser.parse_args()
+
+
+def plain_vs_shared(run, repeats: int) -> tuple[dict, dict, dict]:
+    """``run(shared)`` alternately plain and shared, ``repeats`` rounds: (last results, median seconds, all seconds),
+    each keyed by the flag (False: plain, True: shared)."""
+    times = {False: [], True: []}
+    results = {}
+    for _ in range(repeats):
+        for shared in (False, True):
+            started = time.perf_counter()
+            results[shared] = run(shared)
+            synchronize()
+            times[shared].append(time.perf_counter() - started)
+    return results, {flag: statistics.median(values) for flag, values in times.items()}, times
+
+
+def write_report(report: dict, out: str) -> None:
+    """Print ``report`` as JSON and write it to ``out``."""
+    import json
+
+    print(json.dumps(report, indent=1))
+    with open(out, "w") as handle:
+        json.dump(report, handle, indent=1)
