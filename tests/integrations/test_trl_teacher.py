@@ -88,6 +88,19 @@ def test_form_a_adds_coef_times_the_token_mean_reverse_kl(tmp_path):
     opd = make(tmp_path / "o", teacher, DistillConfig(form="loss", coef=1.0, rl=False))  # distillation only
     with torch.no_grad():
         assert float(opd._compute_loss(opd.model, dict(batch))) == pytest.approx(float(kl.mean()), abs=1e-5)
+    # the gradient (formed in the KL's forward pass) is the naive full-logits KL's, head (tied) and body alike
+    params = [p for p in opd.model.parameters() if p.requires_grad]
+    ours_grads = torch.autograd.grad(opd._compute_loss(opd.model, dict(batch)), params, allow_unused=True)
+    s = torch.log_softmax(opd.model(input_ids=ids, attention_mask=mask).logits[:, -width - 1:-1].float()
+                          / ours.temperature, -1)
+    naive_grads = torch.autograd.grad((s.exp() * (s - t)).sum(-1)[valid].mean(), params, allow_unused=True)
+    compared = 0
+    for got_grad, want in zip(ours_grads, naive_grads, strict=True):
+        assert (got_grad is None) == (want is None)
+        if want is not None:
+            assert torch.allclose(got_grad, want, rtol=1e-4, atol=1e-7)
+            compared += int(want.abs().max() > 0)
+    assert compared > len(params) // 2
     with pytest.raises(ValueError, match="needs form 'loss'"):
         make(tmp_path / "x", teacher, DistillConfig(form="advantage", rl=False))
 

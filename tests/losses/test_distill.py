@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tokenfocus.losses.distill import reverse_kl, teacher_advantage
+from tokenfocus.losses import NORMS, aggregate, aggregate_coefficients
+from tokenfocus.losses.distill import reverse_kl, teacher_advantage, weighted_reverse_kl
 
 
 def _setup(seed=0, b=2, c=5, h=6, v=11):
@@ -68,6 +69,59 @@ def test_the_kl_keeps_no_vocabulary_sized_tensor_for_the_backward_and_its_gradie
     assert torch.allclose(kl, expected, atol=1e-12)
     for got, want in zip(grads, torch.autograd.grad((expected * weights).sum(), (ref_h, ref_w)), strict=True):
         assert torch.allclose(got, want, atol=1e-10)
+
+
+@pytest.mark.parametrize(("estimator", "topk"), [("full", 20), ("topk", 7), ("topk", 512), ("sampled_k3", 20)])
+def test_the_kl_term_with_its_gradient_formed_in_the_forward_equals_the_checkpointed_one(estimator, topk):
+    """weighted_reverse_kl (dGRPO form A's loss term, issue 13's cost target) against sum(w x reverse_kl): the same
+    value, per-token KL and gradients of the student's hidden states and head (tied head included), at a temperature,
+    with masked tokens, unequal weights, chunks that do not divide the tokens and a top-k smaller than the
+    vocabulary; what it saves for the backward is O(tokens x hidden + vocabulary x hidden)."""
+    b, c, h, v = 3, 11, 5, 512
+    s_h, s_w, t_h, t_w = _setup(seed=4, b=b, c=c, h=h, v=v)
+    mask = torch.rand(b, c, generator=torch.Generator().manual_seed(2)) > 0.3
+    tokens = torch.randint(0, v, (b, c), generator=torch.Generator().manual_seed(5))
+    weights = torch.rand(b, c, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    results = []
+    for fused in (True, False):
+        hidden, head = s_h.clone().requires_grad_(True), s_w.clone().requires_grad_(True)
+        saved = []
+
+        def pack(tensor, saved=saved):
+            saved.append(tensor.numel())
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            if fused:
+                total, kl = weighted_reverse_kl(hidden, head, t_h, t_w, mask, weights, tokens, estimator=estimator,
+                                                topk=topk, chunk=4, temperature=0.7)
+            else:
+                kl = reverse_kl(hidden, head, t_h, t_w, mask, tokens, estimator=estimator, topk=topk, chunk=4,
+                                temperature=0.7)
+                total = (weights * kl).sum()
+        assert max(saved, default=0) <= max(b * c * h, v * h)  # no (chunk, V) tensor waits for the backward
+        results.append((total.detach(), kl.detach(), *torch.autograd.grad(total, (hidden, head))))
+    assert not results[0][1].requires_grad and results[0][1][~mask].abs().max() == 0
+    for got, want in zip(*results, strict=True):
+        assert torch.allclose(got, want, rtol=1e-10, atol=1e-12)
+    with torch.no_grad():  # evaluation: no gradient formed, the same value
+        total, _ = weighted_reverse_kl(s_h, s_w, t_h, t_w, mask, weights, tokens, estimator=estimator, topk=topk,
+                                       temperature=0.7)
+    assert torch.allclose(total, results[0][0], rtol=1e-10)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_aggregate_coefficients_reproduce_every_reduction(norm):
+    """aggregate is linear in its per-token terms: the coefficients give it back as one weighted sum (the weights
+    weighted_reverse_kl needs before it computes the KL), with a global count and a max length."""
+    g = torch.Generator().manual_seed(7)
+    values = torch.randn(4, 6, generator=g, dtype=torch.float64)
+    mask = torch.rand(4, 6, generator=g) > 0.4
+    options = {"global_count": 30.0, "max_length": 9} if norm == "token_mean" else {"max_length": 9}
+    coefficients = aggregate_coefficients(mask, norm, "all", **options)
+    assert not coefficients.requires_grad and coefficients[~mask].abs().max() == 0
+    assert float((coefficients * values).sum()) == pytest.approx(float(aggregate(values, None, mask, norm, "all",
+                                                                                 **options)), abs=1e-12)
 
 
 def test_topk_with_the_whole_vocabulary_is_the_full_kl_and_k3_is_unbiased():

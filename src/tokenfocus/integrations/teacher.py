@@ -12,7 +12,7 @@ import time
 import torch
 from trl.models.utils import disable_gradient_checkpointing
 
-from ..losses.distill import reverse_kl
+from ..losses.distill import weighted_reverse_kl
 from ..policies.dual_path import scope_weights
 from ..signals.teacher import teacher_scores
 from .shared_prefix import shared_prefix_hidden
@@ -126,9 +126,11 @@ class TeacherMixin:
         mine = slice(self.accelerator.process_index * len(rows), (self.accelerator.process_index + 1) * len(rows))
         return w_student[mine].to(student.dtype), w_teacher[mine].to(student.dtype)
 
-    def _teacher_kl(self, student_final, input_ids, attention_mask, mask, width, completion_ids):
-        """(B, C) KL(pi_S || pi_T) per completion token: the student's final hidden states (with grad) and a no-grad
-        teacher forward, both at the rows that predict the completion tokens."""
+    def _teacher_kl(self, student_final, input_ids, attention_mask, mask, width, completion_ids,
+                    coefficients):
+        """(sum of ``coefficients`` x KL, the (B, C) KL(pi_S || pi_T) per completion token, detached): the student's
+        final hidden states (with grad) and a no-grad teacher forward, both at the rows that predict the completion
+        tokens; the gradient is formed in the forward pass (``weighted_reverse_kl``)."""
         with torch.no_grad():
             backbone = self.tf_teacher.get_decoder() if hasattr(self.tf_teacher, "get_decoder") else \
                 self.tf_teacher.model
@@ -141,7 +143,6 @@ class TeacherMixin:
         # row t - 1 predicts token t; counted from the end, as the hidden states may be the shared-prefix suffixes
         rows = slice(-width - 1, -1)
         student_head = self.accelerator.unwrap_model(self.model).get_output_embeddings().weight
-        return reverse_kl(student_final[:, rows], student_head, teacher_final[:, rows],
-                          self.tf_teacher_head, mask, completion_ids,
-                          estimator=self.tf_distill.estimator, topk=self.tf_distill.topk,
-                          temperature=self.temperature)
+        return weighted_reverse_kl(student_final[:, rows], student_head, teacher_final[:, rows], self.tf_teacher_head,
+                                   mask, coefficients, completion_ids, estimator=self.tf_distill.estimator,
+                                   topk=self.tf_distill.topk, temperature=self.temperature)

@@ -43,7 +43,8 @@ from trl.models.utils import disable_gradient_checkpointing
 from ..capture import capture, layer_output_points
 from ..diagnostics import DiagnosticsConfig, diagnose, diagnosis_signals, informative_groups, trainable_parameters
 from ..io import POLICY_WEIGHTS_FILE, append_jsonl
-from ..losses import LossConfig, aggregate, compute_loss, sink_decorrelation, token_counts, zero_weight_rows_droppable
+from ..losses import (LossConfig, aggregate_coefficients, compute_loss, sink_decorrelation, token_counts,
+                      zero_weight_rows_droppable)
 from ..losses.distill import DistillConfig, teacher_advantage
 from ..options import check_choice
 from ..signals import SignalPass, SignalSource, parse_signal_specs
@@ -361,11 +362,12 @@ class TokenFocusGRPOTrainer(AtomicCheckpoints, TeacherMixin, RolloutSignalsMixin
             metrics["loss/scope_mle"] = float(nll.detach())
         if distill_loss:  # dGRPO form A: + coef x token-mean KL(pi_S || pi_T), gradient through the student only
             final = hidden["final_norm"][-1] if shared else torch.cat(hidden["final_norm"])
-            kl = self._teacher_kl(final, input_ids, attention_mask, mask, width, inputs["completion_ids"])
             count = counts.global_valid_count if counts.global_valid_count is not None else (  # as the KL term of
                 counts.global_count if self.tf_loss.normalizer == "all" else None)            # compute_loss
-            term = aggregate(kl, None, mask, norm=self.tf_loss.norm, normalizer="all", global_count=count,
-                             max_length=self.max_completion_length)
+            coefficients = aggregate_coefficients(mask, self.tf_loss.norm, "all", global_count=count,
+                                                  max_length=self.max_completion_length)
+            term, kl = self._teacher_kl(final, input_ids, attention_mask, mask, width, inputs["completion_ids"],
+                                        coefficients)
             distilled = self.tf_distill.coef * term / counts.loss_divisor
             loss = loss + distilled if self.tf_distill.rl else distilled  # rl false: on-policy distillation only
             metrics["loss/teacher_kl"] = float(kl.detach()[mask].mean()) if mask.any() else 0.0

@@ -60,3 +60,14 @@ def aggregate(
             raise ValueError("norm='seq_sum_const' (Dr. GRPO) needs max_length (the max completion length)")
         return terms.sum() / ((num_sequences or terms.shape[0]) * max_length)
     return terms.sum(-1).sum() / (num_sequences or terms.shape[0])
+
+
+def aggregate_coefficients(mask: torch.Tensor, norm: Norm = "token_mean", normalizer: Normalizer = "all",
+                           **kwargs) -> torch.Tensor:
+    """(B, T) coefficients c, detached, with ``aggregate(x, None, mask, norm, normalizer, **kwargs) == (c * x).sum()``
+    for every per-token x (the reduction is linear in its terms): for a term whose gradient is formed in its
+    forward pass (``signals.teacher.weighted_reverse_kl``)."""
+    with torch.enable_grad():
+        probe = torch.zeros(mask.shape, dtype=torch.float64, device=mask.device, requires_grad=True)
+        (coefficients,) = torch.autograd.grad(aggregate(probe, None, mask, norm, normalizer, **kwargs), probe)
+    return coefficients

@@ -5,7 +5,9 @@ Shapes: per-token tensors (B, C) in the completion layout; the hidden states tha
 the rows at c (the caller slices them at the predicting positions, §0.2). Teacher inputs are always detached.
 
 Reverse KL per token, KL(pi_S(.|s_t) || pi_T(.|s_t)): ``signals.teacher.reverse_kl`` (the same quantity is the
-``teacher_kl`` signal); as a loss term the gradient flows through the student only.
+``teacher_kl`` signal); as a loss term the gradient flows through the student only, and
+``signals.teacher.weighted_reverse_kl`` forms it in the forward pass when the term's per-token coefficients are known
+(``losses.aggregate.aggregate_coefficients``).
 
 Dense advantage (dGRPO form B; HyperEyes' OPD on failed rollouts with ``gate``):
     A_{i,t} = A_i + lambda * (log pi_T(y_t) - log pi_old(y_t))     detached; gate (B,) bool keeps it to some rows
@@ -17,7 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..signals.teacher import ESTIMATORS, KLEstimator, reverse_kl  # noqa: F401 (the per-token KL, re-exported)
+from ..signals.teacher import (  # noqa: F401 (the per-token KL and its weighted loss term, re-exported)
+    ESTIMATORS, KLEstimator, reverse_kl, weighted_reverse_kl)
 
 def teacher_advantage(advantages: torch.Tensor, teacher_logprobs: torch.Tensor, old_logprobs: torch.Tensor,
                       mask: torch.Tensor, coef: float, gate: torch.Tensor | None = None) -> torch.Tensor:

@@ -88,6 +88,87 @@ def reverse_kl(student_hidden: torch.Tensor, student_head: torch.Tensor, teacher
     return out.masked_scatter(flat_mask, values).reshape(b, c) if values.numel() else out.reshape(b, c)
 
 
+class _WeightedVocabularyKL(torch.autograd.Function):
+    """sum_i w_i KL_i over (N, H) rows with its gradient formed in the forward pass, chunk by chunk, so that the
+    backward only scales it: d KL_i / d z_i = q (log q - log t - KL_i) / temperature on the KL's support (the
+    vocabulary, or the teacher's top k with both sides renormalized there), z_i the student's logits. Against
+    activation checkpointing this skips the backward's recomputation of both models' logits and softmaxes (two of
+    six vocabulary-sized matmuls per token; issue 13's cost target). Saved for the backward: (N, H) and (V, H)."""
+
+    @staticmethod
+    def forward(ctx, s_rows, s_head, t_rows, t_head, weights, estimator, topk, chunk, temperature, want_grad):
+        exact = torch.promote_types(s_rows.dtype, torch.float32)  # the gradients' accumulation dtype
+        grad_rows = torch.zeros_like(s_rows, dtype=exact) if want_grad else None
+        grad_head = torch.zeros_like(s_head, dtype=exact) if want_grad else None
+        kls = []
+        for start in range(0, s_rows.size(0), chunk):
+            h, w = s_rows[start:start + chunk], weights[start:start + chunk]
+            z_s = _logits(h, s_head, temperature)
+            log_t = torch.log_softmax(_logits(t_rows[start:start + chunk], t_head, temperature), dim=-1)
+            if estimator == "full":
+                support, log_s = None, torch.log_softmax(z_s, dim=-1)
+            else:
+                support = log_t.topk(min(topk, log_t.size(-1)), dim=-1).indices
+                log_s, log_t = z_s.gather(-1, support), log_t.gather(-1, support)
+                log_s = log_s - torch.logsumexp(log_s, -1, keepdim=True)
+                log_t = log_t - torch.logsumexp(log_t, -1, keepdim=True)
+            q, diff = log_s.exp(), log_s - log_t
+            kl = (q * diff).sum(-1)
+            kls.append(kl)
+            if not want_grad:
+                continue
+            g = q * (diff - kl[:, None]) * (w.to(q.dtype)[:, None] / temperature)  # d (w KL) / d z
+            if support is None:
+                grad_rows[start:start + chunk] = g.to(s_head.dtype) @ s_head
+                grad_head += (g.t().to(h.dtype) @ h).to(grad_head.dtype)
+            else:  # the gradient lives on the k support columns only
+                grad_rows[start:start + chunk] = torch.einsum("ck,ckh->ch", g, s_head[support].to(g.dtype))
+                grad_head.index_add_(0, support.reshape(-1),
+                                     (g[..., None] * h.to(g.dtype)[:, None, :]).reshape(-1, h.size(-1)))
+        kl = torch.cat(kls) if kls else s_rows.new_zeros(0, dtype=torch.float32)
+        ctx.grads = (grad_rows, grad_head)
+        ctx.dtypes = (s_rows.dtype, s_head.dtype)
+        ctx.mark_non_differentiable(kl)
+        return (weights.to(kl.dtype) * kl).sum(), kl
+
+    @staticmethod
+    def backward(ctx, grad_total, _grad_kl):
+        grad_rows, grad_head = ctx.grads
+        if grad_rows is None:
+            raise RuntimeError("weighted_reverse_kl was called without a gradient and cannot be differentiated")
+        ctx.grads = None
+        return ((grad_rows * grad_total).to(ctx.dtypes[0]), (grad_head * grad_total).to(ctx.dtypes[1]),
+                None, None, None, None, None, None, None, None)
+
+
+def weighted_reverse_kl(student_hidden: torch.Tensor, student_head: torch.Tensor, teacher_hidden: torch.Tensor,
+                        teacher_head: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor,
+                        tokens: torch.Tensor | None = None, *, estimator: KLEstimator = "full", topk: int = 20,
+                        chunk: int = 256, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of ``weights`` x KL(pi_S || pi_T) over the ``mask``ed tokens, the (B, C) per-token KL detached): what
+    ``(weights * reverse_kl(...)).sum()`` gives, value and gradient, for a loss whose per-token coefficients are
+    known before the KL (``losses.aggregate_coefficients``). The full and top-k estimators form their gradient in
+    the forward pass (``_WeightedVocabularyKL``); the sampled ones read two log-probs and go through
+    ``reverse_kl``. ``weights``: (B, C), detached."""
+    if estimator not in ("full", "topk") or weights.requires_grad:
+        kl = reverse_kl(student_hidden, student_head, teacher_hidden, teacher_head, mask, tokens, estimator=estimator,
+                        topk=topk, chunk=chunk, temperature=temperature)
+        return (torch.where(mask.bool(), weights, 0.0) * kl).sum(), kl.detach()
+    if student_head.shape[0] != teacher_head.shape[0]:
+        raise ValueError(f"student and teacher vocabularies differ ({student_head.shape[0]} vs "
+                         f"{teacher_head.shape[0]} tokens): on-policy distillation needs one vocabulary")
+    b, c = mask.shape
+    flat_mask = mask.reshape(-1).bool()
+    want_grad = torch.is_grad_enabled() and (student_hidden.requires_grad or student_head.requires_grad)
+    s_rows = student_hidden.reshape(b * c, -1)[flat_mask]
+    t_rows = teacher_hidden.detach().reshape(b * c, -1)[flat_mask]
+    total, values = _WeightedVocabularyKL.apply(s_rows, student_head, t_rows, teacher_head.detach(),
+                                                weights.detach().reshape(-1)[flat_mask], estimator, topk, chunk,
+                                                temperature, want_grad)
+    out = torch.zeros(b * c, dtype=values.dtype, device=values.device)
+    return total, (out.masked_scatter(flat_mask, values) if values.numel() else out).reshape(b, c)
+
+
 _MAX_LOG_RATIO = 80.0  # k3 stays finite in float32 (e^80 ~ 5.5e34)
 
 
