@@ -151,6 +151,13 @@ def test_bad_inputs_are_named():
         reverse_kl(s_h, s_w, t_h, t_w, mask, estimator="sampled_k3")
     with pytest.raises(ValueError, match="estimator must be one of"):
         reverse_kl(s_h, s_w, t_h, t_w, mask, estimator="k2")
+    with pytest.raises(ValueError, match="vocabularies differ"):
+        weighted_reverse_kl(s_h, s_w, t_h, t_w[:7], mask, torch.ones(2, 5, dtype=torch.float64))
+    hidden = s_h.clone().requires_grad_(True)
+    total, _ = weighted_reverse_kl(hidden, s_w, t_h, t_w, mask, torch.ones(2, 5, dtype=torch.float64))
+    total.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="one backward pass.*compute the term again"):
+        total.backward()
 
 
 def test_the_teacher_advantage_is_dense_detached_and_gated():

@@ -38,6 +38,12 @@ def _logits(hidden: torch.Tensor, head: torch.Tensor, temperature: float = 1.0) 
     return out if temperature == 1.0 else out / temperature
 
 
+def _check_vocabularies(student_head: torch.Tensor, teacher_head: torch.Tensor) -> None:
+    if student_head.shape[0] != teacher_head.shape[0]:
+        raise ValueError(f"student and teacher vocabularies differ ({student_head.shape[0]} vs "
+                         f"{teacher_head.shape[0]} tokens): on-policy distillation needs one vocabulary")
+
+
 def reverse_kl(student_hidden: torch.Tensor, student_head: torch.Tensor, teacher_hidden: torch.Tensor,
                teacher_head: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor | None = None, *,
                estimator: KLEstimator = "full", topk: int = 20, chunk: int = 256,
@@ -49,9 +55,7 @@ def reverse_kl(student_hidden: torch.Tensor, student_head: torch.Tensor, teacher
         raise ValueError(f"estimator must be one of {list(ESTIMATORS)}, got {estimator!r}")
     if estimator.startswith("sampled") and tokens is None:
         raise ValueError(f"estimator {estimator!r} needs the sampled tokens")
-    if student_head.shape[0] != teacher_head.shape[0]:
-        raise ValueError(f"student and teacher vocabularies differ ({student_head.shape[0]} vs "
-                         f"{teacher_head.shape[0]} tokens): on-policy distillation needs one vocabulary")
+    _check_vocabularies(student_head, teacher_head)
     b, c = mask.shape
     flat_mask = mask.reshape(-1).bool()
     s_hidden = student_hidden.reshape(b * c, -1)[flat_mask]
@@ -133,9 +137,10 @@ class _WeightedVocabularyKL(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_total, _grad_kl):
+        if ctx.grads is None:
+            raise RuntimeError("weighted_reverse_kl keeps its gradient for one backward pass, and it was already used "
+                               "(a second backward, retain_graph=True): compute the term again for another backward")
         grad_rows, grad_head = ctx.grads
-        if grad_rows is None:
-            raise RuntimeError("weighted_reverse_kl was called without a gradient and cannot be differentiated")
         ctx.grads = None
         return ((grad_rows * grad_total).to(ctx.dtypes[0]), (grad_head * grad_total).to(ctx.dtypes[1]),
                 None, None, None, None, None, None, None, None)
@@ -154,9 +159,7 @@ def weighted_reverse_kl(student_hidden: torch.Tensor, student_head: torch.Tensor
         kl = reverse_kl(student_hidden, student_head, teacher_hidden, teacher_head, mask, tokens, estimator=estimator,
                         topk=topk, chunk=chunk, temperature=temperature)
         return (torch.where(mask.bool(), weights, 0.0) * kl).sum(), kl.detach()
-    if student_head.shape[0] != teacher_head.shape[0]:
-        raise ValueError(f"student and teacher vocabularies differ ({student_head.shape[0]} vs "
-                         f"{teacher_head.shape[0]} tokens): on-policy distillation needs one vocabulary")
+    _check_vocabularies(student_head, teacher_head)
     b, c = mask.shape
     flat_mask = mask.reshape(-1).bool()
     want_grad = torch.is_grad_enabled() and (student_hidden.requires_grad or student_head.requires_grad)
