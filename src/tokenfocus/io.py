@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import json
 import os
 import platform
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -86,6 +89,80 @@ def prepare_output_dir(path: Path, overwrite: bool = False, what: str = "output 
     except OSError as error:
         raise ValueError(f"{what} {path} cannot be written ({error.strerror}); choose another directory") from None
     return path
+
+
+class DirInUse(ValueError):
+    """Another process holds the lock of a directory this one would write (``hold``)."""
+
+    def __init__(self, message: str, pid: str, command: str):
+        super().__init__(message)
+        self.pid, self.command = pid, command
+
+
+_HELD: dict[Path, int] = {}  # the locks this process holds, by path, with their depth (``hold`` is re-entrant)
+
+
+@contextmanager
+def hold(lock: Path, *, wait: bool = False, on_wait=None, what: str = ""):
+    """Hold the flock of ``lock`` (created if missing, never deleted) while the block runs; the lock goes with its
+    holder's process, so a killed holder never blocks the next one. The file names the holder (pid, command).
+    Held by another process: raise ``DirInUse`` (naming ``what``, the holder and the fix), or with ``wait`` call
+    ``on_wait(pid, command)`` and wait for it. Re-entrant within one process."""
+    lock = Path(lock).absolute()
+    if _HELD.get(lock):
+        _HELD[lock] += 1
+        try:
+            yield
+        finally:
+            _HELD[lock] -= 1
+        return
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            pid, _, command = (handle.read().strip() or "?").partition(" ")
+            if not wait:
+                raise DirInUse(f"{what or lock.parent} is in use by process {pid} ({command or 'command unknown'}): "
+                               "two processes would write the same files. Wait for it to finish, or stop it (kill "
+                               f"-TERM {pid} saves a checkpoint to resume from) and run this again", pid,
+                               command) from None
+            if on_wait is not None:
+                on_wait(pid, command)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()} {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])[:500]}\n")
+        handle.flush()
+        _HELD[lock] = 1
+        try:
+            yield
+        finally:
+            del _HELD[lock]
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def run_lock(run_dir: Path):
+    """``hold`` for a run directory: its lock file lies beside it (``.<name>.lock``), so a new run's directory stays
+    empty and ``--overwrite`` cannot remove the lock with it."""
+    run_dir = Path(run_dir)
+    return hold(run_dir.with_name(f".{run_dir.name}.lock"), what=f"run {run_dir}")
+
+
+def holds_run_dir(run):
+    """Decorate a recipe ``run(config, ...)`` to hold ``config.run_dir`` (``run_lock``) from before anything loads
+    until it returns: a second process on the same run (two study slices on one arm, a train beside a study) gets a
+    clear error instead of writing the same checkpoints. Only the main process of a distributed launch holds it."""
+
+    @functools.wraps(run)
+    def holding(config, *args, **kwargs):
+        if int(os.environ.get("RANK", "0")) != 0:
+            return run(config, *args, **kwargs)
+        with run_lock(config.run_dir):
+            return run(config, *args, **kwargs)
+
+    return holding
 
 
 def set_aside_torn_tail(path: Path) -> Path | None:

@@ -140,3 +140,41 @@ def test_eval_refuses_to_replace_an_earlier_result(tmp_path):
     assert again.exit_code == 2 and "already holds this evaluation; pass --overwrite" in again.output
     assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
     assert len([r for r in read_jsonl(tmp_path / "r" / "metrics.jsonl") if r.get("event") == "eval"]) == 2
+
+
+def test_a_second_process_on_a_run_is_refused_before_it_loads_or_writes_anything(tmp_path, monkeypatch,
+                                                                                  run_held_elsewhere):
+    """Two processes on one run would write the same checkpoints: while another process holds the run (a study
+    slice on the same arm, a forgotten train), run_train raises DirInUse naming that process, its command and the
+    fix, before any model loads, and leaves the directory as it was; the CLI prints the same and exits 2 (its error
+    code). The lock goes with its holder: once that process is killed (SIGKILL, nothing released by hand), the run
+    starts. The lock file lies beside the run, so the new run's directory stays empty and --overwrite cannot delete
+    the lock."""
+    from tokenfocus import models
+    from tokenfocus.io import DirInUse, run_lock
+
+    config = load_train_config(config_file(tmp_path))
+    run_dir = tmp_path / "run"
+    holder = run_held_elsewhere(run_dir)
+    loads = []
+    monkeypatch.setattr(models, "load_model", lambda spec: loads.append(spec))
+    with pytest.raises(DirInUse) as error:
+        run_train(config)
+    message = str(error.value)
+    assert f"run {run_dir} is in use by process {holder.pid} (-c {run_dir} --arms full)" in message
+    assert f"kill -TERM {holder.pid} saves a checkpoint" in message and "run this again" in message
+    assert loads == [] and not run_dir.exists()
+    monkeypatch.undo()
+    result = CliRunner().invoke(app, ["train", str(config_file(tmp_path))])
+    assert result.exit_code == 2 and f"is in use by process {holder.pid}" in result.output
+    assert not run_dir.exists()
+    holder.kill()
+    holder.wait()
+    with run_lock(run_dir):  # the same process may hold it around its own train (a study's arm does)
+        run_train(config)
+    assert (run_dir / "final").is_dir() and not (run_dir / f".{run_dir.name}.lock").exists()
+    assert (tmp_path / ".run.lock").is_file()
+    run_held_elsewhere(run_dir)
+    with pytest.raises(DirInUse):  # an --overwrite from a second process is refused too: the finished run is kept
+        run_train(config, overwrite=True)
+    assert (run_dir / "final").is_dir()

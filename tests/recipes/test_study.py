@@ -305,6 +305,34 @@ def test_a_study_runs_slice_by_slice_and_exports_light_files(tmp_path, monkeypat
         run_study(study, seeds=[7])
 
 
+def test_a_slice_skips_a_run_another_process_holds_and_leaves_its_entry_alone(tmp_path, monkeypatch,
+                                                                               run_held_elsewhere):
+    """Two slices of one study started on overlapping arms: a run that another process holds (training or
+    evaluating it) is skipped with a log line naming that process, gets no entry from this slice (the holder writes
+    it) and is not touched; the other runs go on. Once the holder is gone, the next slice runs it."""
+    from tokenfocus.io import run_lock
+
+    study, _ = _stub_study(tmp_path, monkeypatch, seeds=(0,))
+    held = tmp_path / "out" / "full-s0"
+    holder = run_held_elsewhere(held)
+    messages = []
+    run_study(study, log=messages.append)
+    assert any(m.startswith(f"[full s0] skipped: run {held} is in use by process {holder.pid}") for m in messages)
+    index = json.loads((tmp_path / "out" / "study.json").read_text())
+    assert sorted((r["arm"], r["status"]) for r in index["runs"]) == [("initial", "done"), ("random20", "done")]
+    assert not held.exists() and (tmp_path / "out" / "random20-s0" / "final").is_dir()
+    holder.kill()
+    holder.wait()
+    messages.clear()
+    with run_lock(tmp_path / "out" / "random20-s0"):  # this process's own lock does not stop it (re-entrant)
+        run_study(study, log=messages.append)
+    assert "[random20 s0] done, skipped" in messages and not any("in use" in m for m in messages)
+    index = json.loads((tmp_path / "out" / "study.json").read_text())
+    assert sorted((r["arm"], r["status"]) for r in index["runs"]) == [
+        ("full", "done"), ("initial", "done"), ("random20", "done")]
+    assert (held / "final").is_dir()
+
+
 def test_a_counterfactual_study_on_marked_prompts_runs_and_reports(tmp_path):
     """The steps task marks evidence and steps: PGPO and Video-KTR arms train on their own signals, the samples
     carry the counterfactual signals and the spans, and the report judges the declared claims."""

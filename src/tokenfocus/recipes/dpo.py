@@ -15,11 +15,12 @@ from transformers import PrinterCallback
 
 from ..config.dpo import DPORunConfig
 from ..integrations.callbacks import GracefulStop, MetricsFile
-from ..io import append_jsonl, atomic_write_text, write_json
+from ..io import append_jsonl, atomic_write_text, holds_run_dir, write_json
 from ..tasks.preference import PairRow, length_problems, summarize
 from .train import open_run_dir, train_and_publish
 
 
+@holds_run_dir
 def run_dpo(config: DPORunConfig, resume: bool = False, log=print, overwrite: bool = False,
             allow_config_change: bool = False):
     """Train; returns (run directory, trainer or None when the run was already complete)."""

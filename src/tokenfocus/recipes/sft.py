@@ -10,10 +10,11 @@ from transformers import PrinterCallback
 
 from ..config.sft import SFTRunConfig
 from ..integrations.callbacks import GracefulStop, MetricsFile
-from ..io import append_jsonl
+from ..io import append_jsonl, holds_run_dir
 from .train import open_run_dir, train_and_publish
 
 
+@holds_run_dir
 def run_sft(config: SFTRunConfig, resume: bool = False, log=print, overwrite: bool = False,
             allow_config_change: bool = False):
     """Train; returns (run directory, trainer or None when the run was already complete)."""

@@ -28,7 +28,7 @@ import yaml
 from ..checkpoints import checkpoint_dirs, latest_complete_checkpoint
 from ..config import StudyConfig
 from ..config.study import INITIAL_ARM, TEACHER_ARM
-from ..io import append_jsonl, atomic_write_text, write_json, write_jsonl
+from ..io import DirInUse, append_jsonl, atomic_write_text, run_lock, write_json, write_jsonl
 from .start_check import (GREEDY_AGREEMENT_MIN, SAMPLED_SAME_MIN, compare_starts, describe, known_fingerprints,
                           merge_equivalents)
 
@@ -206,30 +206,33 @@ def run_study(study: StudyConfig, log=print, allow_config_change: bool = False, 
             try:
                 config = study.run_config(arm, seed)
                 run_dir = config.run_dir
-                status = _status(run_dir, study)
-                if status == "done":
-                    log(f"[{arm} s{seed}] done, skipped")
-                    finished({**entry, "status": "done"})
-                    continue
-                if status in ("pending", "partial"):
-                    log(f"[{arm} s{seed}] {'resuming' if status == 'partial' else 'training'} -> {run_dir}")
-                    train_arm(config, resume=status == "partial", overwrite=status == "pending", log=log)
-                    if not (run_dir / "final").is_dir():  # stopped by SIGTERM: leave the rest for --resume
-                        finished({**entry, "status": "partial"})
-                        log("study interrupted; run it again to continue")
-                        return root
-                else:  # trained earlier, stopped while its results were written: only the missing ones
-                    log(f"[{arm} s{seed}] trained; writing what is missing: {', '.join(_missing(run_dir, study))}")
-                model, tokenizer = load_model(str(run_dir / "final"))
-                _evaluate_sets(model, tokenizer, study, run_dir)
-                if not (run_dir / DRIFT_FILE).is_file():
-                    _write_drift(model, tokenizer, starting_model(), study, run_dir)
-                if study.samples and not (run_dir / SAMPLES_FILE).is_file():
-                    _write_samples(model, tokenizer, study, run_dir, seed)
-                if not study.train.get("keep_checkpoints", False):
-                    _drop_checkpoints(run_dir)
-                finished({**entry, "status": "done", "seconds": time.time() - arm_started,
-                          "warmup_fingerprint": extra.get("warmup_fingerprint")})
+                with run_lock(run_dir):  # re-checked under the lock: another slice may have just finished it
+                    status = _status(run_dir, study)
+                    if status == "done":
+                        log(f"[{arm} s{seed}] done, skipped")
+                        finished({**entry, "status": "done"})
+                        continue
+                    if status in ("pending", "partial"):
+                        log(f"[{arm} s{seed}] {'resuming' if status == 'partial' else 'training'} -> {run_dir}")
+                        train_arm(config, resume=status == "partial", overwrite=status == "pending", log=log)
+                        if not (run_dir / "final").is_dir():  # stopped by SIGTERM: leave the rest for --resume
+                            finished({**entry, "status": "partial"})
+                            log("study interrupted; run it again to continue")
+                            return root
+                    else:  # trained earlier, stopped while its results were written: only the missing ones
+                        log(f"[{arm} s{seed}] trained; writing what is missing: {', '.join(_missing(run_dir, study))}")
+                    model, tokenizer = load_model(str(run_dir / "final"))
+                    _evaluate_sets(model, tokenizer, study, run_dir)
+                    if not (run_dir / DRIFT_FILE).is_file():
+                        _write_drift(model, tokenizer, starting_model(), study, run_dir)
+                    if study.samples and not (run_dir / SAMPLES_FILE).is_file():
+                        _write_samples(model, tokenizer, study, run_dir, seed)
+                    if not study.train.get("keep_checkpoints", False):
+                        _drop_checkpoints(run_dir)
+                    finished({**entry, "status": "done", "seconds": time.time() - arm_started,
+                              "warmup_fingerprint": extra.get("warmup_fingerprint")})
+            except DirInUse as busy:  # another slice trains or evaluates it now: its entry is that slice's to write
+                log(f"[{arm} s{seed}] skipped: {busy}")
             # One failing run must not cost the others: record it (study.json, the log) and go on.
             except Exception as error:  # noqa: BLE001
                 finished(_failed(entry, error, log))

@@ -23,7 +23,7 @@ from ..checkpoints import (MANIFEST, STAGING, checkpoint_dirs, clear_staging, la
                            set_aside, step_of)
 from ..config import TrainConfig
 from ..integrations.callbacks import GracefulStop, MetricsFile
-from ..io import append_jsonl, atomic_write_text, manifest, write_json
+from ..io import append_jsonl, atomic_write_text, holds_run_dir, manifest, write_json
 
 
 # Keys of config.yaml that may differ on resume: where the run lives.
@@ -173,6 +173,7 @@ def open_run_dir(config, resume: bool, overwrite: bool, allow_config_change: boo
     return chosen, False
 
 
+@holds_run_dir
 def run_train(config: TrainConfig, resume: bool = False, log=print, overwrite: bool = False,
               allow_config_change: bool = False):
     """Train; returns (run directory, trainer). Never overwrites a run without ``overwrite`` (see

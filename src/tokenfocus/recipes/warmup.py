@@ -18,17 +18,15 @@ study slices started together) do not both train it: the second waits for the fi
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
 from ..config import WarmupConfig
 from ..integrations.callbacks import MetricsFile
-from ..io import write_json
+from ..io import hold, write_json
 from ..tasks import Task
 
 LOCK_FILE = ".lock"
@@ -57,27 +55,15 @@ def run_warmup(model_spec: str, task: Task, config: WarmupConfig, out_dir: Path,
         return _train_warmup(model_spec, task, config, out_dir, log)
 
 
-@contextmanager
 def _only_maker(out_dir: Path, log):
     """Hold ``out_dir``/.lock while making the warm-up: two study slices started together (one per core) would
     otherwise both train into one directory. The second waits for the first and then reuses its model; the lock
     goes with its holder's process (flock), so a killed maker never blocks the next one."""
-    with open(out_dir / LOCK_FILE, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "?"
-            log(f"another process (pid {holder}) is making the warm-up in {out_dir}; waiting for it")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def waiting(pid: str, _command: str) -> None:
+        log(f"another process (pid {pid}) is making the warm-up in {out_dir}; waiting for it")
+
+    return hold(out_dir / LOCK_FILE, wait=True, on_wait=waiting)
 
 
 def _train_warmup(model_spec: str, task: Task, config: WarmupConfig, out_dir: Path, log) -> Path:
