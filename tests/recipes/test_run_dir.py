@@ -76,7 +76,8 @@ def test_a_field_added_later_with_its_neutral_default_is_no_difference_on_resume
     assert config_differences(old, turned_on, defaults=added_defaults()) == [
         "resolved_method.loss.sink_decorrelation: '(absent)' -> 1.0"]
     dropped = {"resolved_method": {"loss": {}}, "run": {"seed": 0}}  # a key the new config lacks stays a difference
-    assert config_differences(old, dropped, defaults=added_defaults()) == ["resolved_method.loss.beta: 0.0 -> '(absent)'"]
+    assert config_differences(old, dropped, defaults=added_defaults()) == [
+        "resolved_method.loss.beta: 0.0 -> '(absent)'"]
 
 
 def test_a_torn_metrics_tail_is_set_aside_before_the_resume_appends(tmp_path):

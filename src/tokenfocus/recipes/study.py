@@ -37,7 +37,8 @@ SAMPLES_FILE = "samples/tokens.jsonl"
 SAMPLE_SIGNALS = ("attention_entropy", "attention_mass", "predictive_entropy", "position")
 # Added to the samples of a task that marks the role: where the counterfactual signals put their weight.
 ROLE_SIGNALS = {"evidence": ({"name": "context_dependency"},),
-                "steps": ({"name": "token_attribution", "counterfactual": "steps_shuffled", "label": "order_attribution"},)}
+                "steps": ({"name": "token_attribution", "counterfactual": "steps_shuffled",
+                           "label": "order_attribution"},)}
 
 
 class StudyRunsFailed(ValueError):
@@ -334,8 +335,8 @@ def _evaluate_sets(model, tokenizer, study: StudyConfig, run_dir: Path) -> None:
         if (run_dir / "eval" / f"{name}-final.json").is_file():  # evaluated before a stop: its metrics line is there
             continue
         result = evaluate(model, tokenizer, EvalConfig(
-            model=str(run_dir / "final"), task=chosen["task"] or study.task.spec(), split=chosen["split"], n=chosen["n"],
-            tiers=chosen["tiers"], k=spec.k, temperature=spec.temperature, max_new_tokens=spec.max_new_tokens,
+            model=str(run_dir / "final"), task=chosen["task"] or study.task.spec(), split=chosen["split"],
+            n=chosen["n"], tiers=chosen["tiers"], k=spec.k, temperature=spec.temperature, max_new_tokens=spec.max_new_tokens,
             seed=spec.seed, batch_size=spec.batch_size, answer_line_only=strict, shared_prefill=spec.shared_prefill))
         write_json(run_dir / "eval" / f"{name}-final.json", {"set": name, **result})
         line = {"event": "eval", "time": time.time(), f"eval/{name}/pass@1": result["pass@1"]}
@@ -352,8 +353,8 @@ def _write_drift(model, tokenizer, start_model, study: StudyConfig, run_dir: Pat
     from .evaluate import EvalConfig, eval_problems
 
     name, chosen = next(iter(study.eval.eval_sets().items()))
-    problems = eval_problems(EvalConfig(model="", task=chosen["task"] or study.task.spec(), split=chosen["split"], n=chosen["n"],
-                                        tiers=chosen["tiers"], seed=study.eval.seed))[:n]
+    problems = eval_problems(EvalConfig(model="", task=chosen["task"] or study.task.spec(), split=chosen["split"],
+                                        n=chosen["n"], tiers=chosen["tiers"], seed=study.eval.seed))[:n]
     rollout = generate_rollout(model, tokenizer, [p.prompt for p in problems],
                                max_new_tokens=study.eval.max_new_tokens, batch_size=study.eval.batch_size)
     batch = rollout.batch
