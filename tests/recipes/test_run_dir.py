@@ -162,7 +162,7 @@ def test_a_second_process_on_a_run_is_refused_before_it_loads_or_writes_anything
     with pytest.raises(DirInUse) as error:
         run_train(config)
     message = str(error.value)
-    assert f"run {run_dir} is in use by process {holder.pid} (-c {run_dir} --arms full)" in message
+    assert f"run {run_dir} is in use by process {holder.pid} (-c {run_dir} run --arms full)" in message
     assert f"kill -TERM {holder.pid} saves a checkpoint" in message and "run this again" in message
     assert loads == [] and not run_dir.exists()
     monkeypatch.undo()

@@ -28,7 +28,7 @@ import yaml
 from ..checkpoints import checkpoint_dirs, latest_complete_checkpoint
 from ..config import StudyConfig
 from ..config.study import INITIAL_ARM, TEACHER_ARM
-from ..io import DirInUse, append_jsonl, atomic_write_text, run_lock, write_json, write_jsonl
+from ..io import DirInUse, append_jsonl, atomic_write_text, hold, run_lock, write_json, write_jsonl
 from .start_check import (GREEDY_AGREEMENT_MIN, SAMPLED_SAME_MIN, compare_starts, describe, known_fingerprints,
                           merge_equivalents)
 
@@ -154,9 +154,10 @@ def run_study(study: StudyConfig, log=print, allow_config_change: bool = False, 
 
     def finished(entry: dict) -> None:
         entries.append(entry)
-        _write_index(study, entries, started, extra)
-        if export is not None:
-            export_light(root, Path(export))
+        with hold(root / INDEX_LOCK, wait=True):  # two slices finishing at once: one read-merge-write at a time
+            _write_index(study, entries, started, extra)
+            if export is not None:
+                export_light(root, Path(export))
 
     exported = Path(export) / "study.json" if export is not None else None
     if exported is not None and exported.is_file():  # refuse a slice from another starting model before it trains
@@ -369,6 +370,9 @@ LIGHT_DIRS = ("eval", "samples")
 # What every arm and seed of a study shares and a later slice must not re-create: the on-policy DPO pairs, sampled
 # once from the starting model (``recipes.dpo.pairs_cache``; on a re-created warm-up they would differ).
 SHARED_FILES = "pairs-on-policy-*"
+# Held while a slice merges its entries into study.json and the export's (``hold``): slices side by side on one
+# machine finish at any moment, and an unlocked read-merge-write could drop the other's entry.
+INDEX_LOCK = ".index.lock"
 
 
 def export_light(root: Path, dest: Path) -> Path:
@@ -376,6 +380,11 @@ def export_light(root: Path, dest: Path) -> Path:
     policy weights, eval results with per-problem outcomes, samples, drift; no checkpoints or models) to
     ``dest``, so a study can be committed and grow slice by slice across machines."""
     root, dest = Path(root), Path(dest)
+    with hold(root / INDEX_LOCK, wait=True):
+        return _export_light(root, dest)
+
+
+def _export_light(root: Path, dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     index = json.loads((root / "study.json").read_text())
     merged = index
