@@ -76,7 +76,8 @@ def test_a_field_added_later_with_its_neutral_default_is_no_difference_on_resume
     assert config_differences(old, turned_on, defaults=added_defaults()) == [
         "resolved_method.loss.sink_decorrelation: '(absent)' -> 1.0"]
     dropped = {"resolved_method": {"loss": {}}, "run": {"seed": 0}}  # a key the new config lacks stays a difference
-    assert config_differences(old, dropped, defaults=added_defaults()) == ["resolved_method.loss.beta: 0.0 -> '(absent)'"]
+    assert config_differences(old, dropped, defaults=added_defaults()) == [
+        "resolved_method.loss.beta: 0.0 -> '(absent)'"]
 
 
 def test_a_torn_metrics_tail_is_set_aside_before_the_resume_appends(tmp_path):
@@ -161,7 +162,7 @@ def test_a_second_process_on_a_run_is_refused_before_it_loads_or_writes_anything
     with pytest.raises(DirInUse) as error:
         run_train(config)
     message = str(error.value)
-    assert f"run {run_dir} is in use by process {holder.pid} (-c {run_dir} --arms full)" in message
+    assert f"run {run_dir} is in use by process {holder.pid} (-c {run_dir} run --arms full)" in message
     assert f"kill -TERM {holder.pid} saves a checkpoint" in message and "run this again" in message
     assert loads == [] and not run_dir.exists()
     monkeypatch.undo()

@@ -333,6 +333,26 @@ def test_a_slice_skips_a_run_another_process_holds_and_leaves_its_entry_alone(tm
     assert (held / "final").is_dir()
 
 
+def test_slices_merge_their_entries_one_at_a_time(tmp_path, monkeypatch, run_held_elsewhere):
+    """study.json and the export are read, merged and written under the study's index lock: while another slice
+    holds it (merging its own entry), this one waits instead of writing over it, and writes once it is free."""
+    import threading
+
+    study, study_recipe = _stub_study(tmp_path, monkeypatch, seeds=(0,))
+    run_study(study, log=lambda m: None, arms=["full"])
+    holder = run_held_elsewhere(tmp_path / "out" / study_recipe.INDEX_LOCK, file=True)
+    dest = tmp_path / "committed"
+    export = threading.Thread(target=study_recipe.export_light, args=(tmp_path / "out", dest))
+    export.start()
+    export.join(timeout=2)
+    assert export.is_alive() and not (dest / "study.json").exists()  # waiting for the other slice
+    holder.kill()
+    holder.wait()
+    export.join(timeout=60)
+    assert not export.is_alive()
+    assert [r["dir"] for r in json.loads((dest / "study.json").read_text())["runs"]] == ["initial", "full-s0"]
+
+
 def test_a_counterfactual_study_on_marked_prompts_runs_and_reports(tmp_path):
     """The steps task marks evidence and steps: PGPO and Video-KTR arms train on their own signals, the samples
     carry the counterfactual signals and the spans, and the report judges the declared claims."""

@@ -28,7 +28,7 @@ import yaml
 from ..checkpoints import checkpoint_dirs, latest_complete_checkpoint
 from ..config import StudyConfig
 from ..config.study import INITIAL_ARM, TEACHER_ARM
-from ..io import DirInUse, append_jsonl, atomic_write_text, run_lock, write_json, write_jsonl
+from ..io import DirInUse, append_jsonl, atomic_write_text, hold, run_lock, write_json, write_jsonl
 from .start_check import (GREEDY_AGREEMENT_MIN, SAMPLED_SAME_MIN, compare_starts, describe, known_fingerprints,
                           merge_equivalents)
 
@@ -37,7 +37,8 @@ SAMPLES_FILE = "samples/tokens.jsonl"
 SAMPLE_SIGNALS = ("attention_entropy", "attention_mass", "predictive_entropy", "position")
 # Added to the samples of a task that marks the role: where the counterfactual signals put their weight.
 ROLE_SIGNALS = {"evidence": ({"name": "context_dependency"},),
-                "steps": ({"name": "token_attribution", "counterfactual": "steps_shuffled", "label": "order_attribution"},)}
+                "steps": ({"name": "token_attribution", "counterfactual": "steps_shuffled",
+                           "label": "order_attribution"},)}
 
 
 class StudyRunsFailed(ValueError):
@@ -153,9 +154,10 @@ def run_study(study: StudyConfig, log=print, allow_config_change: bool = False, 
 
     def finished(entry: dict) -> None:
         entries.append(entry)
-        _write_index(study, entries, started, extra)
-        if export is not None:
-            export_light(root, Path(export))
+        with hold(root / INDEX_LOCK, wait=True):  # two slices finishing at once: one read-merge-write at a time
+            _write_index(study, entries, started, extra)
+            if export is not None:
+                export_light(root, Path(export))
 
     exported = Path(export) / "study.json" if export is not None else None
     if exported is not None and exported.is_file():  # refuse a slice from another starting model before it trains
@@ -334,8 +336,8 @@ def _evaluate_sets(model, tokenizer, study: StudyConfig, run_dir: Path) -> None:
         if (run_dir / "eval" / f"{name}-final.json").is_file():  # evaluated before a stop: its metrics line is there
             continue
         result = evaluate(model, tokenizer, EvalConfig(
-            model=str(run_dir / "final"), task=chosen["task"] or study.task.spec(), split=chosen["split"], n=chosen["n"],
-            tiers=chosen["tiers"], k=spec.k, temperature=spec.temperature, max_new_tokens=spec.max_new_tokens,
+            model=str(run_dir / "final"), task=chosen["task"] or study.task.spec(), split=chosen["split"],
+            n=chosen["n"], tiers=chosen["tiers"], k=spec.k, temperature=spec.temperature, max_new_tokens=spec.max_new_tokens,
             seed=spec.seed, batch_size=spec.batch_size, answer_line_only=strict, shared_prefill=spec.shared_prefill))
         write_json(run_dir / "eval" / f"{name}-final.json", {"set": name, **result})
         line = {"event": "eval", "time": time.time(), f"eval/{name}/pass@1": result["pass@1"]}
@@ -352,8 +354,8 @@ def _write_drift(model, tokenizer, start_model, study: StudyConfig, run_dir: Pat
     from .evaluate import EvalConfig, eval_problems
 
     name, chosen = next(iter(study.eval.eval_sets().items()))
-    problems = eval_problems(EvalConfig(model="", task=chosen["task"] or study.task.spec(), split=chosen["split"], n=chosen["n"],
-                                        tiers=chosen["tiers"], seed=study.eval.seed))[:n]
+    problems = eval_problems(EvalConfig(model="", task=chosen["task"] or study.task.spec(), split=chosen["split"],
+                                        n=chosen["n"], tiers=chosen["tiers"], seed=study.eval.seed))[:n]
     rollout = generate_rollout(model, tokenizer, [p.prompt for p in problems],
                                max_new_tokens=study.eval.max_new_tokens, batch_size=study.eval.batch_size)
     batch = rollout.batch
@@ -368,6 +370,9 @@ LIGHT_DIRS = ("eval", "samples")
 # What every arm and seed of a study shares and a later slice must not re-create: the on-policy DPO pairs, sampled
 # once from the starting model (``recipes.dpo.pairs_cache``; on a re-created warm-up they would differ).
 SHARED_FILES = "pairs-on-policy-*"
+# Held while a slice merges its entries into study.json and the export's (``hold``): slices side by side on one
+# machine finish at any moment, and an unlocked read-merge-write could drop the other's entry.
+INDEX_LOCK = ".index.lock"
 
 
 def export_light(root: Path, dest: Path) -> Path:
@@ -375,6 +380,11 @@ def export_light(root: Path, dest: Path) -> Path:
     policy weights, eval results with per-problem outcomes, samples, drift; no checkpoints or models) to
     ``dest``, so a study can be committed and grow slice by slice across machines."""
     root, dest = Path(root), Path(dest)
+    with hold(root / INDEX_LOCK, wait=True):
+        return _export_light(root, dest)
+
+
+def _export_light(root: Path, dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     index = json.loads((root / "study.json").read_text())
     merged = index
